@@ -166,3 +166,312 @@ mod tests {
         }
     }
 }
+
+/// One memory limit: an absolute size, or a share of the device's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemLimit {
+    Bytes(u64),
+    /// Parts per million of the device's memory, 10_000..=1_000_000 (1%..100%).
+    Share(Ppm),
+}
+
+impl MemLimit {
+    /// The limit in bytes on a device of `device_total` bytes: never more
+    /// than the device.
+    pub fn resolve(self, device_total: u64) -> u64 {
+        match self {
+            MemLimit::Bytes(b) => b.min(device_total),
+            MemLimit::Share(p) => p.of(device_total),
+        }
+    }
+}
+
+/// A fraction in parts per million.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ppm(pub u32);
+
+impl Ppm {
+    pub const ONE: Ppm = Ppm(1_000_000);
+    /// `self` of `x`, rounded down, without overflow.
+    pub fn of(self, x: u64) -> u64 {
+        (x as u128 * self.0 as u128 / 1_000_000) as u64
+    }
+    pub fn as_f64(self) -> f64 {
+        self.0 as f64 / 1e6
+    }
+}
+
+impl fmt::Display for Ppm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pct = self.0 as f64 / 10_000.0;
+        write!(f, "{pct}%")
+    }
+}
+
+/// Parses `25%`, `12.5%` (at most 4 decimals) into a share; the range is
+/// `min..=100%`.
+fn percent_problem(s: &str, min: Ppm) -> Result<Ppm, String> {
+    let t = s.trim();
+    let Some(num) = t.strip_suffix('%') else {
+        return Err(format!("{t:?} is not a percentage"));
+    };
+    let num = num.trim();
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    let all_digits = |x: &str| x.chars().all(|c| c.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !all_digits(int) || !all_digits(frac) {
+        return Err(format!("{num:?} is not a number"));
+    }
+    if frac.len() > 4 {
+        return Err(format!("{num:?} has more than 4 decimals"));
+    }
+    let int_v: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| "it is too large".to_string())? };
+    let frac_v: u64 = if frac.is_empty() { 0 } else { frac.parse().unwrap_or(0) };
+    let ppm = int_v
+        .checked_mul(10_000)
+        .and_then(|v| v.checked_add(frac_v * 10u64.pow(4 - frac.len() as u32)))
+        .ok_or_else(|| "it is too large".to_string())?;
+    if ppm > 1_000_000 {
+        return Err(format!("{t} is more than 100%"));
+    }
+    if ppm < min.0 as u64 {
+        return Err(format!("{t} is less than {min}"));
+    }
+    Ok(Ppm(ppm as u32))
+}
+
+/// Which device an entry of a per-device list applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceSel {
+    /// The CUDA ordinal as the process sees it (after `CUDA_VISIBLE_DEVICES`).
+    Ordinal(u32),
+    /// `GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, as `nvidia-smi -L` prints it (lowercased).
+    Uuid(String),
+}
+
+/// A value for all devices and/or per-device values:
+/// `8GiB`, `0=8GiB,1=25%`, `25%,GPU-…=4GiB` (the bare value is the default).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PerDevice<T> {
+    pub default: Option<T>,
+    pub devices: Vec<(DeviceSel, T)>,
+}
+
+impl<T: Copy> PerDevice<T> {
+    /// The value for the device with this ordinal and UUID string: a UUID
+    /// entry wins over an ordinal entry, which wins over the default.
+    pub fn for_device(&self, ordinal: u32, uuid: Option<&str>) -> Option<T> {
+        let by_uuid = uuid.and_then(|u| {
+            self.devices.iter().find_map(|(sel, v)| match sel {
+                DeviceSel::Uuid(x) if x.eq_ignore_ascii_case(u) => Some(*v),
+                _ => None,
+            })
+        });
+        let by_ordinal = || {
+            self.devices.iter().find_map(|(sel, v)| match sel {
+                DeviceSel::Ordinal(o) if *o == ordinal => Some(*v),
+                _ => None,
+            })
+        };
+        by_uuid.or_else(by_ordinal).or(self.default)
+    }
+}
+
+fn parse_device_sel(s: &str) -> Result<DeviceSel, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) {
+        return t
+            .parse::<u32>()
+            .ok()
+            .filter(|&o| o < 1024)
+            .map(DeviceSel::Ordinal)
+            .ok_or_else(|| format!("device ordinal {t} is out of range"));
+    }
+    let lower = t.to_ascii_lowercase();
+    if let Some(hex) = lower.strip_prefix("gpu-") {
+        let groups: Vec<&str> = hex.split('-').collect();
+        let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+        if lens == [8, 4, 4, 4, 12] && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_hexdigit())) {
+            return Ok(DeviceSel::Uuid(lower));
+        }
+        return Err(format!("{t:?} is not a GPU UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"));
+    }
+    Err(format!("{t:?} is neither a device ordinal nor a GPU UUID"))
+}
+
+/// Parses a comma-separated per-device list whose values `value` parses.
+fn parse_per_device<T>(
+    what: &str,
+    s: &str,
+    accepted: &'static str,
+    value: impl Fn(&str) -> Result<T, String>,
+) -> Result<PerDevice<T>, QuotaError> {
+    let err = |problem: String| QuotaError { what: what.into(), value: s.into(), problem, accepted };
+    if s.trim().is_empty() {
+        return Err(err("it is empty".into()));
+    }
+    let mut out = PerDevice { default: None, devices: Vec::new() };
+    for entry in s.split(',') {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            return Err(err("it has an empty entry".into()));
+        }
+        match entry.split_once('=') {
+            None => {
+                if out.default.is_some() {
+                    return Err(err("it has more than one value for all devices".into()));
+                }
+                out.default = Some(value(entry).map_err(err)?);
+            }
+            Some((dev, v)) => {
+                let sel = parse_device_sel(dev).map_err(err)?;
+                if out.devices.iter().any(|(d, _)| *d == sel) {
+                    return Err(err(format!("device {} is given twice", dev.trim())));
+                }
+                out.devices.push((sel, value(v).map_err(err)?));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Accepted forms of a memory limit (`TSLICE_HBM_LIMIT`).
+pub const MEM_LIMIT_FORMS: &str = "a size (8GiB, 8G, 8192MiB, 8589934592 bytes) or a share of the \
+device from 1% to 100% (25%); optionally per device as a comma list of \
+ORDINAL=VALUE or GPU-<uuid>=VALUE, with at most one bare VALUE for the others (8GiB,1=4GiB)";
+
+/// Parses a memory limit list, e.g. `TSLICE_HBM_LIMIT`.
+pub fn parse_mem_limits(what: &str, s: &str) -> Result<PerDevice<MemLimit>, QuotaError> {
+    parse_per_device(what, s, MEM_LIMIT_FORMS, |v| {
+        if v.trim().ends_with('%') {
+            return percent_problem(v, Ppm(10_000)).map(MemLimit::Share);
+        }
+        match size_problem(v)? {
+            0 => Err("a limit of 0 bytes would refuse every allocation".into()),
+            b => Ok(MemLimit::Bytes(b)),
+        }
+    })
+}
+
+/// Accepted forms of a compute share (`TSLICE_COMPUTE_LIMIT`).
+pub const COMPUTE_LIMIT_FORMS: &str = "a share of the GPU's time from 0.1% to 100% (30%, 12.5%); \
+optionally per device as a comma list of ORDINAL=SHARE or GPU-<uuid>=SHARE, with at most one bare \
+SHARE for the others (30%,1=50%)";
+
+/// Parses a compute share list, e.g. `TSLICE_COMPUTE_LIMIT`.
+pub fn parse_compute_limits(what: &str, s: &str) -> Result<PerDevice<Ppm>, QuotaError> {
+    parse_per_device(what, s, COMPUTE_LIMIT_FORMS, |v| percent_problem(v, Ppm(1_000)))
+}
+
+/// Accepted forms of a duration.
+pub const DURATION_FORMS: &str = "a number with a unit: ns, us, ms or s (500us, 2ms, 1.5ms)";
+
+/// Parses a duration (`500us`, `2ms`) into nanoseconds.
+pub fn parse_duration(what: &str, s: &str) -> Result<u64, QuotaError> {
+    let problem = || -> Result<u64, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let mult: u64 = match unit.trim() {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "" => return Err(format!("{t:?} has no unit")),
+            u => return Err(format!("unknown unit {u:?}")),
+        };
+        let v: f64 = num.parse().map_err(|_| format!("{num:?} is not a number"))?;
+        let ns = v * mult as f64;
+        if !(0.0..=3.6e12).contains(&ns) {
+            return Err("it is out of range (0 to 1 hour)".into());
+        }
+        Ok(ns.round() as u64)
+    };
+    problem().map_err(|p| QuotaError { what: what.into(), value: s.into(), problem: p, accepted: DURATION_FORMS })
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    const GIB: u64 = 1 << 30;
+    const UUID: &str = "GPU-0a1b2c3d-0000-1111-2222-333344445555";
+
+    #[test]
+    fn single_values() {
+        let p = parse_mem_limits("L", "8GiB").unwrap();
+        assert_eq!(p.default, Some(MemLimit::Bytes(8 * GIB)));
+        assert!(p.devices.is_empty());
+        assert_eq!(parse_mem_limits("L", "25%").unwrap().default, Some(MemLimit::Share(Ppm(250_000))));
+        assert_eq!(parse_mem_limits("L", "100%").unwrap().default, Some(MemLimit::Share(Ppm::ONE)));
+        assert_eq!(parse_mem_limits("L", "1%").unwrap().default, Some(MemLimit::Share(Ppm(10_000))));
+        assert_eq!(parse_mem_limits("L", "12.5%").unwrap().default, Some(MemLimit::Share(Ppm(125_000))));
+    }
+
+    #[test]
+    fn per_device() {
+        let p = parse_mem_limits("L", &format!("8GiB, 1=4GiB ,{UUID}=50%")).unwrap();
+        assert_eq!(p.for_device(0, None), Some(MemLimit::Bytes(8 * GIB)));
+        assert_eq!(p.for_device(1, None), Some(MemLimit::Bytes(4 * GIB)));
+        let u = UUID.to_ascii_lowercase();
+        assert_eq!(p.for_device(1, Some(&u)), Some(MemLimit::Share(Ppm(500_000))));
+        assert_eq!(p.for_device(1, Some(UUID)), Some(MemLimit::Share(Ppm(500_000))));
+        let only = parse_mem_limits("L", "1=4GiB").unwrap();
+        assert_eq!(only.for_device(0, None), None);
+        assert_eq!(only.for_device(1, None), Some(MemLimit::Bytes(4 * GIB)));
+    }
+
+    #[test]
+    fn resolve_never_exceeds_device() {
+        assert_eq!(MemLimit::Bytes(100 * GIB).resolve(80 * GIB), 80 * GIB);
+        assert_eq!(MemLimit::Bytes(8 * GIB).resolve(80 * GIB), 8 * GIB);
+        assert_eq!(MemLimit::Share(Ppm(250_000)).resolve(80 * GIB), 20 * GIB);
+        assert_eq!(Ppm::ONE.of(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn bad_limits() {
+        for (s, needle) in [
+            ("", "empty"),
+            ("0", "0 bytes"),
+            ("0%", "less than 1%"),
+            ("0.5%", "less than 1%"),
+            ("101%", "more than 100%"),
+            ("abc%", "not a number"),
+            ("8 gigs", "unknown unit"),
+            ("8GiB,4GiB", "more than one value"),
+            ("0=1G,0=2G", "given twice"),
+            ("x=1G", "neither a device ordinal nor a GPU UUID"),
+            ("GPU-123=1G", "not a GPU UUID"),
+            ("8GiB,", "empty entry"),
+            ("99999=1G", "out of range"),
+            ("1.23456%", "more than 4 decimals"),
+        ] {
+            let e = parse_mem_limits("TSLICE_HBM_LIMIT", s).unwrap_err();
+            assert!(e.problem.contains(needle), "{s:?}: {e}");
+            assert!(e.to_string().contains("accepted: a size"), "{e}");
+        }
+    }
+
+    #[test]
+    fn compute_limits() {
+        assert_eq!(parse_compute_limits("C", "30%").unwrap().default, Some(Ppm(300_000)));
+        assert_eq!(parse_compute_limits("C", "0.1%").unwrap().default, Some(Ppm(1_000)));
+        let p = parse_compute_limits("C", "20%,1=70%").unwrap();
+        assert_eq!(p.for_device(1, None), Some(Ppm(700_000)));
+        for (s, needle) in [("30", "not a percentage"), ("0%", "less than 0.1%"), ("150%", "more than 100%"), ("8GiB", "not a percentage"), ("", "empty")] {
+            let e = parse_compute_limits("TSLICE_COMPUTE_LIMIT", s).unwrap_err();
+            assert!(e.problem.contains(needle), "{s:?}: {e}");
+            assert!(e.to_string().starts_with("TSLICE_COMPUTE_LIMIT="), "{e}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("D", "2ms"), Ok(2_000_000));
+        assert_eq!(parse_duration("D", "500us"), Ok(500_000));
+        assert_eq!(parse_duration("D", "1.5ms"), Ok(1_500_000));
+        assert_eq!(parse_duration("D", "7ns"), Ok(7));
+        assert!(parse_duration("D", "5").unwrap_err().problem.contains("no unit"));
+        assert!(parse_duration("D", "5 parsecs").unwrap_err().problem.contains("unknown unit"));
+        assert!(parse_duration("D", "-1ms").is_err());
+    }
+}
