@@ -5,10 +5,11 @@
 //!
 //! No `unsafe` lives here: these are plain data types.
 #![forbid(unsafe_code)]
-#![allow(non_camel_case_types)]
+#![allow(non_camel_case_types, non_snake_case)]
 
 use std::ffi::c_void;
 use std::fmt;
+
 
 /// A driver result code. Kept as a `u32` newtype, never an enum: a newer
 /// driver may return codes this crate does not know.

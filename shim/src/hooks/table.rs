@@ -1,0 +1,108 @@
+// THE TABLE OF HOOKED DRIVER ENTRY POINTS: the single source of truth.
+//
+// It is expanded by `hook_table!` in `hooks/mod.rs` into: the exported wrappers
+// (under these exact names), the originals resolved from the real driver, the
+// `dlsym` routing, and the `cuGetProcAddress` routing. `shim/tests/exports.rs`
+// expands it with another macro to check `nm -D` of the built library.
+//
+// Each row: exported name (the driver's own versioned export), then
+//   (base name as cuGetProcAddress knows it, CUDA version that introduced this
+//    ABI per cudaTypedefs.h, `legacy` or `per_thread` default-stream variant),
+// then the C signature and the implementing function.
+//
+// Legacy ABIs (e.g. the 32-bit `cuMemAlloc` of version 2000) are deliberately
+// absent: lookups of them pass through to the driver untouched.
+hook_table! {
+    // Initialisation and entry-point lookup.
+    cuInit                      ("cuInit", 2000, legacy)
+        fn(flags: c_uint) = crate::init::cu_init;
+    cuGetProcAddress            ("cuGetProcAddress", 11030, legacy)
+        fn(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: u64)
+        = crate::procaddr::get_proc_address;
+    cuGetProcAddress_v2         ("cuGetProcAddress", 12000, legacy)
+        fn(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: u64,
+           status: *mut CUdriverProcAddressQueryResult)
+        = crate::procaddr::get_proc_address_v2;
+
+    // What the tenant is told about memory.
+    cuMemGetInfo_v2             ("cuMemGetInfo", 3020, legacy)
+        fn(free: *mut usize, total: *mut usize) = crate::mem::mem_get_info;
+    cuDeviceTotalMem_v2         ("cuDeviceTotalMem", 3020, legacy)
+        fn(bytes: *mut usize, dev: CUdevice) = crate::mem::device_total_mem;
+
+    // Allocation paths.
+    cuMemAlloc_v2               ("cuMemAlloc", 3020, legacy)
+        fn(dptr: *mut CUdeviceptr, bytesize: usize) = crate::mem::mem_alloc;
+    cuMemAllocPitch_v2          ("cuMemAllocPitch", 3020, legacy)
+        fn(dptr: *mut CUdeviceptr, pitch: *mut usize, width: usize, height: usize, elem: c_uint)
+        = crate::mem::mem_alloc_pitch;
+    cuMemAllocManaged           ("cuMemAllocManaged", 6000, legacy)
+        fn(dptr: *mut CUdeviceptr, bytesize: usize, flags: c_uint) = crate::mem::mem_alloc_managed;
+    cuMemAllocAsync             ("cuMemAllocAsync", 11020, legacy)
+        fn(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) = crate::mem::mem_alloc_async;
+    cuMemAllocAsync_ptsz        ("cuMemAllocAsync", 11020, per_thread)
+        fn(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) = crate::mem::mem_alloc_async_ptsz;
+    cuMemAllocFromPoolAsync     ("cuMemAllocFromPoolAsync", 11020, legacy)
+        fn(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream)
+        = crate::mem::mem_alloc_from_pool_async;
+    cuMemAllocFromPoolAsync_ptsz ("cuMemAllocFromPoolAsync", 11020, per_thread)
+        fn(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream)
+        = crate::mem::mem_alloc_from_pool_async_ptsz;
+    cuMemCreate                 ("cuMemCreate", 10020, legacy)
+        fn(handle: *mut CUmemGenericAllocationHandle, size: usize, prop: *const CUmemAllocationProp,
+           flags: u64) = crate::mem::mem_create;
+    cuArrayCreate_v2            ("cuArrayCreate", 3020, legacy)
+        fn(array: *mut CUarray, desc: *const CUDA_ARRAY_DESCRIPTOR) = crate::mem::array_create;
+    cuArray3DCreate_v2          ("cuArray3DCreate", 3020, legacy)
+        fn(array: *mut CUarray, desc: *const CUDA_ARRAY3D_DESCRIPTOR) = crate::mem::array3d_create;
+    cuMipmappedArrayCreate      ("cuMipmappedArrayCreate", 5000, legacy)
+        fn(array: *mut CUmipmappedArray, desc: *const CUDA_ARRAY3D_DESCRIPTOR, levels: c_uint)
+        = crate::mem::mipmapped_array_create;
+
+    // Release paths (and the VMM mappings that keep released handles alive).
+    cuMemFree_v2                ("cuMemFree", 3020, legacy)
+        fn(dptr: CUdeviceptr) = crate::mem::mem_free;
+    cuMemFreeAsync              ("cuMemFreeAsync", 11020, legacy)
+        fn(dptr: CUdeviceptr, stream: CUstream) = crate::mem::mem_free_async;
+    cuMemFreeAsync_ptsz         ("cuMemFreeAsync", 11020, per_thread)
+        fn(dptr: CUdeviceptr, stream: CUstream) = crate::mem::mem_free_async_ptsz;
+    cuMemRelease                ("cuMemRelease", 10020, legacy)
+        fn(handle: CUmemGenericAllocationHandle) = crate::mem::mem_release;
+    cuMemMap                    ("cuMemMap", 10020, legacy)
+        fn(ptr: CUdeviceptr, size: usize, offset: usize, handle: CUmemGenericAllocationHandle,
+           flags: u64) = crate::mem::mem_map;
+    cuMemUnmap                  ("cuMemUnmap", 10020, legacy)
+        fn(ptr: CUdeviceptr, size: usize) = crate::mem::mem_unmap;
+    cuArrayDestroy              ("cuArrayDestroy", 2000, legacy)
+        fn(array: CUarray) = crate::mem::array_destroy;
+    cuMipmappedArrayDestroy     ("cuMipmappedArrayDestroy", 5000, legacy)
+        fn(array: CUmipmappedArray) = crate::mem::mipmapped_array_destroy;
+
+    // Launch paths.
+    cuLaunchKernel              ("cuLaunchKernel", 4000, legacy)
+        fn(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
+           shmem: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void)
+        = crate::launch::launch_kernel;
+    cuLaunchKernel_ptsz         ("cuLaunchKernel", 7000, per_thread)
+        fn(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
+           shmem: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void)
+        = crate::launch::launch_kernel_ptsz;
+    cuLaunchKernelEx            ("cuLaunchKernelEx", 11060, legacy)
+        fn(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void,
+           extra: *mut *mut c_void) = crate::launch::launch_kernel_ex;
+    cuLaunchKernelEx_ptsz       ("cuLaunchKernelEx", 11060, per_thread)
+        fn(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void,
+           extra: *mut *mut c_void) = crate::launch::launch_kernel_ex_ptsz;
+    cuLaunchCooperativeKernel   ("cuLaunchCooperativeKernel", 9000, legacy)
+        fn(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
+           shmem: c_uint, stream: CUstream, params: *mut *mut c_void)
+        = crate::launch::launch_cooperative;
+    cuLaunchCooperativeKernel_ptsz ("cuLaunchCooperativeKernel", 9000, per_thread)
+        fn(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
+           shmem: c_uint, stream: CUstream, params: *mut *mut c_void)
+        = crate::launch::launch_cooperative_ptsz;
+    cuGraphLaunch               ("cuGraphLaunch", 10000, legacy)
+        fn(exec: CUgraphExec, stream: CUstream) = crate::launch::graph_launch;
+    cuGraphLaunch_ptsz          ("cuGraphLaunch", 10000, per_thread)
+        fn(exec: CUgraphExec, stream: CUstream) = crate::launch::graph_launch_ptsz;
+}

@@ -1,0 +1,430 @@
+//! Device-memory caps.
+//!
+//! Every allocation path reserves its charge in the device's ledger *before*
+//! the real call and rolls the reservation back if the driver fails, so
+//! concurrent threads can never together pass the cap. Charges are rounded up
+//! to the 2 MiB page ([`tslice_policy::ledger::charge_for`]). Over the cap the
+//! call returns `CUDA_ERROR_OUT_OF_MEMORY`, exactly what a full GPU returns.
+//! Releases give the charge back only after the driver has freed the memory
+//! (the record is taken out before the call and put back if it fails, so an
+//! address the driver reuses at once is never confused with the old one).
+//!
+//! Not counted: the context's own overhead (a few hundred MiB per context on
+//! real GPUs), memory a stream-ordered pool keeps reserved after frees
+//! (tslice counts live allocations), graph memory nodes, host memory, and the
+//! legacy 32-bit entry points (no runtime uses them; they pass through).
+
+use crate::hooks::orig;
+use crate::log;
+use crate::real;
+use crate::state::{shim, Charge, DeviceState, Shim, FAIL_CLOSED};
+use cuda_abi::*;
+use std::ffi::c_uint;
+use tslice_policy::ledger::{array_bytes, charge_for, mipmapped_bytes};
+
+/// The real function, or `CUDA_ERROR_NOT_FOUND` if the driver lacks it.
+macro_rules! original {
+    ($name:ident) => {
+        match orig::$name() {
+            Some(f) => f,
+            None => return CUresult::ERROR_NOT_FOUND,
+        }
+    };
+}
+
+fn flatten(r: Result<CUresult, CUresult>) -> CUresult {
+    r.unwrap_or_else(|e| e)
+}
+
+/// The capped device that an allocation on `dev` is charged to, if any.
+fn target(s: &Shim, dev: CUdevice) -> Result<Option<(u16, &DeviceState)>, CUresult> {
+    Ok(s.mem_device(dev)?.map(|d| (dev as u16, d)))
+}
+
+/// The capped current device, if any (allocations without a device argument
+/// go to the current context's device).
+fn current_target(s: &Shim) -> Result<Option<(u16, &DeviceState)>, CUresult> {
+    if !s.mem_on() {
+        return Ok(None);
+    }
+    target(s, real::current_device()?)
+}
+
+/// Reserves `bytes`, runs the real call, rolls back if it fails.
+fn reserve_then(dev: &DeviceState, bytes: u64, what: &str, call: impl FnOnce() -> CUresult) -> CUresult {
+    if let Err(d) = dev.ledger.try_reserve(bytes) {
+        log::info!(
+            "{what}: {bytes} bytes refused: {} of the {} byte cap in use",
+            d.used, d.limit
+        );
+        return CUresult::ERROR_OUT_OF_MEMORY;
+    }
+    let r = call();
+    if !r.is_success() {
+        dev.ledger.release(bytes);
+    }
+    r
+}
+
+fn give_back(s: &Shim, c: Charge) {
+    if let Some(d) = s.devices.get(c.dev as usize) {
+        d.ledger.release(c.bytes);
+    }
+}
+
+/// Common path of the allocators that return one device pointer.
+fn alloc_ptr(what: &str, dptr: *mut CUdeviceptr, size: usize, call: impl FnOnce() -> CUresult) -> CUresult {
+    let s = shim();
+    if s.fail_closed {
+        return FAIL_CLOSED;
+    }
+    if dptr.is_null() || size == 0 {
+        return call();
+    }
+    flatten((|| {
+        let Some((dev, d)) = current_target(s)? else { return Ok(call()) };
+        let bytes = charge_for(size as u64);
+        let r = reserve_then(d, bytes, what, call);
+        if r.is_success() {
+            // SAFETY: non-null (checked) and written by the driver on success.
+            s.ptrs.insert(unsafe { *dptr }, Charge { dev, bytes });
+        }
+        Ok(r)
+    })())
+}
+
+/// Common path of the frees that take one device pointer.
+fn free_ptr(ptr: CUdeviceptr, call: impl FnOnce() -> CUresult) -> CUresult {
+    let s = shim();
+    if !s.mem_on() || ptr == 0 {
+        return call();
+    }
+    let c = s.ptrs.remove(ptr);
+    let r = call();
+    match c {
+        Some(c) if r.is_success() => give_back(s, c),
+        Some(c) => s.ptrs.insert(ptr, c),
+        None => {}
+    }
+    r
+}
+
+pub unsafe fn mem_alloc(dptr: *mut CUdeviceptr, size: usize) -> CUresult {
+    let f = original!(cuMemAlloc_v2);
+    // SAFETY: the caller's arguments, passed on.
+    alloc_ptr("cuMemAlloc", dptr, size, || unsafe { f(dptr, size) })
+}
+
+pub unsafe fn mem_alloc_managed(dptr: *mut CUdeviceptr, size: usize, flags: c_uint) -> CUresult {
+    let f = original!(cuMemAllocManaged);
+    // SAFETY: the caller's arguments, passed on.
+    alloc_ptr("cuMemAllocManaged", dptr, size, || unsafe { f(dptr, size, flags) })
+}
+
+pub unsafe fn mem_alloc_async(dptr: *mut CUdeviceptr, size: usize, stream: CUstream) -> CUresult {
+    let f = original!(cuMemAllocAsync);
+    // SAFETY: the caller's arguments, passed on.
+    alloc_ptr("cuMemAllocAsync", dptr, size, || unsafe { f(dptr, size, stream) })
+}
+
+pub unsafe fn mem_alloc_async_ptsz(dptr: *mut CUdeviceptr, size: usize, stream: CUstream) -> CUresult {
+    let f = original!(cuMemAllocAsync_ptsz);
+    // SAFETY: the caller's arguments, passed on.
+    alloc_ptr("cuMemAllocAsync", dptr, size, || unsafe { f(dptr, size, stream) })
+}
+
+pub unsafe fn mem_alloc_from_pool_async(
+    dptr: *mut CUdeviceptr,
+    size: usize,
+    pool: CUmemoryPool,
+    stream: CUstream,
+) -> CUresult {
+    let f = original!(cuMemAllocFromPoolAsync);
+    // SAFETY: the caller's arguments, passed on.
+    alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, || unsafe { f(dptr, size, pool, stream) })
+}
+
+pub unsafe fn mem_alloc_from_pool_async_ptsz(
+    dptr: *mut CUdeviceptr,
+    size: usize,
+    pool: CUmemoryPool,
+    stream: CUstream,
+) -> CUresult {
+    let f = original!(cuMemAllocFromPoolAsync_ptsz);
+    // SAFETY: the caller's arguments, passed on.
+    alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, || unsafe { f(dptr, size, pool, stream) })
+}
+
+/// Pitch alignment assumed for the reservation; the real pitch is
+/// reconciled after the call.
+const PITCH_ALIGN: u64 = 512;
+
+pub unsafe fn mem_alloc_pitch(
+    dptr: *mut CUdeviceptr,
+    pitch: *mut usize,
+    width: usize,
+    height: usize,
+    elem: c_uint,
+) -> CUresult {
+    let f = original!(cuMemAllocPitch_v2);
+    let s = shim();
+    if s.fail_closed {
+        return FAIL_CLOSED;
+    }
+    // SAFETY: the caller's arguments, passed on.
+    let call = || unsafe { f(dptr, pitch, width, height, elem) };
+    if dptr.is_null() || pitch.is_null() || width == 0 || height == 0 {
+        return call();
+    }
+    flatten((|| {
+        let Some((dev, d)) = current_target(s)? else { return Ok(call()) };
+        let est = charge_for((width as u64).div_ceil(PITCH_ALIGN) * PITCH_ALIGN * height as u64);
+        let r = reserve_then(d, est, "cuMemAllocPitch", call);
+        if !r.is_success() {
+            return Ok(r);
+        }
+        // SAFETY: both written by the driver on success.
+        let (ptr, real_pitch) = unsafe { (*dptr, *pitch) };
+        let actual = charge_for(real_pitch as u64 * height as u64);
+        if actual > est && d.ledger.try_reserve(actual - est).is_err() {
+            d.ledger.release(est);
+            if let Some(free) = orig::cuMemFree_v2() {
+                // SAFETY: frees the allocation just made.
+                unsafe { free(ptr) };
+            }
+            return Ok(CUresult::ERROR_OUT_OF_MEMORY);
+        }
+        if actual < est {
+            d.ledger.release(est - actual);
+        }
+        s.ptrs.insert(ptr, Charge { dev, bytes: actual });
+        Ok(r)
+    })())
+}
+
+pub unsafe fn mem_free(ptr: CUdeviceptr) -> CUresult {
+    let f = original!(cuMemFree_v2);
+    // SAFETY: the caller's argument, passed on.
+    free_ptr(ptr, || unsafe { f(ptr) })
+}
+
+pub unsafe fn mem_free_async(ptr: CUdeviceptr, stream: CUstream) -> CUresult {
+    let f = original!(cuMemFreeAsync);
+    // SAFETY: the caller's arguments, passed on.
+    free_ptr(ptr, || unsafe { f(ptr, stream) })
+}
+
+pub unsafe fn mem_free_async_ptsz(ptr: CUdeviceptr, stream: CUstream) -> CUresult {
+    let f = original!(cuMemFreeAsync_ptsz);
+    // SAFETY: the caller's arguments, passed on.
+    free_ptr(ptr, || unsafe { f(ptr, stream) })
+}
+
+pub unsafe fn mem_create(
+    handle: *mut CUmemGenericAllocationHandle,
+    size: usize,
+    prop: *const CUmemAllocationProp,
+    flags: u64,
+) -> CUresult {
+    let f = original!(cuMemCreate);
+    let s = shim();
+    if s.fail_closed {
+        return FAIL_CLOSED;
+    }
+    // SAFETY: the caller's arguments, passed on.
+    let call = || unsafe { f(handle, size, prop, flags) };
+    if handle.is_null() || prop.is_null() || size == 0 || !s.mem_on() {
+        return call();
+    }
+    // SAFETY: non-null; the driver API requires a valid CUmemAllocationProp.
+    let loc = unsafe { (*prop).location };
+    if loc.type_ != CU_MEM_LOCATION_TYPE_DEVICE {
+        return call(); // host memory
+    }
+    flatten((|| {
+        let Some((dev, d)) = target(s, loc.id)? else { return Ok(call()) };
+        let bytes = charge_for(size as u64);
+        let r = reserve_then(d, bytes, "cuMemCreate", call);
+        if r.is_success() {
+            // SAFETY: written by the driver on success.
+            let h = unsafe { *handle };
+            s.vmm.lock().unwrap_or_else(|p| p.into_inner()).created(h, Charge { dev, bytes });
+        }
+        Ok(r)
+    })())
+}
+
+pub unsafe fn mem_release(handle: CUmemGenericAllocationHandle) -> CUresult {
+    let f = original!(cuMemRelease);
+    // SAFETY: the caller's argument, passed on.
+    let r = unsafe { f(handle) };
+    let s = shim();
+    if r.is_success() && s.mem_on() {
+        let freed = s.vmm.lock().unwrap_or_else(|p| p.into_inner()).released(handle);
+        if let Some(c) = freed {
+            give_back(s, c);
+        }
+    }
+    r
+}
+
+pub unsafe fn mem_map(
+    ptr: CUdeviceptr,
+    size: usize,
+    offset: usize,
+    handle: CUmemGenericAllocationHandle,
+    flags: u64,
+) -> CUresult {
+    let f = original!(cuMemMap);
+    // SAFETY: the caller's arguments, passed on.
+    let r = unsafe { f(ptr, size, offset, handle, flags) };
+    let s = shim();
+    if r.is_success() && s.mem_on() {
+        s.vmm.lock().unwrap_or_else(|p| p.into_inner()).mapped(ptr, size as u64, handle);
+    }
+    r
+}
+
+pub unsafe fn mem_unmap(ptr: CUdeviceptr, size: usize) -> CUresult {
+    let f = original!(cuMemUnmap);
+    // SAFETY: the caller's arguments, passed on.
+    let r = unsafe { f(ptr, size) };
+    let s = shim();
+    if r.is_success() && s.mem_on() {
+        let freed = s.vmm.lock().unwrap_or_else(|p| p.into_inner()).unmapped(ptr, size as u64);
+        for c in freed {
+            give_back(s, c);
+        }
+    }
+    r
+}
+
+/// Common path of the array creators.
+fn create_array(what: &str, out: *mut *mut std::ffi::c_void, bytes: Option<u64>, call: impl FnOnce() -> CUresult) -> CUresult {
+    let s = shim();
+    if s.fail_closed {
+        return FAIL_CLOSED;
+    }
+    let Some(bytes) = bytes.filter(|_| !out.is_null()) else { return call() };
+    flatten((|| {
+        let Some((dev, d)) = current_target(s)? else { return Ok(call()) };
+        let bytes = charge_for(bytes);
+        let r = reserve_then(d, bytes, what, call);
+        if r.is_success() {
+            // SAFETY: non-null (checked) and written by the driver on success.
+            s.arrays.insert(unsafe { *out } as u64, Charge { dev, bytes });
+        }
+        Ok(r)
+    })())
+}
+
+pub unsafe fn array_create(array: *mut CUarray, desc: *const CUDA_ARRAY_DESCRIPTOR) -> CUresult {
+    let f = original!(cuArrayCreate_v2);
+    // SAFETY: read only when non-null; the API requires a valid descriptor.
+    let bytes = unsafe { desc.as_ref() }.map(|d| {
+        array_bytes(d.Width as u64, d.Height as u64, 1, d.NumChannels as u64, array_format_bytes(d.Format))
+    });
+    // SAFETY: the caller's arguments, passed on.
+    create_array("cuArrayCreate", array, bytes, || unsafe { f(array, desc) })
+}
+
+pub unsafe fn array3d_create(array: *mut CUarray, desc: *const CUDA_ARRAY3D_DESCRIPTOR) -> CUresult {
+    let f = original!(cuArray3DCreate_v2);
+    // SAFETY: read only when non-null; the API requires a valid descriptor.
+    let bytes = unsafe { desc.as_ref() }.map(|d| {
+        array_bytes(d.Width as u64, d.Height as u64, d.Depth as u64, d.NumChannels as u64, array_format_bytes(d.Format))
+    });
+    // SAFETY: the caller's arguments, passed on.
+    create_array("cuArray3DCreate", array, bytes, || unsafe { f(array, desc) })
+}
+
+pub unsafe fn mipmapped_array_create(
+    array: *mut CUmipmappedArray,
+    desc: *const CUDA_ARRAY3D_DESCRIPTOR,
+    levels: c_uint,
+) -> CUresult {
+    let f = original!(cuMipmappedArrayCreate);
+    // SAFETY: read only when non-null; the API requires a valid descriptor.
+    let bytes = unsafe { desc.as_ref() }.map(|d| {
+        mipmapped_bytes(
+            d.Width as u64,
+            d.Height as u64,
+            d.Depth as u64,
+            levels,
+            d.NumChannels as u64,
+            array_format_bytes(d.Format),
+        )
+    });
+    // SAFETY: the caller's arguments, passed on.
+    create_array("cuMipmappedArrayCreate", array, bytes, || unsafe { f(array, desc, levels) })
+}
+
+fn destroy_array(handle: u64, call: impl FnOnce() -> CUresult) -> CUresult {
+    let s = shim();
+    if !s.mem_on() || handle == 0 {
+        return call();
+    }
+    let c = s.arrays.remove(handle);
+    let r = call();
+    match c {
+        Some(c) if r.is_success() => give_back(s, c),
+        Some(c) => s.arrays.insert(handle, c),
+        None => {}
+    }
+    r
+}
+
+pub unsafe fn array_destroy(array: CUarray) -> CUresult {
+    let f = original!(cuArrayDestroy);
+    // SAFETY: the caller's argument, passed on.
+    destroy_array(array as u64, || unsafe { f(array) })
+}
+
+pub unsafe fn mipmapped_array_destroy(array: CUmipmappedArray) -> CUresult {
+    let f = original!(cuMipmappedArrayDestroy);
+    // SAFETY: the caller's argument, passed on.
+    destroy_array(array as u64, || unsafe { f(array) })
+}
+
+/// `cuMemGetInfo`: on a capped device, the cap is the total and the free
+/// space is what is left under it (and never more than the device has free).
+pub unsafe fn mem_get_info(free: *mut usize, total: *mut usize) -> CUresult {
+    let f = original!(cuMemGetInfo_v2);
+    if free.is_null() || total.is_null() {
+        return CUresult::ERROR_INVALID_VALUE;
+    }
+    // SAFETY: valid out-pointers (checked non-null).
+    let r = unsafe { f(free, total) };
+    let s = shim();
+    if !r.is_success() || !s.mem_on() {
+        return r;
+    }
+    if let Ok(Some((_, d))) = current_target(s) {
+        let cap = d.ledger.limit();
+        // SAFETY: valid out-pointers, written by the driver.
+        unsafe {
+            *total = (*total).min(cap as usize);
+            *free = (*free).min(d.ledger.available() as usize);
+        }
+    }
+    r
+}
+
+/// `cuDeviceTotalMem`: a capped device reports its cap.
+pub unsafe fn device_total_mem(bytes: *mut usize, dev: CUdevice) -> CUresult {
+    let f = original!(cuDeviceTotalMem_v2);
+    if bytes.is_null() {
+        return CUresult::ERROR_INVALID_VALUE;
+    }
+    // SAFETY: a valid out-pointer (checked non-null).
+    let r = unsafe { f(bytes, dev) };
+    let s = shim();
+    if !r.is_success() || !s.mem_on() {
+        return r;
+    }
+    if let Ok(Some((_, d))) = target(s, dev) {
+        // SAFETY: a valid out-pointer, written by the driver.
+        unsafe { *bytes = (*bytes).min(d.ledger.limit() as usize) };
+    }
+    r
+}

@@ -1,0 +1,277 @@
+//! The shim's per-process state and its life cycle.
+//!
+//! Nothing happens at load time: no constructor, no thread, no I/O. The state
+//! is built on the first call of a hooked entry point (parsing the
+//! configuration from the environment), published through an atomic pointer,
+//! and never freed. `fork` is handled by a child handler that only stores two
+//! atomics: the child then builds fresh state on its next CUDA call (its
+//! parent's allocations and contexts are not its own; the old state, whose
+//! locks another thread may have held at the fork, is abandoned).
+
+use crate::log;
+use cuda_abi::{CUdevice, CUresult};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use tslice_policy::ledger::MemLedger;
+use tslice_policy::quota::{self, MemLimit, PerDevice, Ppm};
+
+/// Devices (CUDA ordinals) the shim keeps state for.
+pub const MAX_DEVICES: usize = 64;
+
+/// What every hooked call returns when the configuration is invalid.
+pub const FAIL_CLOSED: CUresult = CUresult::ERROR_NOT_PERMITTED;
+
+/// Memory and time charged for one object, and on which device.
+#[derive(Clone, Copy, Debug)]
+pub struct Charge {
+    pub dev: u16,
+    pub bytes: u64,
+}
+
+const UNRESOLVED: u8 = 0;
+const UNLIMITED: u8 = 1;
+const LIMITED: u8 = 2;
+
+pub struct DeviceState {
+    pub ledger: MemLedger,
+    limit_state: AtomicU8,
+}
+
+impl DeviceState {
+    const fn new() -> DeviceState {
+        DeviceState { ledger: MemLedger::new(u64::MAX), limit_state: AtomicU8::new(UNRESOLVED) }
+    }
+    pub fn is_limited(&self) -> bool {
+        self.limit_state.load(Ordering::Acquire) == LIMITED
+    }
+}
+
+pub struct Shim {
+    /// The configuration is invalid: every hooked call fails.
+    pub fail_closed: bool,
+    mem_limits: Option<PerDevice<MemLimit>>,
+    #[allow(dead_code)]
+    pub compute_limits: Option<PerDevice<Ppm>>,
+    pub devices: [DeviceState; MAX_DEVICES],
+    /// Device pointers from cuMemAlloc*, managed and stream-ordered allocation.
+    pub ptrs: ShardedMap<Charge>,
+    /// CUarray and CUmipmappedArray handles.
+    pub arrays: ShardedMap<Charge>,
+    pub vmm: Mutex<Vmm>,
+}
+
+static SHIM: AtomicPtr<Shim> = AtomicPtr::new(std::ptr::null_mut());
+static BUILDING: AtomicBool = AtomicBool::new(false);
+static ATFORK: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn after_fork_in_child() {
+    // Only atomics: the child rebuilds everything on its next CUDA call.
+    SHIM.store(std::ptr::null_mut(), Ordering::Release);
+    BUILDING.store(false, Ordering::Release);
+}
+
+/// The process's state, built on first use.
+pub fn shim() -> &'static Shim {
+    loop {
+        let p = SHIM.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: published once fully built and never freed.
+            return unsafe { &*p };
+        }
+        if BUILDING.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            let s: &'static Shim = Box::leak(Box::new(Shim::from_env()));
+            SHIM.store(s as *const Shim as *mut Shim, Ordering::Release);
+            if !ATFORK.swap(true, Ordering::AcqRel) {
+                // SAFETY: registers a handler that only touches atomics.
+                unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+            }
+            return s;
+        }
+        std::thread::yield_now();
+    }
+}
+
+impl Shim {
+    fn from_env() -> Shim {
+        log::init_from_env();
+        let mut fail_closed = false;
+        let mut read = |var: &str| -> Option<String> {
+            let v = std::env::var_os(var)?;
+            match v.into_string() {
+                Ok(s) => Some(s),
+                Err(v) => {
+                    log::error!(
+                        "{var}={:?} is not valid UTF-8; CUDA calls in this process fail with {}",
+                        v.to_string_lossy(),
+                        FAIL_CLOSED
+                    );
+                    fail_closed = true;
+                    None
+                }
+            }
+        };
+        let hbm = read("TSLICE_HBM_LIMIT");
+        let compute = read("TSLICE_COMPUTE_LIMIT");
+        fn parse_or_fail<T>(fail_closed: &mut bool, r: Result<T, quota::QuotaError>) -> Option<T> {
+            r.map_err(|e| {
+                log::error!("{e}; CUDA calls in this process fail with {FAIL_CLOSED}");
+                *fail_closed = true;
+            })
+            .ok()
+        }
+        let mem_limits =
+            hbm.and_then(|s| parse_or_fail(&mut fail_closed, quota::parse_mem_limits("TSLICE_HBM_LIMIT", &s)));
+        let compute_limits = compute
+            .and_then(|s| parse_or_fail(&mut fail_closed, quota::parse_compute_limits("TSLICE_COMPUTE_LIMIT", &s)));
+        Shim {
+            fail_closed,
+            mem_limits,
+            compute_limits,
+            devices: [const { DeviceState::new() }; MAX_DEVICES],
+            ptrs: ShardedMap::new(),
+            arrays: ShardedMap::new(),
+            vmm: Mutex::new(Vmm::default()),
+        }
+    }
+
+    /// True when a memory cap is configured for some device.
+    #[inline]
+    pub fn mem_on(&self) -> bool {
+        self.mem_limits.is_some()
+    }
+
+    /// The memory state of `dev` if a cap applies to it; resolves the cap
+    /// (which may be a share of the device) on first use.
+    pub fn mem_device(&self, dev: CUdevice) -> Result<Option<&DeviceState>, CUresult> {
+        let Some(limits) = &self.mem_limits else { return Ok(None) };
+        let Some(d) = usize::try_from(dev).ok().and_then(|i| self.devices.get(i)) else {
+            log::warn!("device {dev} is beyond the {MAX_DEVICES} devices tslice tracks; not capping it");
+            return Ok(None);
+        };
+        match d.limit_state.load(Ordering::Acquire) {
+            LIMITED => return Ok(Some(d)),
+            UNLIMITED => return Ok(None),
+            _ => {}
+        }
+        let total = crate::real::device_total_mem(dev)?;
+        let uuid = crate::real::device_uuid(dev).ok();
+        match limits.for_device(dev as u32, uuid.as_deref()) {
+            Some(limit) => {
+                let bytes = limit.resolve(total);
+                d.ledger.set_limit(bytes);
+                d.limit_state.store(LIMITED, Ordering::Release);
+                log::info!(
+                    "device {dev} ({}): HBM cap {bytes} bytes of {total}",
+                    uuid.as_deref().unwrap_or("uuid unknown")
+                );
+                Ok(Some(d))
+            }
+            None => {
+                d.limit_state.store(UNLIMITED, Ordering::Release);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// A u64-keyed hash map split into shards, so threads allocating at once
+/// rarely wait for each other.
+pub struct ShardedMap<V> {
+    shards: [Mutex<HashMap<u64, V, BuildHasherDefault<MixHasher>>>; 16],
+}
+
+impl<V> ShardedMap<V> {
+    fn new() -> Self {
+        ShardedMap { shards: std::array::from_fn(|_| Mutex::new(HashMap::default())) }
+    }
+    fn shard(&self, key: u64) -> MutexGuard<'_, HashMap<u64, V, BuildHasherDefault<MixHasher>>> {
+        let i = (mix(key) >> 60) as usize;
+        // A poisoned shard only means a panic elsewhere; its map is still consistent.
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn insert(&self, key: u64, v: V) {
+        self.shard(key).insert(key, v);
+    }
+    pub fn remove(&self, key: u64) -> Option<V> {
+        self.shard(key).remove(&key)
+    }
+}
+
+fn mix(x: u64) -> u64 {
+    (x ^ (x >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Hashes a u64 key with one multiply (keys are addresses and handles).
+#[derive(Default)]
+pub struct MixHasher(u64);
+impl Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = mix(self.0 ^ *b as u64);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = mix(x);
+    }
+}
+
+/// Virtual memory management: physical allocations (`cuMemCreate` handles)
+/// stay charged until they are released *and* no longer mapped, as the
+/// driver only frees them then.
+#[derive(Default)]
+pub struct Vmm {
+    handles: HashMap<u64, VmmHandle>,
+    /// Mappings by start address: (size, handle).
+    maps: BTreeMap<u64, (u64, u64)>,
+}
+
+struct VmmHandle {
+    charge: Charge,
+    maps: u32,
+    released: bool,
+}
+
+impl Vmm {
+    pub fn created(&mut self, handle: u64, charge: Charge) {
+        self.handles.insert(handle, VmmHandle { charge, maps: 0, released: false });
+    }
+    pub fn mapped(&mut self, ptr: u64, size: u64, handle: u64) {
+        if let Some(h) = self.handles.get_mut(&handle) {
+            h.maps += 1;
+            self.maps.insert(ptr, (size, handle));
+        }
+    }
+    /// Removes the mappings inside `[ptr, ptr+size)`; returns charges to give back.
+    pub fn unmapped(&mut self, ptr: u64, size: u64) -> Vec<Charge> {
+        let end = ptr.saturating_add(size);
+        let starts: Vec<u64> = self.maps.range(ptr..end).map(|(s, _)| *s).collect();
+        let mut freed = Vec::new();
+        for s in starts {
+            if let Some((_, handle)) = self.maps.remove(&s) {
+                if let Some(h) = self.handles.get_mut(&handle) {
+                    h.maps = h.maps.saturating_sub(1);
+                    if h.released && h.maps == 0 {
+                        freed.push(h.charge);
+                        self.handles.remove(&handle);
+                    }
+                }
+            }
+        }
+        freed
+    }
+    /// The handle was released; returns its charge if nothing maps it any more.
+    pub fn released(&mut self, handle: u64) -> Option<Charge> {
+        let h = self.handles.get_mut(&handle)?;
+        h.released = true;
+        if h.maps == 0 {
+            self.handles.remove(&handle).map(|h| h.charge)
+        } else {
+            None
+        }
+    }
+}
