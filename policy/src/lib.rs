@@ -8,5 +8,7 @@
 
 pub mod bucket;
 pub mod clock;
+pub mod estimate;
+pub mod gate;
 pub mod ledger;
 pub mod quota;

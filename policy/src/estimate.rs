@@ -1,0 +1,202 @@
+//! Launch cost estimation.
+//!
+//! The cost of a launch (nanoseconds of device time) is estimated per key: a
+//! kernel's function and launch geometry, or a graph. Estimates start from a
+//! default and follow measurements (an exponentially weighted mean). Which
+//! launches get measured is decided here too: the first few of every key,
+//! every launch whose estimate is large (measuring costs two event records,
+//! negligible next to it), and one in `sample_every` of the rest.
+//!
+//! A key that has never been measured is on probation: while one of its
+//! launches is being measured, no other may start, so an unknown 5 ms kernel
+//! estimated at the default cannot be queued by the hundred.
+
+use std::collections::HashMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Kernel,
+    Graph,
+}
+
+#[derive(Clone, Debug)]
+pub struct EstimatorConfig {
+    pub default_kernel_ns: u64,
+    pub default_graph_ns: u64,
+    /// Launches estimated at least this long are always measured.
+    pub always_sample_ns: u64,
+    /// Measure one in this many of the other launches of a key.
+    pub sample_every: u32,
+    /// Measurements a key needs before it stops being measured every time.
+    pub warmup_samples: u32,
+    /// Keys remembered; beyond this, arbitrary old keys are forgotten.
+    pub max_keys: usize,
+}
+
+impl Default for EstimatorConfig {
+    fn default() -> Self {
+        EstimatorConfig {
+            default_kernel_ns: 100_000,
+            default_graph_ns: 1_000_000,
+            always_sample_ns: 200_000,
+            sample_every: 16,
+            warmup_samples: 3,
+            max_keys: 8192,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct KeyStats {
+    est_ns: u64,
+    samples: u32,
+    since_sample: u32,
+    pending: u32,
+}
+
+/// What the estimator says about the next launch of a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub cost_ns: u64,
+    /// Measure this launch.
+    pub sample: bool,
+}
+
+#[derive(Debug)]
+pub struct Estimator {
+    cfg: EstimatorConfig,
+    keys: HashMap<u64, KeyStats>,
+}
+
+impl Estimator {
+    pub fn new(cfg: EstimatorConfig) -> Estimator {
+        Estimator { cfg, keys: HashMap::new() }
+    }
+
+    fn default_for(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::Kernel => self.cfg.default_kernel_ns,
+            Kind::Graph => self.cfg.default_graph_ns,
+        }
+    }
+
+    /// The current estimate of a key, without committing to a launch.
+    pub fn estimate(&self, key: u64, kind: Kind) -> u64 {
+        self.keys.get(&key).filter(|k| k.samples > 0).map_or(self.default_for(kind), |k| k.est_ns)
+    }
+
+    /// True while the key has never been measured and a measurement of it is
+    /// in flight: the next launch must wait for it.
+    pub fn on_probation(&self, key: u64) -> bool {
+        self.keys.get(&key).is_some_and(|k| k.samples == 0 && k.pending > 0)
+    }
+
+    /// Commits to a launch of `key`: its cost, and whether to measure it.
+    pub fn plan(&mut self, key: u64, kind: Kind) -> Plan {
+        if !self.keys.contains_key(&key) && self.keys.len() >= self.cfg.max_keys {
+            // Forget one key that is not being measured (any will do).
+            if let Some(old) = self.keys.iter().find(|(_, k)| k.pending == 0).map(|(k, _)| *k) {
+                self.keys.remove(&old);
+            }
+        }
+        let default = self.default_for(kind);
+        let cfg = &self.cfg;
+        let k = self.keys.entry(key).or_default();
+        let cost_ns = if k.samples > 0 { k.est_ns } else { default };
+        k.since_sample = k.since_sample.saturating_add(1);
+        let sample = k.samples + k.pending < cfg.warmup_samples
+            || cost_ns >= cfg.always_sample_ns
+            || k.since_sample >= cfg.sample_every;
+        if sample {
+            k.since_sample = 0;
+            k.pending += 1;
+        }
+        Plan { cost_ns, sample }
+    }
+
+    /// A measurement of `key` finished (`measured_ns` is None if it was lost,
+    /// e.g. its launch failed or its events could not be read).
+    pub fn observe(&mut self, key: u64, measured_ns: Option<u64>) {
+        let Some(k) = self.keys.get_mut(&key) else { return };
+        k.pending = k.pending.saturating_sub(1);
+        let Some(x) = measured_ns else { return };
+        k.est_ns = if k.samples == 0 {
+            x
+        } else {
+            // Weight 1/(n+1) for the first samples (a plain mean), then 1/8.
+            let w = (k.samples as u64 + 1).min(8);
+            let e = k.est_ns as i128 + (x as i128 - k.est_ns as i128) / w as i128;
+            e.max(0) as u64
+        };
+        k.samples = k.samples.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn est() -> Estimator {
+        Estimator::new(EstimatorConfig::default())
+    }
+
+    #[test]
+    fn unknown_keys_use_defaults_and_are_measured() {
+        let mut e = est();
+        assert_eq!(e.plan(1, Kind::Kernel), Plan { cost_ns: 100_000, sample: true });
+        assert!(e.on_probation(1));
+        assert_eq!(e.estimate(2, Kind::Graph), 1_000_000);
+        e.observe(1, Some(10_000));
+        assert!(!e.on_probation(1));
+        assert_eq!(e.estimate(1, Kind::Kernel), 10_000);
+    }
+
+    #[test]
+    fn sampling_thins_out_for_cheap_kernels_but_not_expensive_ones() {
+        let mut e = est();
+        let mut sampled = 0;
+        for _ in 0..1000 {
+            let p = e.plan(7, Kind::Kernel);
+            if p.sample {
+                sampled += 1;
+                e.observe(7, Some(10_000));
+            }
+        }
+        assert!((60..=70).contains(&sampled), "{sampled}");
+        for _ in 0..100 {
+            let p = e.plan(8, Kind::Kernel);
+            assert!(p.sample, "a 5 ms kernel is measured every time");
+            e.observe(8, Some(5_000_000));
+        }
+    }
+
+    #[test]
+    fn estimate_follows_measurements() {
+        let mut e = est();
+        for x in [100, 200, 300] {
+            e.plan(1, Kind::Kernel);
+            e.observe(1, Some(x));
+        }
+        assert_eq!(e.estimate(1, Kind::Kernel), 200, "mean of the first samples");
+        for _ in 0..100 {
+            e.plan(1, Kind::Kernel);
+            e.observe(1, Some(1000));
+        }
+        assert!(e.estimate(1, Kind::Kernel) > 990);
+        e.plan(1, Kind::Kernel);
+        e.observe(1, None);
+        assert!(e.estimate(1, Kind::Kernel) > 990, "a lost sample changes nothing");
+    }
+
+    #[test]
+    fn key_table_is_bounded() {
+        let mut e = Estimator::new(EstimatorConfig { max_keys: 16, ..Default::default() });
+        for k in 0..1000 {
+            let p = e.plan(k, Kind::Kernel);
+            if p.sample {
+                e.observe(k, Some(1));
+            }
+        }
+        assert!(e.keys.len() <= 16);
+    }
+}

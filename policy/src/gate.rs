@@ -1,0 +1,299 @@
+//! The launch gate of one process on one device: the decision to let a
+//! launch go now, or how long to wait.
+//!
+//! In order, a launch waits while:
+//! 1. a *hold* is in force (set from outside, e.g. by a broker giving a
+//!    latency-sensitive tenant the device; nothing sets it yet);
+//! 2. its key is on probation (never measured, one measurement in flight);
+//! 3. the estimated work in flight would exceed `max_inflight_ns` (so a
+//!    throttled tenant cannot park a deep queue in front of others; one
+//!    launch is always allowed when nothing is in flight);
+//! 4. the token bucket is in debt.
+//!
+//! The caller (the shim) reports completions of fences and measurements, and
+//! measured durations, which correct both the bucket and the estimates.
+
+use crate::bucket::TokenBucket;
+use crate::estimate::{Estimator, EstimatorConfig, Kind};
+use crate::quota::Ppm;
+
+#[derive(Clone, Debug)]
+pub struct GateConfig {
+    /// Share of the device's time.
+    pub share: Ppm,
+    /// Most device time that can be spent at once after being idle.
+    pub burst_ns: u64,
+    /// Most estimated work in flight.
+    pub max_inflight_ns: u64,
+    /// How long to wait before looking again for completions.
+    pub poll_ns: u64,
+    pub estimator: EstimatorConfig,
+}
+
+impl GateConfig {
+    pub fn new(share: Ppm) -> GateConfig {
+        GateConfig {
+            share,
+            burst_ns: 2_000_000,
+            max_inflight_ns: 2_000_000,
+            poll_ns: 50_000,
+            estimator: EstimatorConfig::default(),
+        }
+    }
+}
+
+/// A launch that was let through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    pub key: u64,
+    pub cost_ns: u64,
+    /// Measure this launch with timing events.
+    pub sample: bool,
+    /// Estimated work submitted by this process, this launch included: a
+    /// fence or measurement recorded after it completes this much.
+    pub cum_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Go(Ticket),
+    /// Wait this long (then ask again).
+    Wait(u64),
+}
+
+/// Why launches waited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GateStats {
+    pub launches: u64,
+    pub waits_budget: u64,
+    pub waits_inflight: u64,
+    pub waits_probation: u64,
+    pub waits_hold: u64,
+    /// Device time charged after measurement corrections.
+    pub charged_ns: u64,
+}
+
+#[derive(Debug)]
+pub struct Gate {
+    cfg: GateConfig,
+    bucket: TokenBucket,
+    est: Estimator,
+    submitted_ns: u64,
+    completed_ns: u64,
+    hold_until_ns: u64,
+    stats: GateStats,
+}
+
+impl Gate {
+    pub fn new(cfg: GateConfig, now_ns: u64) -> Gate {
+        Gate {
+            bucket: TokenBucket::new(cfg.share, cfg.burst_ns, now_ns),
+            est: Estimator::new(cfg.estimator.clone()),
+            cfg,
+            submitted_ns: 0,
+            completed_ns: 0,
+            hold_until_ns: 0,
+            stats: GateStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &GateConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> GateStats {
+        self.stats
+    }
+
+    /// Estimated work submitted and not yet known to be complete.
+    pub fn inflight_ns(&self) -> u64 {
+        self.submitted_ns.saturating_sub(self.completed_ns)
+    }
+
+    /// Holds every launch until `until_ns` (a later call replaces it).
+    pub fn hold_until(&mut self, until_ns: u64) {
+        self.hold_until_ns = until_ns;
+    }
+
+    /// Decides a launch of `key`.
+    pub fn admit(&mut self, key: u64, kind: Kind, now_ns: u64) -> Decision {
+        if now_ns < self.hold_until_ns {
+            self.stats.waits_hold += 1;
+            return Decision::Wait(self.hold_until_ns - now_ns);
+        }
+        if self.est.on_probation(key) {
+            self.stats.waits_probation += 1;
+            return Decision::Wait(self.cfg.poll_ns);
+        }
+        let cost = self.est.estimate(key, kind);
+        let inflight = self.inflight_ns();
+        if inflight > 0 && inflight.saturating_add(cost) > self.cfg.max_inflight_ns {
+            self.stats.waits_inflight += 1;
+            return Decision::Wait(self.cfg.poll_ns.min(inflight));
+        }
+        if let Err(w) = self.bucket.try_admit(cost, now_ns) {
+            self.stats.waits_budget += 1;
+            return Decision::Wait(w);
+        }
+        let plan = self.est.plan(key, kind);
+        debug_assert_eq!(plan.cost_ns, cost);
+        self.submitted_ns = self.submitted_ns.saturating_add(cost);
+        self.stats.launches += 1;
+        self.stats.charged_ns = self.stats.charged_ns.saturating_add(cost);
+        Decision::Go(Ticket { key, cost_ns: cost, sample: plan.sample, cum_ns: self.submitted_ns })
+    }
+
+    /// The launch let through by `t` failed: give its cost back.
+    pub fn cancel(&mut self, t: &Ticket, now_ns: u64) {
+        self.bucket.charge(-(t.cost_ns.min(i64::MAX as u64) as i64), now_ns);
+        self.completed_ns = self.completed_ns.saturating_add(t.cost_ns);
+        self.stats.charged_ns = self.stats.charged_ns.saturating_sub(t.cost_ns);
+        if t.sample {
+            self.est.observe(t.key, None);
+        }
+    }
+
+    /// Everything submitted up to `cum_ns` (a ticket's) has completed.
+    pub fn completed(&mut self, cum_ns: u64) {
+        self.completed_ns = self.completed_ns.max(cum_ns.min(self.submitted_ns));
+    }
+
+    /// The measured launch `t` ran for `measured_ns` (None: the measurement
+    /// was lost). Corrects the bucket by the difference from its estimate.
+    pub fn measured(&mut self, t: &Ticket, measured_ns: Option<u64>, now_ns: u64) {
+        self.est.observe(t.key, measured_ns);
+        if let Some(m) = measured_ns {
+            let delta = m as i128 - t.cost_ns as i128;
+            let delta = delta.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+            self.bucket.charge(delta, now_ns);
+            self.stats.charged_ns = (self.stats.charged_ns as i128 + delta as i128).max(0) as u64;
+        }
+        self.completed(t.cum_ns);
+    }
+
+    /// Changes the share from now on.
+    pub fn set_share(&mut self, share: Ppm, now_ns: u64) {
+        self.cfg.share = share;
+        self.bucket.set_rate(share, now_ns);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: u64 = 1_000;
+    const MS: u64 = 1_000_000;
+
+    /// A deterministic single-tenant device: FIFO, exact durations. The host
+    /// loop launches as fast as the gate allows, measures completions at the
+    /// poll times, and we compare device time used with the share.
+    fn run(share: u32, durations: &[(u64, u64)], horizon: u64) -> f64 {
+        let mut g = Gate::new(GateConfig::new(Ppm(share)), 0);
+        let mut now = 0u64;
+        let mut device_free_at = 0u64;
+        let mut inflight: Vec<(Ticket, u64)> = Vec::new(); // (ticket, completion time)
+        let mut busy = 0u64;
+        let warmup = 200 * MS;
+        let mut i = 0usize;
+        while now < horizon {
+            // Completions up to now.
+            inflight.retain(|(t, done)| {
+                if *done <= now {
+                    g.measured(t, Some(t_true(t)), now);
+                    false
+                } else {
+                    true
+                }
+            });
+            let (key, dur) = durations[i % durations.len()];
+            match g.admit(key, Kind::Kernel, now) {
+                Decision::Go(t) => {
+                    let start = device_free_at.max(now);
+                    device_free_at = start + dur;
+                    if start >= warmup && start < horizon {
+                        busy += dur.min(horizon - start);
+                    }
+                    TRUE.with(|m| m.borrow_mut().insert(t.cum_ns, dur));
+                    inflight.push((t, device_free_at));
+                    now += 2 * US; // host cost of a launch
+                    i += 1;
+                }
+                Decision::Wait(w) => now += w.max(1),
+            }
+        }
+        busy as f64 / (horizon - warmup) as f64
+    }
+
+    thread_local! {
+        static TRUE: std::cell::RefCell<std::collections::HashMap<u64, u64>> = Default::default();
+    }
+    fn t_true(t: &Ticket) -> u64 {
+        TRUE.with(|m| m.borrow()[&t.cum_ns])
+    }
+
+    #[test]
+    fn saturating_tenant_gets_its_share() {
+        for (share, durs) in [
+            (300_000, vec![(1, 200 * US)]),
+            (300_000, vec![(1, 10 * US), (2, 5 * MS)]),
+            (100_000, vec![(1, 50 * US)]),
+            (700_000, vec![(1, 1 * MS), (2, 30 * US)]),
+            (250_000, vec![(5, 3 * MS)]),
+        ] {
+            let got = run(share, &durs, 3_000 * MS);
+            let want = share as f64 / 1e6;
+            assert!((got - want).abs() < 0.01, "share {want}: got {got} with {durs:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_kernels_are_not_queued_blindly() {
+        let mut g = Gate::new(GateConfig::new(Ppm::ONE), 0);
+        let Decision::Go(t) = g.admit(9, Kind::Kernel, 0) else { panic!() };
+        assert!(t.sample);
+        assert_eq!(g.admit(9, Kind::Kernel, 0), Decision::Wait(50 * US), "probation");
+        let Decision::Go(t10) = g.admit(10, Kind::Kernel, 0) else { panic!("other keys are not held up") };
+        g.measured(&t, Some(5 * MS), 5 * MS);
+        g.measured(&t10, Some(10 * US), 5 * MS);
+        assert!(matches!(g.admit(9, Kind::Kernel, 5 * MS), Decision::Wait(_)), "the 4.9 ms correction is a debt");
+        assert!(matches!(g.admit(9, Kind::Kernel, 10 * MS), Decision::Go(_)));
+    }
+
+    #[test]
+    fn inflight_is_bounded() {
+        let mut cfg = GateConfig::new(Ppm::ONE);
+        cfg.burst_ns = 100 * MS;
+        let mut g = Gate::new(cfg, 0);
+        let Decision::Go(first) = g.admit(1, Kind::Kernel, 0) else { panic!() };
+        g.measured(&first, Some(500 * US), 0);
+        let mut n = 0;
+        while let Decision::Go(_) = g.admit(1, Kind::Kernel, 0) {
+            n += 1;
+        }
+        assert_eq!(n, 4, "2 ms of 500 us launches");
+        assert_eq!(g.inflight_ns(), 2 * MS);
+        assert_eq!(g.stats().waits_inflight, 1);
+        g.completed(g.submitted_ns);
+        assert!(matches!(g.admit(1, Kind::Kernel, 0), Decision::Go(_)));
+        // One launch larger than the bound is let through when nothing is in flight.
+        let mut g = Gate::new(GateConfig::new(Ppm::ONE), 0);
+        let Decision::Go(t) = g.admit(2, Kind::Graph, 0) else { panic!() };
+        g.measured(&t, Some(50 * MS), 0);
+        assert!(matches!(g.admit(2, Kind::Graph, 0), Decision::Wait(_)), "in debt");
+        assert!(matches!(g.admit(2, Kind::Graph, 100 * MS), Decision::Go(_)));
+    }
+
+    #[test]
+    fn hold_and_cancel() {
+        let mut g = Gate::new(GateConfig::new(Ppm(500_000)), 0);
+        g.hold_until(1 * MS);
+        assert_eq!(g.admit(1, Kind::Kernel, 0), Decision::Wait(MS));
+        let Decision::Go(t) = g.admit(1, Kind::Kernel, MS) else { panic!() };
+        assert_eq!(g.inflight_ns(), t.cost_ns);
+        g.cancel(&t, MS);
+        assert_eq!(g.inflight_ns(), 0);
+        assert_eq!(g.stats().charged_ns, 0);
+        assert!(!g.est.on_probation(1), "a cancelled measurement ends probation's wait");
+    }
+}
