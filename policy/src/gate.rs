@@ -49,6 +49,9 @@ pub struct Ticket {
     pub cost_ns: u64,
     /// Measure this launch with timing events.
     pub sample: bool,
+    /// Record a completion fence after this launch (never with `sample`,
+    /// whose end event serves as one).
+    pub fence: bool,
     /// Estimated work submitted by this process, this launch included: a
     /// fence or measurement recorded after it completes this much.
     pub cum_ns: u64,
@@ -80,6 +83,8 @@ pub struct Gate {
     est: Estimator,
     submitted_ns: u64,
     completed_ns: u64,
+    /// `cum_ns` of the last launch followed by a fence or measurement.
+    marked_ns: u64,
     hold_until_ns: u64,
     stats: GateStats,
 }
@@ -92,6 +97,7 @@ impl Gate {
             cfg,
             submitted_ns: 0,
             completed_ns: 0,
+            marked_ns: 0,
             hold_until_ns: 0,
             stats: GateStats::default(),
         }
@@ -110,6 +116,22 @@ impl Gate {
         self.submitted_ns.saturating_sub(self.completed_ns)
     }
 
+    /// In-flight work as far as completions can show it: once every marker
+    /// has completed, the launches after the last one (cheap, unmeasured,
+    /// less than a fence interval in all) cannot be observed completing, so
+    /// they do not hold the next launch back.
+    fn observable_inflight_ns(&self) -> u64 {
+        if self.completed_ns >= self.marked_ns {
+            0
+        } else {
+            self.inflight_ns()
+        }
+    }
+
+    fn fence_interval_ns(&self) -> u64 {
+        (self.cfg.max_inflight_ns / 4).max(1)
+    }
+
     /// Holds every launch until `until_ns` (a later call replaces it).
     pub fn hold_until(&mut self, until_ns: u64) {
         self.hold_until_ns = until_ns;
@@ -126,7 +148,7 @@ impl Gate {
             return Decision::Wait(self.cfg.poll_ns);
         }
         let cost = self.est.estimate(key, kind);
-        let inflight = self.inflight_ns();
+        let inflight = self.observable_inflight_ns();
         if inflight > 0 && inflight.saturating_add(cost) > self.cfg.max_inflight_ns {
             self.stats.waits_inflight += 1;
             return Decision::Wait(self.cfg.poll_ns.min(inflight));
@@ -138,9 +160,13 @@ impl Gate {
         let plan = self.est.plan(key, kind);
         debug_assert_eq!(plan.cost_ns, cost);
         self.submitted_ns = self.submitted_ns.saturating_add(cost);
+        let fence = !plan.sample && self.submitted_ns - self.marked_ns >= self.fence_interval_ns();
+        if plan.sample || fence {
+            self.marked_ns = self.submitted_ns;
+        }
         self.stats.launches += 1;
         self.stats.charged_ns = self.stats.charged_ns.saturating_add(cost);
-        Decision::Go(Ticket { key, cost_ns: cost, sample: plan.sample, cum_ns: self.submitted_ns })
+        Decision::Go(Ticket { key, cost_ns: cost, sample: plan.sample, fence, cum_ns: self.submitted_ns })
     }
 
     /// The launch let through by `t` failed: give its cost back.
@@ -197,14 +223,17 @@ mod tests {
         let warmup = 200 * MS;
         let mut i = 0usize;
         while now < horizon {
-            // Completions up to now.
+            // Completions up to now, seen only through measurements and fences.
             inflight.retain(|(t, done)| {
-                if *done <= now {
-                    g.measured(t, Some(t_true(t)), now);
-                    false
-                } else {
-                    true
+                if *done > now {
+                    return true;
                 }
+                if t.sample {
+                    g.measured(t, Some(t_true(t)), now);
+                } else if t.fence {
+                    g.completed(t.cum_ns);
+                }
+                false
             });
             let (key, dur) = durations[i % durations.len()];
             match g.admit(key, Kind::Kernel, now) {
@@ -276,6 +305,29 @@ mod tests {
         assert_eq!(g.stats().waits_inflight, 1);
         g.completed(g.submitted_ns);
         assert!(matches!(g.admit(1, Kind::Kernel, 0), Decision::Go(_)));
+
+        // Cheap unmeasured launches get fences every quarter of the bound,
+        // and work after the last completed fence never blocks the next launch.
+        let mut g = Gate::new(GateConfig { burst_ns: 100 * MS, ..GateConfig::new(Ppm::ONE) }, 0);
+        for _ in 0..3 {
+            let Decision::Go(t) = g.admit(3, Kind::Kernel, 0) else { panic!() };
+            g.measured(&t, Some(100 * US), 0);
+        }
+        let mut fences = Vec::new();
+        let mut unmarked = 0;
+        for _ in 0..20 {
+            match g.admit(3, Kind::Kernel, 0) {
+                Decision::Go(t) if t.fence => fences.push(t),
+                Decision::Go(t) if t.sample => g.measured(&t, Some(100 * US), 0),
+                Decision::Go(_) => unmarked += 1,
+                Decision::Wait(_) => break,
+            }
+        }
+        assert!(!fences.is_empty() && unmarked > 0);
+        for f in &fences {
+            g.completed(f.cum_ns);
+        }
+        assert!(matches!(g.admit(3, Kind::Kernel, 0), Decision::Go(_)));
         // One launch larger than the bound is let through when nothing is in flight.
         let mut g = Gate::new(GateConfig::new(Ppm::ONE), 0);
         let Decision::Go(t) = g.admit(2, Kind::Graph, 0) else { panic!() };
