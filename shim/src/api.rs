@@ -7,9 +7,6 @@ use std::ffi::{c_char, c_int};
 /// Version of the C ABI in `include/tslice.h`.
 pub const ABI_VERSION: u32 = 1;
 
-/// The names this module exports (checked against `nm -D` with the hook table).
-pub const EXPORTS: &[&str] = &["tslice_abi_version", "tslice_version", "tslice_device_stats"];
-
 #[no_mangle]
 pub extern "C" fn tslice_abi_version() -> u32 {
     ABI_VERSION
@@ -31,6 +28,12 @@ pub struct DeviceStats {
     pub hbm_used: u64,
     pub hbm_peak: u64,
     pub hbm_denials: u64,
+    pub compute_share_ppm: u32,
+    pub reserved1: u32,
+    pub launches: u64,
+    pub throttled_launches: u64,
+    pub throttle_wait_ns: u64,
+    pub charged_ns: u64,
 }
 
 /// Fills `out` (whose `size` the caller sets to `sizeof(struct tslice_device_stats)`)
@@ -55,6 +58,13 @@ pub unsafe extern "C" fn tslice_device_stats(device: c_int, out: *mut DeviceStat
         o.hbm_used = d.ledger.used();
         o.hbm_peak = d.ledger.peak();
         o.hbm_denials = d.ledger.denials();
+        let (gs, waited, throttled) = s.gate_if_built(device as usize).map_or((Default::default(), 0, 0), |g| g.stats());
+        o.compute_share_ppm = s.gate_if_built(device as usize).map_or(0, |g| g.share_ppm);
+        o.reserved1 = 0;
+        o.launches = gs.launches;
+        o.throttled_launches = throttled;
+        o.throttle_wait_ns = waited;
+        o.charged_ns = gs.charged_ns;
         0
     })
 }

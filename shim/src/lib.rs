@@ -25,6 +25,7 @@
 pub mod api;
 pub mod dlsym;
 pub mod ffi;
+pub mod gate;
 pub mod hooks;
 pub mod init;
 pub mod launch;

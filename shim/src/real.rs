@@ -149,6 +149,13 @@ enum Helper {
     CtxGetDevice,
     DeviceGetUuid,
     DeviceGetCount,
+    CtxGetCurrent,
+    EventCreate,
+    EventRecord,
+    EventQuery,
+    EventElapsedTime,
+    EventDestroy,
+    StreamIsCapturing,
 }
 
 /// How to find a helper: through the driver's own `cuGetProcAddress_v2`
@@ -158,12 +165,21 @@ struct HelperSpec {
     version: c_int,
     export: &'static std::ffi::CStr,
 }
-const HELPER_SPECS: [HelperSpec; 3] = [
+const HELPER_SPECS: [HelperSpec; 10] = [
     HelperSpec { base: c"cuCtxGetDevice", version: 2000, export: c"cuCtxGetDevice" },
     HelperSpec { base: c"cuDeviceGetUuid", version: 11040, export: c"cuDeviceGetUuid_v2" },
     HelperSpec { base: c"cuDeviceGetCount", version: 2000, export: c"cuDeviceGetCount" },
+    HelperSpec { base: c"cuCtxGetCurrent", version: 4000, export: c"cuCtxGetCurrent" },
+    HelperSpec { base: c"cuEventCreate", version: 2000, export: c"cuEventCreate" },
+    // The legacy-stream entry: events go on the launch's stream, with
+    // CU_STREAM_PER_THREAD standing for a per-thread launch's default stream.
+    HelperSpec { base: c"cuEventRecord", version: 2000, export: c"cuEventRecord" },
+    HelperSpec { base: c"cuEventQuery", version: 2000, export: c"cuEventQuery" },
+    HelperSpec { base: c"cuEventElapsedTime", version: 2000, export: c"cuEventElapsedTime" },
+    HelperSpec { base: c"cuEventDestroy", version: 4000, export: c"cuEventDestroy_v2" },
+    HelperSpec { base: c"cuStreamIsCapturing", version: 10000, export: c"cuStreamIsCapturing" },
 ];
-static HELPERS: [AtomicPtr<c_void>; 3] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 3];
+static HELPERS: [AtomicPtr<c_void>; 10] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 10];
 
 fn resolve_helper(h: &HelperSpec, driver: *mut c_void) -> *mut c_void {
     if let Some(gpa) = hooks::orig::cuGetProcAddress_v2() {
@@ -182,40 +198,38 @@ fn helper(h: Helper) -> *mut c_void {
     HELPERS[h as usize].load(Ordering::Acquire)
 }
 
+/// Calls a helper through a function-pointer type `$ty`, or returns
+/// `Err(CUDA_ERROR_NOT_FOUND)` when the driver lacks it.
+macro_rules! call_helper {
+    ($h:expr, $ty:ty, $($arg:expr),*) => {{
+        let p = helper($h);
+        if p.is_null() {
+            Err(CUresult::ERROR_NOT_FOUND)
+        } else {
+            // SAFETY: the helper was resolved under the name and ABI version
+            // whose C signature is `$ty`.
+            let f = unsafe { std::mem::transmute::<*mut c_void, $ty>(p) };
+            // SAFETY: the arguments satisfy that function's contract (valid
+            // out-pointers, handles the driver gave us).
+            let r = unsafe { f($($arg),*) };
+            if r.is_success() { Ok(()) } else { Err(r) }
+        }
+    }};
+}
+
+
 /// The device of the calling thread's current context.
 pub fn current_device() -> Result<CUdevice, CUresult> {
-    let p = helper(Helper::CtxGetDevice);
-    if p.is_null() {
-        return Err(CUresult::ERROR_NOT_FOUND);
-    }
-    // SAFETY: resolved from the driver as cuCtxGetDevice(CUdevice*).
-    let f = unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut CUdevice) -> CUresult>(p) };
     let mut dev: CUdevice = -1;
-    // SAFETY: a valid out-pointer.
-    let r = unsafe { f(&mut dev) };
-    if r.is_success() {
-        Ok(dev)
-    } else {
-        Err(r)
-    }
+    call_helper!(Helper::CtxGetDevice, unsafe extern "C" fn(*mut CUdevice) -> CUresult, &mut dev)?;
+    Ok(dev)
 }
 
 /// The UUID of a device as `nvidia-smi -L` prints it.
 pub fn device_uuid(dev: CUdevice) -> Result<String, CUresult> {
-    let p = helper(Helper::DeviceGetUuid);
-    if p.is_null() {
-        return Err(CUresult::ERROR_NOT_FOUND);
-    }
-    // SAFETY: resolved as cuDeviceGetUuid(_v2)(CUuuid*, CUdevice); both share this ABI.
-    let f = unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut CUuuid, CUdevice) -> CUresult>(p) };
     let mut u = CUuuid::default();
-    // SAFETY: a valid out-pointer.
-    let r = unsafe { f(&mut u, dev) };
-    if r.is_success() {
-        Ok(u.to_gpu_string())
-    } else {
-        Err(r)
-    }
+    call_helper!(Helper::DeviceGetUuid, unsafe extern "C" fn(*mut CUuuid, CUdevice) -> CUresult, &mut u, dev)?;
+    Ok(u.to_gpu_string())
 }
 
 /// The real total memory of a device.
@@ -233,18 +247,63 @@ pub fn device_total_mem(dev: CUdevice) -> Result<u64, CUresult> {
 
 #[allow(dead_code)]
 pub fn device_count() -> Result<c_int, CUresult> {
-    let p = helper(Helper::DeviceGetCount);
-    if p.is_null() {
-        return Err(CUresult::ERROR_NOT_FOUND);
+    let mut n: c_int = 0;
+    call_helper!(Helper::DeviceGetCount, unsafe extern "C" fn(*mut c_int) -> CUresult, &mut n)?;
+    Ok(n)
+}
+
+pub fn ctx_get_current() -> Result<CUcontext, CUresult> {
+    let mut c: CUcontext = std::ptr::null_mut();
+    call_helper!(Helper::CtxGetCurrent, unsafe extern "C" fn(*mut CUcontext) -> CUresult, &mut c)?;
+    Ok(c)
+}
+
+pub fn event_create(flags: u32) -> Result<CUevent, CUresult> {
+    let mut e: CUevent = std::ptr::null_mut();
+    call_helper!(Helper::EventCreate, unsafe extern "C" fn(*mut CUevent, u32) -> CUresult, &mut e, flags)?;
+    Ok(e)
+}
+
+pub fn event_record(e: CUevent, stream: CUstream) -> Result<(), CUresult> {
+    call_helper!(Helper::EventRecord, unsafe extern "C" fn(CUevent, CUstream) -> CUresult, e, stream)
+}
+
+/// Ok(true) when complete, Ok(false) while not ready.
+pub fn event_query(e: CUevent) -> Result<bool, CUresult> {
+    match call_helper!(Helper::EventQuery, unsafe extern "C" fn(CUevent) -> CUresult, e) {
+        Ok(()) => Ok(true),
+        Err(CUresult::ERROR_NOT_READY) => Ok(false),
+        Err(r) => Err(r),
     }
-    // SAFETY: resolved as cuDeviceGetCount(int*).
-    let f = unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_int) -> CUresult>(p) };
-    let mut n = 0;
-    // SAFETY: a valid out-pointer.
-    let r = unsafe { f(&mut n) };
-    if r.is_success() {
-        Ok(n)
-    } else {
-        Err(r)
+}
+
+/// Nanoseconds between two completed timing events.
+pub fn event_elapsed_ns(start: CUevent, end: CUevent) -> Result<u64, CUresult> {
+    let mut ms: f32 = 0.0;
+    call_helper!(Helper::EventElapsedTime, unsafe extern "C" fn(*mut f32, CUevent, CUevent) -> CUresult, &mut ms, start, end)?;
+    Ok((ms.max(0.0) as f64 * 1e6) as u64)
+}
+
+pub fn event_destroy(e: CUevent) {
+    let _ = call_helper!(Helper::EventDestroy, unsafe extern "C" fn(CUevent) -> CUresult, e);
+}
+
+/// Whether `stream` is being captured into a graph (errors count as yes:
+/// such a launch is passed through untouched).
+pub fn stream_is_capturing(stream: CUstream) -> bool {
+    let mut status: u32 = 0;
+    match call_helper!(Helper::StreamIsCapturing, unsafe extern "C" fn(CUstream, *mut u32) -> CUresult, stream, &mut status) {
+        Ok(()) => status != 0,
+        Err(CUresult::ERROR_NOT_FOUND) => false,
+        Err(_) => true,
     }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds (the clock the simulated GPU uses too).
+#[inline]
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

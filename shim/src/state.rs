@@ -13,9 +13,12 @@ use cuda_abi::{CUdevice, CUresult};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use tslice_policy::gate::GateConfig;
 use tslice_policy::ledger::MemLedger;
 use tslice_policy::quota::{self, MemLimit, PerDevice, Ppm};
+
+use crate::gate::DeviceGate;
 
 /// Devices (CUDA ordinals) the shim keeps state for.
 pub const MAX_DEVICES: usize = 64;
@@ -52,9 +55,13 @@ pub struct Shim {
     /// The configuration is invalid: every hooked call fails.
     pub fail_closed: bool,
     mem_limits: Option<PerDevice<MemLimit>>,
-    #[allow(dead_code)]
-    pub compute_limits: Option<PerDevice<Ppm>>,
+    compute_limits: Option<PerDevice<Ppm>>,
+    /// Burst and in-flight bound of the gates (TSLICE_COMPUTE_BURST, _INFLIGHT).
+    compute_burst_ns: u64,
+    compute_inflight_ns: u64,
     pub devices: [DeviceState; MAX_DEVICES],
+    /// The compute gate of each device, if a share applies to it.
+    gates: [OnceLock<Option<Box<DeviceGate>>>; MAX_DEVICES],
     /// Device pointers from cuMemAlloc*, managed and stream-ordered allocation.
     pub ptrs: ShardedMap<Charge>,
     /// CUarray and CUmipmappedArray handles.
@@ -97,7 +104,7 @@ impl Shim {
     fn from_env() -> Shim {
         log::init_from_env();
         let mut fail_closed = false;
-        let mut read = |var: &str| -> Option<String> {
+        fn read(fail_closed: &mut bool, var: &str) -> Option<String> {
             let v = std::env::var_os(var)?;
             match v.into_string() {
                 Ok(s) => Some(s),
@@ -107,13 +114,13 @@ impl Shim {
                         v.to_string_lossy(),
                         FAIL_CLOSED
                     );
-                    fail_closed = true;
+                    *fail_closed = true;
                     None
                 }
             }
-        };
-        let hbm = read("TSLICE_HBM_LIMIT");
-        let compute = read("TSLICE_COMPUTE_LIMIT");
+        }
+        let hbm = read(&mut fail_closed, "TSLICE_HBM_LIMIT");
+        let compute = read(&mut fail_closed, "TSLICE_COMPUTE_LIMIT");
         fn parse_or_fail<T>(fail_closed: &mut bool, r: Result<T, quota::QuotaError>) -> Option<T> {
             r.map_err(|e| {
                 log::error!("{e}; CUDA calls in this process fail with {FAIL_CLOSED}");
@@ -125,11 +132,22 @@ impl Shim {
             hbm.and_then(|s| parse_or_fail(&mut fail_closed, quota::parse_mem_limits("TSLICE_HBM_LIMIT", &s)));
         let compute_limits = compute
             .and_then(|s| parse_or_fail(&mut fail_closed, quota::parse_compute_limits("TSLICE_COMPUTE_LIMIT", &s)));
+        let defaults = GateConfig::new(Ppm::ONE);
+        let mut duration = |var: &str, default: u64| {
+            read(&mut fail_closed, var)
+                .and_then(|s| parse_or_fail(&mut fail_closed, quota::parse_duration(var, &s)))
+                .unwrap_or(default)
+        };
+        let compute_burst_ns = duration("TSLICE_COMPUTE_BURST", defaults.burst_ns);
+        let compute_inflight_ns = duration("TSLICE_COMPUTE_INFLIGHT", defaults.max_inflight_ns);
         Shim {
             fail_closed,
             mem_limits,
             compute_limits,
+            compute_burst_ns,
+            compute_inflight_ns,
             devices: [const { DeviceState::new() }; MAX_DEVICES],
+            gates: [const { OnceLock::new() }; MAX_DEVICES],
             ptrs: ShardedMap::new(),
             arrays: ShardedMap::new(),
             vmm: Mutex::new(Vmm::default()),
@@ -140,6 +158,38 @@ impl Shim {
     #[inline]
     pub fn mem_on(&self) -> bool {
         self.mem_limits.is_some()
+    }
+
+    /// True when a compute share is configured for some device.
+    #[inline]
+    pub fn compute_on(&self) -> bool {
+        self.compute_limits.is_some()
+    }
+
+    /// The compute gate of `dev`, if a share applies to it (built on first use).
+    pub fn gate(&self, dev: CUdevice) -> Option<&DeviceGate> {
+        let limits = self.compute_limits.as_ref()?;
+        let slot = usize::try_from(dev).ok().and_then(|i| self.gates.get(i))?;
+        slot.get_or_init(|| {
+            let uuid = crate::real::device_uuid(dev).ok();
+            let share = limits.for_device(dev as u32, uuid.as_deref())?;
+            let mut cfg = GateConfig::new(share);
+            cfg.burst_ns = self.compute_burst_ns;
+            cfg.max_inflight_ns = self.compute_inflight_ns;
+            log::info!(
+                "device {dev} ({}): compute share {share}, burst {} us, in flight at most {} us",
+                uuid.as_deref().unwrap_or("uuid unknown"),
+                cfg.burst_ns / 1000,
+                cfg.max_inflight_ns / 1000
+            );
+            Some(Box::new(DeviceGate::new(cfg)))
+        })
+        .as_deref()
+    }
+
+    /// The gate of `dev` if it exists already (for statistics).
+    pub fn gate_if_built(&self, dev: usize) -> Option<&DeviceGate> {
+        self.gates.get(dev)?.get()?.as_deref()
     }
 
     /// The memory state of `dev` if a cap applies to it; resolves the cap

@@ -1,0 +1,251 @@
+//! The compute gate at every launch: waits on the launching thread until the
+//! process's GPU-time budget on the device allows the launch, and measures a
+//! sample of launches with events to correct the budget and the estimates.
+//!
+//! The decisions are `tslice_policy::gate::Gate`'s; this module owns the
+//! driver side: the lock around the gate, timing events (recorded on the
+//! launch's own stream around measured launches, fences after others),
+//! polling them, and sleeping. Nothing blocks while the lock is held except
+//! `cuEventQuery`/`cuEventElapsedTime`, which do not block.
+
+use crate::real;
+use cuda_abi::*;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use tslice_policy::estimate::Kind;
+use tslice_policy::gate::{Decision, Gate, GateConfig, GateStats, Ticket};
+
+/// Shortest and longest single sleep while waiting (then the gate is asked again).
+const MIN_SLEEP_NS: u64 = 10_000;
+const MAX_SLEEP_NS: u64 = 2_000_000;
+/// Completions are looked for at most this often on the launch fast path.
+const POLL_EVERY_NS: u64 = 50_000;
+/// Free events kept per gate.
+const POOL_MAX: usize = 64;
+
+struct Pending {
+    t: Ticket,
+    /// Null for a fence.
+    start: CUevent,
+    end: CUevent,
+    ctx: CUcontext,
+}
+
+struct Inner {
+    gate: Gate,
+    pending: VecDeque<Pending>,
+    /// Free events: (context, event, has timing).
+    pool: Vec<(CUcontext, CUevent, bool)>,
+    last_poll_ns: u64,
+}
+
+// SAFETY: the raw CUevent/CUcontext handles inside are plain driver handles,
+// valid from any thread; access is serialised by the Mutex.
+unsafe impl Send for Inner {}
+
+pub struct DeviceGate {
+    inner: Mutex<Inner>,
+    pub share_ppm: u32,
+    waited_ns: AtomicU64,
+    throttled: AtomicU64,
+}
+
+impl DeviceGate {
+    pub fn new(cfg: GateConfig) -> DeviceGate {
+        let share_ppm = cfg.share.0;
+        DeviceGate {
+            inner: Mutex::new(Inner {
+                gate: Gate::new(cfg, real::now_ns()),
+                pending: VecDeque::new(),
+                pool: Vec::new(),
+                last_poll_ns: 0,
+            }),
+            share_ppm,
+            waited_ns: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits (sleeping on this thread) until a launch of `key` may go.
+    pub fn admit(&self, key: u64, kind: Kind) -> Ticket {
+        let mut waited = 0u64;
+        loop {
+            let now = real::now_ns();
+            let decision = {
+                let mut inner = self.lock();
+                if waited > 0 || now.saturating_sub(inner.last_poll_ns) >= POLL_EVERY_NS {
+                    inner.poll(now);
+                }
+                inner.gate.admit(key, kind, now)
+            };
+            match decision {
+                Decision::Go(t) => {
+                    if waited > 0 {
+                        self.waited_ns.fetch_add(waited, Ordering::Relaxed);
+                        self.throttled.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return t;
+                }
+                Decision::Wait(w) => {
+                    let w = w.clamp(MIN_SLEEP_NS, MAX_SLEEP_NS);
+                    std::thread::sleep(Duration::from_nanos(w));
+                    waited += real::now_ns().saturating_sub(now);
+                }
+            }
+        }
+    }
+
+    /// After the real launch: records the measurement's end event or a
+    /// fence on `stream`, or gives the cost back if the launch failed.
+    /// `start` is the start event recorded before a measured launch.
+    pub fn launched(&self, t: Ticket, result: CUresult, stream: CUstream, start: Option<(CUcontext, CUevent)>) {
+        let now = real::now_ns();
+        if !result.is_success() {
+            let mut inner = self.lock();
+            inner.gate.cancel(&t, now);
+            if let Some((ctx, ev)) = start {
+                inner.recycle(ctx, ev, true);
+            }
+            return;
+        }
+        if !t.sample && !t.fence {
+            return;
+        }
+        let timing = t.sample;
+        let recorded = match (timing, start) {
+            (true, None) => None, // the start event could not be recorded
+            (_, s) => {
+                let ctx = s.map(|s| s.0).or_else(|| real::ctx_get_current().ok());
+                ctx.and_then(|ctx| {
+                    let ev = self.take_event(ctx, timing)?;
+                    match real::event_record(ev, stream) {
+                        Ok(()) => Some((ctx, ev)),
+                        Err(_) => {
+                            real::event_destroy(ev);
+                            None
+                        }
+                    }
+                })
+            }
+        };
+        let mut inner = self.lock();
+        match recorded {
+            Some((ctx, end)) => inner.pending.push_back(Pending {
+                t,
+                start: start.map_or(std::ptr::null_mut(), |s| s.1),
+                end,
+                ctx,
+            }),
+            None => {
+                // No way to observe this launch: count it as complete and
+                // its measurement as lost, so nothing waits for it.
+                if let Some((ctx, ev)) = start {
+                    inner.recycle(ctx, ev, true);
+                }
+                if t.sample {
+                    inner.gate.measured(&t, None, now);
+                } else {
+                    inner.gate.completed(t.cum_ns);
+                }
+            }
+        }
+    }
+
+    /// Records a start event for a measured launch on `stream`.
+    pub fn record_start(&self, stream: CUstream) -> Option<(CUcontext, CUevent)> {
+        let ctx = real::ctx_get_current().ok().filter(|c| !c.is_null())?;
+        let ev = self.take_event(ctx, true)?;
+        match real::event_record(ev, stream) {
+            Ok(()) => Some((ctx, ev)),
+            Err(_) => {
+                real::event_destroy(ev);
+                None
+            }
+        }
+    }
+
+    fn take_event(&self, ctx: CUcontext, timing: bool) -> Option<CUevent> {
+        {
+            let mut inner = self.lock();
+            if let Some(i) = inner.pool.iter().position(|&(c, _, t)| c == ctx && t == timing) {
+                return Some(inner.pool.swap_remove(i).1);
+            }
+        }
+        let flags = if timing { CU_EVENT_DEFAULT } else { CU_EVENT_DISABLE_TIMING };
+        real::event_create(flags).ok()
+    }
+
+    pub fn stats(&self) -> (GateStats, u64, u64) {
+        let s = self.lock().gate.stats();
+        (s, self.waited_ns.load(Ordering::Relaxed), self.throttled.load(Ordering::Relaxed))
+    }
+}
+
+impl Inner {
+    fn recycle(&mut self, ctx: CUcontext, ev: CUevent, timing: bool) {
+        if self.pool.len() < POOL_MAX {
+            self.pool.push((ctx, ev, timing));
+        } else {
+            real::event_destroy(ev);
+        }
+    }
+
+    /// Looks at every pending measurement and fence; feeds completions to the gate.
+    fn poll(&mut self, now: u64) {
+        self.last_poll_ns = now;
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &self.pending[i];
+            match real::event_query(p.end) {
+                Ok(false) => {
+                    i += 1;
+                    continue;
+                }
+                Ok(true) => {
+                    let p = self.pending.remove(i).expect("index checked");
+                    if p.start.is_null() {
+                        self.gate.completed(p.t.cum_ns);
+                        self.recycle(p.ctx, p.end, false);
+                    } else {
+                        let m = real::event_elapsed_ns(p.start, p.end).ok();
+                        self.gate.measured(&p.t, m, now);
+                        self.recycle(p.ctx, p.start, true);
+                        self.recycle(p.ctx, p.end, true);
+                    }
+                }
+                Err(_) => {
+                    // The context went away (or the event is unusable): the
+                    // work is gone, and so are the events.
+                    let p = self.pending.remove(i).expect("index checked");
+                    if p.start.is_null() {
+                        self.gate.completed(p.t.cum_ns);
+                    } else {
+                        self.gate.measured(&p.t, None, now);
+                        real::event_destroy(p.start);
+                    }
+                    real::event_destroy(p.end);
+                }
+            }
+        }
+    }
+}
+
+/// The estimation key of a kernel launch: the function and its geometry.
+pub fn kernel_key(f: CUfunction, grid: [u32; 3], block: [u32; 3], shmem: u32) -> u64 {
+    let mut h = f as u64;
+    for x in grid.iter().chain(block.iter()).chain(std::iter::once(&shmem)) {
+        h = (h ^ *x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    }
+    h
+}
+
+/// The estimation key of a graph launch.
+pub fn graph_key(exec: CUgraphExec) -> u64 {
+    (exec as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F) ^ 0x6772_6170_6800_0000
+}
