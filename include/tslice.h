@@ -5,7 +5,7 @@
  * the hooked CUDA driver entry points (see shim/src/hooks/table.rs), a
  * dlsym override, and the functions below, which let code running inside the
  * tenant (tests, monitoring agents, a framework's logging) read what tslice
- * enforces. Look them up with dlsym(RTLD_DEFAULT, "tslice_device_stats"): they
+ * enforces. Look them up with dlsym(RTLD_DEFAULT, "tslice_get_device_stats"): they
  * exist only when the shim is loaded.
  *
  * Compatibility: TSLICE_ABI_VERSION changes only on incompatible changes;
@@ -48,7 +48,7 @@ struct tslice_device_stats {
 
 /* Fills *out for `device`. Returns 0, or -1 when `out` is NULL, out->size is
  * too small, or the device is out of range. */
-int tslice_device_stats(int device, struct tslice_device_stats *out);
+int tslice_get_device_stats(int device, struct tslice_device_stats *out);
 
 /* ---------------------------------------------------------------------------
  * Configuration (environment of the tenant process; read on the first CUDA

@@ -42,8 +42,8 @@ pub struct DeviceStats {
 /// # Safety
 /// `out` must be NULL or point to writable memory of `out->size` bytes.
 #[no_mangle]
-pub unsafe extern "C" fn tslice_device_stats(device: c_int, out: *mut DeviceStats) -> c_int {
-    crate::ffi::guard_or("tslice_device_stats", -1, || {
+pub unsafe extern "C" fn tslice_get_device_stats(device: c_int, out: *mut DeviceStats) -> c_int {
+    crate::ffi::guard_or("tslice_get_device_stats", -1, || {
         // SAFETY: the caller passes NULL or a struct whose size field is readable.
         let Some(o) = (unsafe { out.as_mut() }) else { return -1 };
         if (o.size as usize) < std::mem::size_of::<DeviceStats>() {

@@ -19,7 +19,7 @@ macro_rules! hook_table {
 include!("../src/hooks/table.rs");
 
 /// tslice's own ABI (include/tslice.h).
-const OWN_ABI: &[&str] = &["tslice_abi_version", "tslice_version", "tslice_device_stats"];
+const OWN_ABI: &[&str] = &["tslice_abi_version", "tslice_version", "tslice_get_device_stats"];
 
 #[test]
 fn exported_symbols_match_the_hook_table() {
