@@ -1,0 +1,164 @@
+//! CUDA arrays and mipmapped arrays: opaque device allocations, charged to
+//! the ledger as width x max(h,1) x max(d,1) x channels x element size
+//! (mipmapped: the sum of the levels, each dimension halved, at least 1).
+
+use crate::context::{self, Ctx};
+use crate::entry::{out, read, Res, INVALID_VALUE};
+use crate::memory;
+use crate::process::{self, handle_of, Handle, Magic};
+use cuda_abi::{
+    array_format_bytes, CUarray, CUmipmappedArray, CUDA_ARRAY3D_DESCRIPTOR, CUDA_ARRAY_DESCRIPTOR,
+};
+use std::sync::Arc;
+
+pub struct Array {
+    magic: Magic,
+    pub desc: CUDA_ARRAY3D_DESCRIPTOR,
+    pub mipmapped: bool,
+    charged: u64,
+    device: i32,
+    bases: Vec<(u64, usize)>,
+}
+
+impl Handle for Array {
+    const MAGIC: u32 = 0xA44A_0001;
+    fn magic(&self) -> &Magic {
+        &self.magic
+    }
+}
+
+fn level_bytes(d: &CUDA_ARRAY3D_DESCRIPTOR, level: u32) -> u64 {
+    let dim = |x: usize| ((x as u64) >> level).max(1);
+    let h = if d.Height == 0 { 1 } else { dim(d.Height) };
+    let z = if d.Depth == 0 { 1 } else { dim(d.Depth) };
+    dim(d.Width)
+        .saturating_mul(h)
+        .saturating_mul(z)
+        .saturating_mul(u64::from(d.NumChannels))
+        .saturating_mul(array_format_bytes(d.Format))
+}
+
+fn create(
+    ctx: &Arc<Ctx>,
+    d: CUDA_ARRAY3D_DESCRIPTOR,
+    levels: u32,
+    mipmapped: bool,
+) -> Res<Arc<Array>> {
+    if d.Width == 0 || !matches!(d.NumChannels, 1 | 2 | 4) || levels == 0 {
+        return Err(INVALID_VALUE);
+    }
+    let p = process::get();
+    let dev = p.device(ctx.device)?;
+    let sizes: Vec<u64> = (0..levels).map(|l| level_bytes(&d, l)).collect();
+    let total: u64 = sizes.iter().sum();
+    let charged = memory::charge_for(total);
+    dev.sim
+        .mem_charge(charged)
+        .map_err(|_| cuda_abi::CUresult::ERROR_OUT_OF_MEMORY)?;
+    let mut bases = Vec::new();
+    for s in &sizes {
+        match memory::map_anon(*s as usize, false) {
+            Ok(b) => bases.push((b as u64, *s as usize)),
+            Err(e) => {
+                for (b, l) in bases {
+                    memory::unmap(b, l);
+                }
+                dev.sim.mem_uncharge(charged);
+                return Err(e);
+            }
+        }
+    }
+    Ok(p.arrays.insert(Array {
+        magic: Magic::new(Array::MAGIC),
+        desc: d,
+        mipmapped,
+        charged,
+        device: ctx.device,
+        bases,
+    }))
+}
+
+fn destroy(h: *mut std::ffi::c_void, mipmapped: bool) -> Res {
+    let p = process::initialized()?;
+    let a = p.arrays.get(h)?;
+    if a.mipmapped != mipmapped {
+        return Err(cuda_abi::CUresult::ERROR_INVALID_HANDLE);
+    }
+    p.arrays.remove(h)?;
+    for (b, l) in &a.bases {
+        memory::unmap(*b, *l);
+    }
+    p.device(a.device)?.sim.mem_uncharge(a.charged);
+    Ok(())
+}
+
+export! {
+    fn cuArrayCreate_v2(ph: *mut CUarray, desc: *const CUDA_ARRAY_DESCRIPTOR) {
+        let ctx = context::current()?;
+        // SAFETY: caller's descriptor.
+        let d = unsafe { read(desc)? };
+        if ph.is_null() {
+            return Err(INVALID_VALUE);
+        }
+        let d3 = CUDA_ARRAY3D_DESCRIPTOR { Width: d.Width, Height: d.Height, Depth: 0, Format: d.Format, NumChannels: d.NumChannels, Flags: 0 };
+        let a = create(&ctx, d3, 1, false)?;
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(ph, handle_of(&a)) }
+    }
+}
+
+export! {
+    fn cuArray3DCreate_v2(ph: *mut CUarray, desc: *const CUDA_ARRAY3D_DESCRIPTOR) {
+        let ctx = context::current()?;
+        // SAFETY: caller's descriptor.
+        let d = unsafe { read(desc)? };
+        if ph.is_null() {
+            return Err(INVALID_VALUE);
+        }
+        let a = create(&ctx, d, 1, false)?;
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(ph, handle_of(&a)) }
+    }
+}
+
+export! {
+    fn cuMipmappedArrayCreate(ph: *mut CUmipmappedArray, desc: *const CUDA_ARRAY3D_DESCRIPTOR, levels: u32) {
+        let ctx = context::current()?;
+        // SAFETY: caller's descriptor.
+        let d = unsafe { read(desc)? };
+        if ph.is_null() {
+            return Err(INVALID_VALUE);
+        }
+        let a = create(&ctx, d, levels, true)?;
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(ph, handle_of(&a)) }
+    }
+}
+
+export! {
+    fn cuArrayDestroy(h: CUarray) { destroy(h, false) }
+}
+
+export! {
+    fn cuMipmappedArrayDestroy(h: CUmipmappedArray) { destroy(h, true) }
+}
+
+export! {
+    fn cuArrayGetDescriptor_v2(desc: *mut CUDA_ARRAY_DESCRIPTOR, h: CUarray) {
+        let a = process::initialized()?.arrays.get(h)?;
+        if a.desc.Depth != 0 {
+            return Err(INVALID_VALUE);
+        }
+        let d = CUDA_ARRAY_DESCRIPTOR { Width: a.desc.Width, Height: a.desc.Height, Format: a.desc.Format, NumChannels: a.desc.NumChannels };
+        // SAFETY: caller's output pointer.
+        unsafe { out(desc, d) }
+    }
+}
+
+export! {
+    fn cuArray3DGetDescriptor_v2(desc: *mut CUDA_ARRAY3D_DESCRIPTOR, h: CUarray) {
+        let a = process::initialized()?.arrays.get(h)?;
+        // SAFETY: caller's output pointer.
+        unsafe { out(desc, a.desc) }
+    }
+}

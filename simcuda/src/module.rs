@@ -1,0 +1,437 @@
+//! Modules and libraries loaded from fatbins (kept, not executed), kernels
+//! and functions, their attributes, `__device__` globals, occupancy.
+
+use crate::entry::{cstr, out, out_opt, Res, INVALID_HANDLE, INVALID_VALUE};
+use crate::fatbin::{self, Symbols};
+use crate::memory::{self, Alloc, Kind};
+use crate::process::{self, handle_of, Handle, Magic};
+use cuda_abi::{CUdevice, CUdeviceptr, CUfunction, CUkernel, CUlibrary, CUmodule, CUresult};
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void, CString};
+use std::sync::{Arc, Mutex};
+
+pub struct Module {
+    magic: Magic,
+    syms: Symbols,
+    globals: Mutex<HashMap<String, (u64, u64)>>,
+    funcs: Mutex<HashMap<String, Arc<Function>>>,
+}
+
+impl Handle for Module {
+    const MAGIC: u32 = 0x3D0D_0001;
+    fn magic(&self) -> &Magic {
+        &self.magic
+    }
+}
+
+pub struct Function {
+    magic: Magic,
+    pub name: CString,
+    /// `sim_spin` kernels run for the nanoseconds in their first argument.
+    pub spin: bool,
+    /// Passed to simgpu with each launch: a hash of the name.
+    pub tag: u64,
+    module: usize,
+    attrs: Mutex<HashMap<i32, i32>>,
+}
+
+impl Handle for Function {
+    const MAGIC: u32 = 0xF00C_0001;
+    fn magic(&self) -> &Magic {
+        &self.magic
+    }
+}
+
+/// FNV-1a of a kernel name (the work tag).
+fn name_hash(s: &[u8]) -> u64 {
+    s.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Function attribute defaults (CUfunction_attribute).
+fn default_attr(a: i32) -> Option<i32> {
+    Some(match a {
+        0 => 1024,   // MAX_THREADS_PER_BLOCK
+        1..=3 => 0,  // SHARED/CONST/LOCAL_SIZE_BYTES
+        4 => 32,     // NUM_REGS
+        5 | 6 => 90, // PTX_VERSION, BINARY_VERSION
+        7 => 0,      // CACHE_MODE_CA
+        8 => 49152,  // MAX_DYNAMIC_SHARED_SIZE_BYTES
+        9 => -1,     // PREFERRED_SHARED_MEMORY_CARVEOUT
+        10..=17 => 0,
+        _ => return None,
+    })
+}
+
+impl Function {
+    pub fn attr(&self, a: i32) -> Res<i32> {
+        let v = default_attr(a).ok_or(INVALID_VALUE)?;
+        Ok(self
+            .attrs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&a)
+            .copied()
+            .unwrap_or(v))
+    }
+    fn set_attr(&self, a: i32, v: i32) -> Res {
+        match a {
+            8 if (0..=232448).contains(&v) => {}
+            9 if (-1..=100).contains(&v) => {}
+            10..=15 => {}
+            _ => return Err(INVALID_VALUE),
+        }
+        self.attrs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(a, v);
+        Ok(())
+    }
+}
+
+fn load(image: *const c_void) -> Res<Arc<Module>> {
+    let p = process::initialized()?;
+    if image.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    // SAFETY: the caller passes a fatbin wrapper, fatbin or cubin, per the API contract.
+    let syms = unsafe { fatbin::read_image(image.cast()) };
+    Ok(p.modules.insert(Module {
+        magic: Magic::new(Module::MAGIC),
+        syms,
+        globals: Mutex::new(HashMap::new()),
+        funcs: Mutex::new(HashMap::new()),
+    }))
+}
+
+fn unload(h: *mut c_void) -> Res {
+    let p = process::initialized()?;
+    let m = p.modules.remove(h)?;
+    for (_, f) in m.funcs.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+        let _ = p.functions.remove(handle_of(&f));
+    }
+    for (_, (base, len)) in m.globals.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+        p.mem.remove(base);
+        memory::unmap(base, len as usize);
+    }
+    Ok(())
+}
+
+/// The function `name` of module `h` (one handle per name and module).
+fn function(h: *mut c_void, name: *const c_char) -> Res<Arc<Function>> {
+    let p = process::initialized()?;
+    let m = p.modules.get(h)?;
+    // SAFETY: NUL-terminated name from the caller.
+    let n = unsafe { cstr(name)? };
+    if let Some(fs) = &m.syms.functions {
+        if !fs.contains(n) {
+            return Err(CUresult::ERROR_NOT_FOUND);
+        }
+    }
+    let mut funcs = m.funcs.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(f) = funcs.get(n) {
+        return Ok(f.clone());
+    }
+    let f = p.functions.insert(Function {
+        magic: Magic::new(Function::MAGIC),
+        name: CString::new(n).map_err(|_| INVALID_VALUE)?,
+        spin: n.contains("sim_spin"),
+        tag: name_hash(n.as_bytes()),
+        module: h as usize,
+        attrs: Mutex::new(HashMap::new()),
+    });
+    funcs.insert(n.to_string(), f.clone());
+    Ok(f)
+}
+
+/// A `__device__` variable: host-backed storage sized from the cubin's
+/// symbol table, registered as device memory (not charged: module memory is
+/// context overhead). `CUDA_ERROR_NOT_FOUND` if the image could not tell.
+fn global(dptr: *mut CUdeviceptr, bytes: *mut usize, h: *mut c_void, name: *const c_char) -> Res {
+    let p = process::initialized()?;
+    let m = p.modules.get(h)?;
+    // SAFETY: NUL-terminated name from the caller.
+    let n = unsafe { cstr(name)? };
+    let size = *m.syms.globals.get(n).ok_or(CUresult::ERROR_NOT_FOUND)?;
+    let mut g = m.globals.lock().unwrap_or_else(|e| e.into_inner());
+    let (base, _) = match g.get(n) {
+        Some(v) => *v,
+        None => {
+            let len = size.max(1).div_ceil(4096) * 4096;
+            let b = memory::map_anon(len as usize, false)? as u64;
+            let dev = crate::context::current().map(|c| c.device).unwrap_or(0);
+            p.mem.insert(Alloc {
+                base: b,
+                size: size.max(1),
+                mapped: 0,
+                charged: 0,
+                device: dev,
+                ctx: 0,
+                ctx_id: 0,
+                kind: Kind::Global,
+            });
+            g.insert(n.to_string(), (b, len));
+            (b, len)
+        }
+    };
+    // SAFETY: optional output pointers.
+    unsafe {
+        out_opt(dptr, base);
+        out_opt(bytes, size as usize);
+    }
+    Ok(())
+}
+
+export! {
+    fn cuModuleLoadData(module: *mut CUmodule, image: *const c_void) {
+        crate::context::current()?;
+        if module.is_null() {
+            return Err(INVALID_VALUE);
+        }
+        let m = load(image)?;
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(module, handle_of(&m)) }
+    }
+}
+
+export! {
+    fn cuModuleLoadDataEx(module: *mut CUmodule, image: *const c_void, n: u32, opts: *mut c_void, vals: *mut *mut c_void) {
+        let _ = (n, opts, vals); // JIT options: nothing is compiled here
+        crate::context::current()?;
+        if module.is_null() {
+            return Err(INVALID_VALUE);
+        }
+        let m = load(image)?;
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(module, handle_of(&m)) }
+    }
+}
+
+export! {
+    fn cuModuleLoadFatBinary(module: *mut CUmodule, fat: *const c_void) {
+        crate::context::current()?;
+        if module.is_null() {
+            return Err(INVALID_VALUE);
+        }
+        let m = load(fat)?;
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(module, handle_of(&m)) }
+    }
+}
+
+export! {
+    fn cuModuleUnload(module: CUmodule) { unload(module) }
+}
+
+export! {
+    fn cuModuleGetFunction(func: *mut CUfunction, module: CUmodule, name: *const c_char) {
+        if func.is_null() {
+            return Err(INVALID_VALUE);
+        }
+        let f = function(module, name)?;
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(func, handle_of(&f)) }
+    }
+}
+
+export! {
+    fn cuModuleGetGlobal_v2(dptr: *mut CUdeviceptr, bytes: *mut usize, module: CUmodule, name: *const c_char) { global(dptr, bytes, module, name) }
+}
+
+export! {
+    /// Modules are "loaded" eagerly here (nothing to load).
+    fn cuModuleGetLoadingMode(mode: *mut u32) {
+        // SAFETY: caller's output pointer; CU_MODULE_EAGER_LOADING = 1.
+        unsafe { out(mode, 1) }
+    }
+}
+
+export! {
+    fn cuLibraryLoadData(lib: *mut CUlibrary, code: *const c_void, jit_opts: *mut c_void, jit_vals: *mut *mut c_void, njit: u32, lib_opts: *mut c_void, lib_vals: *mut *mut c_void, nlib: u32) {
+        let _ = (jit_opts, jit_vals, njit, lib_opts, lib_vals, nlib); // options change nothing here
+        if lib.is_null() {
+            return Err(INVALID_VALUE);
+        }
+        let m = load(code)?;
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(lib, handle_of(&m)) }
+    }
+}
+
+export! {
+    fn cuLibraryUnload(lib: CUlibrary) { unload(lib) }
+}
+
+export! {
+    fn cuLibraryGetKernel(kernel: *mut CUkernel, lib: CUlibrary, name: *const c_char) {
+        if kernel.is_null() {
+            return Err(INVALID_VALUE);
+        }
+        let f = function(lib, name)?;
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(kernel, handle_of(&f)) }
+    }
+}
+
+export! {
+    /// A library and its module are the same object here.
+    fn cuLibraryGetModule(module: *mut CUmodule, lib: CUlibrary) {
+        let m = process::initialized()?.modules.get(lib)?;
+        // SAFETY: caller's output pointer.
+        unsafe { out(module, handle_of(&m)) }
+    }
+}
+
+export! {
+    fn cuLibraryGetGlobal(dptr: *mut CUdeviceptr, bytes: *mut usize, lib: CUlibrary, name: *const c_char) { global(dptr, bytes, lib, name) }
+}
+
+export! {
+    /// Kernels and functions share one object: a kernel is usable as a function in every context.
+    fn cuKernelGetFunction(func: *mut CUfunction, kernel: CUkernel) {
+        let f = process::initialized()?.functions.get(kernel)?;
+        crate::context::current()?;
+        // SAFETY: caller's output pointer.
+        unsafe { out(func, handle_of(&f)) }
+    }
+}
+
+export! {
+    fn cuKernelGetLibrary(lib: *mut CUlibrary, kernel: CUkernel) {
+        let f = process::initialized()?.functions.get(kernel)?;
+        // SAFETY: caller's output pointer.
+        unsafe { out(lib, f.module as CUlibrary) }
+    }
+}
+
+export! {
+    fn cuFuncGetModule(module: *mut CUmodule, func: CUfunction) {
+        let f = process::initialized()?.functions.get(func)?;
+        // SAFETY: caller's output pointer.
+        unsafe { out(module, f.module as CUmodule) }
+    }
+}
+
+fn get_name(name: *mut *const c_char, h: *mut c_void) -> Res {
+    let f = process::initialized()?.functions.get(h)?;
+    // SAFETY: caller's output pointer; the string lives as long as the function object.
+    unsafe { out(name, f.name.as_ptr()) }
+}
+
+export! {
+    fn cuKernelGetName(name: *mut *const c_char, kernel: CUkernel) { get_name(name, kernel) }
+}
+
+export! {
+    fn cuFuncGetName(name: *mut *const c_char, func: CUfunction) { get_name(name, func) }
+}
+
+export! {
+    fn cuFuncGetAttribute(v: *mut i32, attrib: i32, func: CUfunction) {
+        let f = process::initialized()?.functions.get(func)?;
+        let x = f.attr(attrib)?;
+        // SAFETY: caller's output pointer.
+        unsafe { out(v, x) }
+    }
+}
+
+export! {
+    fn cuKernelGetAttribute(v: *mut i32, attrib: i32, kernel: CUkernel, dev: CUdevice) {
+        let p = process::initialized()?;
+        p.device(dev)?;
+        let x = p.functions.get(kernel)?.attr(attrib)?;
+        // SAFETY: caller's output pointer.
+        unsafe { out(v, x) }
+    }
+}
+
+export! {
+    fn cuFuncSetAttribute(func: CUfunction, attrib: i32, value: i32) {
+        process::initialized()?.functions.get(func)?.set_attr(attrib, value)
+    }
+}
+
+export! {
+    fn cuKernelSetAttribute(attrib: i32, value: i32, kernel: CUkernel, dev: CUdevice) {
+        let p = process::initialized()?;
+        p.device(dev)?;
+        p.functions.get(kernel)?.set_attr(attrib, value)
+    }
+}
+
+export! {
+    /// Cache preferences have no effect on the simulated device; they are validated.
+    fn cuFuncSetCacheConfig(func: CUfunction, config: u32) {
+        process::initialized()?.functions.get(func)?;
+        if config > 3 { Err(INVALID_VALUE) } else { Ok(()) }
+    }
+}
+
+export! {
+    fn cuKernelSetCacheConfig(kernel: CUkernel, config: u32, dev: CUdevice) {
+        let p = process::initialized()?;
+        p.device(dev)?;
+        p.functions.get(kernel)?;
+        if config > 3 { Err(INVALID_VALUE) } else { Ok(()) }
+    }
+}
+
+/// Blocks per SM for a block size and dynamic shared memory (threads,
+/// block-count and shared-memory limits of an H100 SM; registers at the
+/// default 32 per thread never bind first).
+fn occupancy(f: &Function, block: i32, dyn_smem: usize) -> Res<i32> {
+    if block <= 0 {
+        return Err(INVALID_VALUE);
+    }
+    if block > f.attr(0)? {
+        return Ok(0);
+    }
+    let warps = (block + 31) / 32;
+    let by_threads = 64 / warps;
+    let smem = dyn_smem as i64 + i64::from(f.attr(1)?) + 1024;
+    let by_smem = if smem > 0 {
+        (233_472 / smem) as i32
+    } else {
+        32
+    };
+    Ok(by_threads.min(32).min(by_smem))
+}
+
+export! {
+    fn cuOccupancyMaxActiveBlocksPerMultiprocessor(n: *mut i32, func: CUfunction, block: i32, dyn_smem: usize) {
+        let f = process::initialized()?.functions.get(func)?;
+        let v = occupancy(&f, block, dyn_smem)?;
+        // SAFETY: caller's output pointer.
+        unsafe { out(n, v) }
+    }
+}
+
+export! {
+    fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(n: *mut i32, func: CUfunction, block: i32, dyn_smem: usize, flags: u32) {
+        let f = process::initialized()?.functions.get(func)?;
+        if flags > 1 {
+            return Err(INVALID_VALUE);
+        }
+        let v = occupancy(&f, block, dyn_smem)?;
+        // SAFETY: caller's output pointer.
+        unsafe { out(n, v) }
+    }
+}
+
+export! {
+    fn cuOccupancyAvailableDynamicSMemPerBlock(size: *mut usize, func: CUfunction, blocks: i32, block: i32) {
+        let f = process::initialized()?.functions.get(func)?;
+        if blocks <= 0 || block <= 0 {
+            return Err(INVALID_VALUE);
+        }
+        let per_block = (233_472 / blocks as usize).saturating_sub(1024).min(232_448).saturating_sub(f.attr(1)? as usize);
+        // SAFETY: caller's output pointer.
+        unsafe { out(size, per_block) }
+    }
+}
+
+/// The function object behind a `CUfunction`/`CUkernel` handle.
+pub fn resolve(h: *mut c_void) -> Res<Arc<Function>> {
+    process::initialized()?.functions.get_or(h, INVALID_HANDLE)
+}

@@ -1,0 +1,252 @@
+//! Stream-ordered allocation and memory pools. Allocations are charged to
+//! the ledger at `cuMemAllocAsync` and returned at `cuMemFreeAsync`: pools
+//! here retain nothing, whatever their release threshold.
+
+use crate::entry::{out, read, slice, Res, INVALID_VALUE};
+use crate::memory::{self, Kind};
+use crate::process::{self, handle_of, Handle, Magic, Process};
+use crate::stream::{self, DefaultStream};
+use cuda_abi::driver_types::{mempool_attr, CUmemAccessDesc, CUmemPoolProps};
+use cuda_abi::{
+    CUdeviceptr, CUmemLocation, CUmemoryPool, CUresult, CUstream, CU_MEM_LOCATION_TYPE_DEVICE,
+};
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub struct Pool {
+    magic: Magic,
+    pub device: i32,
+    pub is_default: bool,
+    attrs: Mutex<HashMap<u32, u64>>,
+    access: Mutex<HashMap<i32, u32>>,
+    used: AtomicU64,
+    used_high: AtomicU64,
+}
+
+impl Handle for Pool {
+    const MAGIC: u32 = 0x9001_0001;
+    fn magic(&self) -> &Magic {
+        &self.magic
+    }
+}
+
+impl Pool {
+    pub fn note_alloc(&self, bytes: u64) {
+        let now = self.used.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        self.used_high.fetch_max(now, Ordering::AcqRel);
+    }
+    pub fn note_free(&self, bytes: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(bytes))
+            });
+    }
+}
+
+pub fn create(p: &Process, device: i32, props: Option<&CUmemPoolProps>) -> Arc<Pool> {
+    let mut attrs = HashMap::new();
+    attrs.insert(mempool_attr::REUSE_FOLLOW_EVENT_DEPENDENCIES, 1);
+    attrs.insert(mempool_attr::REUSE_ALLOW_OPPORTUNISTIC, 1);
+    attrs.insert(mempool_attr::REUSE_ALLOW_INTERNAL_DEPENDENCIES, 1);
+    attrs.insert(mempool_attr::RELEASE_THRESHOLD, 0);
+    let mut access = HashMap::new();
+    access.insert(
+        device,
+        cuda_abi::driver_types::CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
+    );
+    p.pools.insert(Pool {
+        magic: Magic::new(Pool::MAGIC),
+        device,
+        is_default: props.is_none(),
+        attrs: Mutex::new(attrs),
+        access: Mutex::new(access),
+        used: AtomicU64::new(0),
+        used_high: AtomicU64::new(0),
+    })
+}
+
+fn alloc_async(
+    dptr: *mut CUdeviceptr,
+    size: usize,
+    pool: Option<CUmemoryPool>,
+    h: CUstream,
+    ds: DefaultStream,
+) -> Res {
+    let p = process::initialized()?;
+    let s = stream::resolve(h, ds)?;
+    if dptr.is_null() || size == 0 {
+        return Err(INVALID_VALUE);
+    }
+    if s.capturing() {
+        crate::capture::invalidate(&s);
+        return Err(CUresult::ERROR_STREAM_CAPTURE_UNSUPPORTED);
+    }
+    let pl = match pool {
+        Some(h) => p.pools.get(h)?,
+        None => p.device(s.ctx.device)?.current_pool(p),
+    };
+    if pl.device != s.ctx.device {
+        return Err(INVALID_VALUE);
+    }
+    let b = memory::alloc(
+        p,
+        &s.ctx,
+        size as u64,
+        size as u64,
+        Kind::Async(handle_of(&pl) as usize),
+    )?;
+    pl.note_alloc(memory::charge_for(size as u64));
+    // SAFETY: caller's output pointer (checked non-NULL).
+    unsafe { out(dptr, b) }
+}
+
+export_pt! {
+    fn cuMemAllocAsync / cuMemAllocAsync_ptsz(dptr: *mut CUdeviceptr, size: usize, h: CUstream) |ds| {
+        alloc_async(dptr, size, None, h, ds)
+    }
+}
+
+export_pt! {
+    fn cuMemAllocFromPoolAsync / cuMemAllocFromPoolAsync_ptsz(dptr: *mut CUdeviceptr, size: usize, pool: CUmemoryPool, h: CUstream) |ds| {
+        alloc_async(dptr, size, Some(pool), h, ds)
+    }
+}
+
+export_pt! {
+    fn cuMemFreeAsync / cuMemFreeAsync_ptsz(dptr: CUdeviceptr, h: CUstream) |ds| {
+        let p = process::initialized()?;
+        let s = stream::resolve(h, ds)?;
+        if s.capturing() {
+            crate::capture::invalidate(&s);
+            return Err(CUresult::ERROR_STREAM_CAPTURE_UNSUPPORTED);
+        }
+        let a = memory::free(p, dptr, |k| matches!(k, Kind::Async(_) | Kind::Device | Kind::Pitch | Kind::Managed))?;
+        if let Kind::Async(pool) = a.kind {
+            if let Ok(pl) = p.pools.get(pool as *mut c_void) {
+                pl.note_free(a.charged);
+            }
+        }
+        Ok(())
+    }
+}
+
+export! {
+    fn cuMemPoolCreate(pool: *mut CUmemoryPool, props: *const CUmemPoolProps) {
+        let p = process::initialized()?;
+        // SAFETY: caller's properties struct.
+        let pr = unsafe { read(props)? };
+        if pool.is_null() || pr.location.type_ != CU_MEM_LOCATION_TYPE_DEVICE || pr.allocType != 1 {
+            return Err(INVALID_VALUE);
+        }
+        p.device(pr.location.id)?;
+        let pl = create(p, pr.location.id, Some(&pr));
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(pool, handle_of(&pl)) }
+    }
+}
+
+export! {
+    fn cuMemPoolDestroy(pool: CUmemoryPool) {
+        let p = process::initialized()?;
+        let pl = p.pools.get(pool)?;
+        if pl.is_default {
+            return Err(INVALID_VALUE);
+        }
+        p.pools.remove(pool)?;
+        Ok(())
+    }
+}
+
+export! {
+    /// Nothing is retained after frees here, so there is never anything to trim.
+    fn cuMemPoolTrimTo(pool: CUmemoryPool, min_bytes: usize) {
+        let _ = min_bytes;
+        process::initialized()?.pools.get(pool)?;
+        Ok(())
+    }
+}
+
+export! {
+    fn cuMemPoolSetAttribute(pool: CUmemoryPool, attr: u32, value: *mut c_void) {
+        let pl = process::initialized()?.pools.get(pool)?;
+        match attr {
+            mempool_attr::REUSE_FOLLOW_EVENT_DEPENDENCIES..=mempool_attr::REUSE_ALLOW_INTERNAL_DEPENDENCIES => {
+                // SAFETY: an int, per the attribute's documented type.
+                let v = unsafe { read(value.cast::<i32>())? };
+                pl.attrs.lock().unwrap_or_else(|e| e.into_inner()).insert(attr, v as u64);
+            }
+            mempool_attr::RELEASE_THRESHOLD => {
+                // SAFETY: a cuuint64_t, per the attribute's documented type.
+                let v = unsafe { read(value.cast::<u64>())? };
+                pl.attrs.lock().unwrap_or_else(|e| e.into_inner()).insert(attr, v);
+            }
+            mempool_attr::RESERVED_MEM_HIGH | mempool_attr::USED_MEM_HIGH => {
+                // SAFETY: a cuuint64_t; only 0 (reset the high-water mark) is accepted.
+                if unsafe { read(value.cast::<u64>())? } != 0 {
+                    return Err(INVALID_VALUE);
+                }
+                pl.used_high.store(pl.used.load(Ordering::Acquire), Ordering::Release);
+            }
+            _ => return Err(INVALID_VALUE),
+        }
+        Ok(())
+    }
+}
+
+export! {
+    fn cuMemPoolGetAttribute(pool: CUmemoryPool, attr: u32, value: *mut c_void) {
+        let pl = process::initialized()?.pools.get(pool)?;
+        let used = pl.used.load(Ordering::Acquire);
+        let high = pl.used_high.load(Ordering::Acquire);
+        // SAFETY (writes): `value` points to the attribute's documented type.
+        unsafe {
+            match attr {
+                mempool_attr::REUSE_FOLLOW_EVENT_DEPENDENCIES..=mempool_attr::REUSE_ALLOW_INTERNAL_DEPENDENCIES => {
+                    let v = pl.attrs.lock().unwrap_or_else(|e| e.into_inner()).get(&attr).copied().unwrap_or(0);
+                    out(value.cast::<i32>(), v as i32)
+                }
+                mempool_attr::RELEASE_THRESHOLD => {
+                    let v = pl.attrs.lock().unwrap_or_else(|e| e.into_inner()).get(&attr).copied().unwrap_or(0);
+                    out(value.cast::<u64>(), v)
+                }
+                mempool_attr::RESERVED_MEM_CURRENT | mempool_attr::USED_MEM_CURRENT => out(value.cast::<u64>(), used),
+                mempool_attr::RESERVED_MEM_HIGH | mempool_attr::USED_MEM_HIGH => out(value.cast::<u64>(), high),
+                _ => Err(INVALID_VALUE),
+            }
+        }
+    }
+}
+
+export! {
+    fn cuMemPoolSetAccess(pool: CUmemoryPool, desc: *const CUmemAccessDesc, count: usize) {
+        let p = process::initialized()?;
+        let pl = p.pools.get(pool)?;
+        // SAFETY: caller's array of `count` descriptors.
+        let d = unsafe { slice(desc, count)? };
+        for x in d {
+            if x.location.type_ != CU_MEM_LOCATION_TYPE_DEVICE || x.flags > 3 || x.flags == 2 {
+                return Err(INVALID_VALUE);
+            }
+            p.device(x.location.id)?;
+        }
+        let mut a = pl.access.lock().unwrap_or_else(|e| e.into_inner());
+        for x in d {
+            a.insert(x.location.id, x.flags);
+        }
+        Ok(())
+    }
+}
+
+export! {
+    fn cuMemPoolGetAccess(flags: *mut u32, pool: CUmemoryPool, location: *const CUmemLocation) {
+        let pl = process::initialized()?.pools.get(pool)?;
+        // SAFETY: caller's location struct.
+        let loc = unsafe { read(location)? };
+        let f = pl.access.lock().unwrap_or_else(|e| e.into_inner()).get(&loc.id).copied().unwrap_or(0);
+        // SAFETY: caller's output pointer.
+        unsafe { out(flags, f) }
+    }
+}

@@ -1,0 +1,207 @@
+//! Per-process driver state and handle registries.
+//!
+//! All state of this process lives in one leaked [`Process`] reached through
+//! an atomic pointer. A `pthread_atfork` child handler bumps an epoch
+//! counter (an atomic store, nothing else), so the first call in a forked
+//! child sees a stale epoch and installs a fresh `Process`: the parent's
+//! state is abandoned, never dropped and never locked, because the parent
+//! may have held its locks at the moment of `fork`.
+
+use crate::entry::{Res, INVALID_HANDLE};
+use cuda_abi::CUresult;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Once, OnceLock, RwLock};
+
+/// A magic number kept in every object whose address is handed out as a
+/// handle; cleared when the object is destroyed.
+pub struct Magic(AtomicU32);
+
+impl Magic {
+    pub const fn new(v: u32) -> Magic {
+        Magic(AtomicU32::new(v))
+    }
+    pub fn is(&self, v: u32) -> bool {
+        self.0.load(Ordering::Acquire) == v
+    }
+    pub fn kill(&self) {
+        self.0.store(0, Ordering::Release);
+    }
+}
+
+/// An object handed out to callers as an opaque pointer.
+pub trait Handle: Send + Sync + 'static {
+    const MAGIC: u32;
+    fn magic(&self) -> &Magic;
+}
+
+/// Live objects of one kind, keyed by the address handed out. Lookups never
+/// dereference the caller's pointer: an unknown, stale or foreign handle is
+/// `CUDA_ERROR_INVALID_HANDLE`, not a segfault.
+pub struct Registry<T> {
+    map: RwLock<HashMap<usize, Arc<T>>>,
+}
+
+impl<T: Handle> Registry<T> {
+    pub fn new() -> Registry<T> {
+        Registry {
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn insert(&self, v: T) -> Arc<T> {
+        let a = Arc::new(v);
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(Arc::as_ptr(&a) as usize, a.clone());
+        a
+    }
+
+    pub fn get(&self, h: *mut c_void) -> Res<Arc<T>> {
+        self.get_or(h, INVALID_HANDLE)
+    }
+
+    pub fn get_or(&self, h: *mut c_void, err: CUresult) -> Res<Arc<T>> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        match map.get(&(h as usize)) {
+            Some(a) if a.magic().is(T::MAGIC) => Ok(a.clone()),
+            _ => Err(err),
+        }
+    }
+
+    pub fn remove(&self, h: *mut c_void) -> Res<Arc<T>> {
+        let a = self
+            .map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(h as usize))
+            .ok_or(INVALID_HANDLE)?;
+        a.magic().kill();
+        Ok(a)
+    }
+
+    pub fn all(&self) -> Vec<Arc<T>> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// The handle value of a registered object.
+pub fn handle_of<T>(a: &Arc<T>) -> *mut c_void {
+    Arc::as_ptr(a) as *mut c_void
+}
+
+pub struct Process {
+    epoch: u64,
+    /// Distinguishes this process state from an abandoned parent's, for
+    /// thread-local caches.
+    pub generation: u64,
+    next_id: AtomicU64,
+    /// Set by the first `cuInit`: the devices, or the error cuInit reported.
+    pub init: OnceLock<Result<Vec<crate::device::Device>, CUresult>>,
+    pub contexts: Registry<crate::context::Ctx>,
+    pub streams: Registry<crate::stream::Stream>,
+    pub events: Registry<crate::event::Event>,
+    pub modules: Registry<crate::module::Module>,
+    pub functions: Registry<crate::module::Function>,
+    pub pools: Registry<crate::pool::Pool>,
+    pub arrays: Registry<crate::array::Array>,
+    pub graphs: Registry<crate::graph::Graph>,
+    pub nodes: Registry<crate::graph::Node>,
+    pub execs: Registry<crate::graph::GraphExec>,
+    pub mem: crate::memory::Table,
+    pub host: crate::memory::HostTable,
+    pub vmm: crate::vmm::State,
+}
+
+impl Process {
+    fn new(epoch: u64) -> Process {
+        static GENERATION: AtomicU64 = AtomicU64::new(1);
+        Process {
+            epoch,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            next_id: AtomicU64::new(1),
+            init: OnceLock::new(),
+            contexts: Registry::new(),
+            streams: Registry::new(),
+            events: Registry::new(),
+            modules: Registry::new(),
+            functions: Registry::new(),
+            pools: Registry::new(),
+            arrays: Registry::new(),
+            graphs: Registry::new(),
+            nodes: Registry::new(),
+            execs: Registry::new(),
+            mem: crate::memory::Table::new(),
+            host: crate::memory::HostTable::new(),
+            vmm: crate::vmm::State::new(),
+        }
+    }
+
+    /// A process-unique id (contexts, streams, graphs).
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The devices, or `CUDA_ERROR_NOT_INITIALIZED` before `cuInit`.
+    pub fn devices(&self) -> Res<&[crate::device::Device]> {
+        match self.init.get() {
+            Some(Ok(d)) => Ok(d),
+            Some(Err(e)) => Err(*e),
+            None => Err(CUresult::ERROR_NOT_INITIALIZED),
+        }
+    }
+
+    pub fn device(&self, ordinal: i32) -> Res<&crate::device::Device> {
+        let devs = self.devices()?;
+        usize::try_from(ordinal)
+            .ok()
+            .and_then(|i| devs.get(i))
+            .ok_or(CUresult::ERROR_INVALID_DEVICE)
+    }
+}
+
+static CURRENT: AtomicPtr<Process> = AtomicPtr::new(std::ptr::null_mut());
+static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_EPOCH.fetch_add(1, Ordering::SeqCst);
+}
+
+/// This process's driver state (a forked child gets a fresh one).
+pub fn get() -> &'static Process {
+    let epoch = FORK_EPOCH.load(Ordering::Acquire);
+    let p = CURRENT.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: CURRENT only ever holds pointers from Box::leak, never freed.
+        let cur = unsafe { &*p };
+        if cur.epoch == epoch {
+            return cur;
+        }
+    }
+    static ATFORK: Once = Once::new();
+    ATFORK.call_once(|| {
+        // SAFETY: registers a plain extern "C" handler that only touches an atomic.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+    let fresh: &'static mut Process = Box::leak(Box::new(Process::new(epoch)));
+    match CURRENT.compare_exchange(p, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => fresh,
+        // Another thread installed one first; ours stays unused (leaked, tiny).
+        // SAFETY: as above, pointers in CURRENT are leaked boxes.
+        Err(other) => unsafe { &*other },
+    }
+}
+
+/// `get()` after `cuInit`, else `CUDA_ERROR_NOT_INITIALIZED`.
+pub fn initialized() -> Res<&'static Process> {
+    let p = get();
+    p.devices()?;
+    Ok(p)
+}

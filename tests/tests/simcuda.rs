@@ -1,0 +1,255 @@
+//! The simulated driver on its own (no shim): real nvcc-built programs
+//! through the real CUDA runtime, checked by their output and by the simgpu
+//! ledger read from outside the process.
+
+use tslice_tests::{build_cuda, cuda_src, field, profile_dir, SimGpu};
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+fn assert_ok(out: &str) {
+    assert!(
+        out.contains("OK FAILS=0"),
+        "program reported failures:\n{out}"
+    );
+}
+
+/// After the program exits, nothing is left charged on the device.
+fn assert_ledger_empty(sim: &SimGpu, ordinal: u32) {
+    let snap = sim.monitor(ordinal).snapshot();
+    assert_eq!(
+        snap.mem_used, 0,
+        "device {ordinal} ledger not empty after exit: {snap:?}"
+    );
+}
+
+#[test]
+fn hello_allocates_launches_and_round_trips() {
+    let prog = build_cuda(&cuda_src("hello.cu"), &[]);
+    let sim = SimGpu::new();
+    let out = sim.run_ok(&prog, &[]);
+    assert_ok(&out);
+    assert_eq!(
+        field(&out, "malloc_delta"),
+        2.0 * MIB,
+        "1 MiB is charged as one 2 MiB page"
+    );
+    assert_eq!(field(&out, "after_free_delta"), 0.0);
+    let snap = sim.monitor(0).snapshot();
+    assert_eq!(snap.mem_used, 0);
+    assert!(snap.mem_peak >= 2 << 20, "peak {snap:?}");
+}
+
+#[test]
+fn streams_events_and_elapsed_time_follow_sim_spin() {
+    let prog = build_cuda(&cuda_src("streams.cu"), &[]);
+    let sim = SimGpu::new();
+    let out = sim.run_ok(&prog, &[]);
+    assert_ok(&out);
+    assert_eq!(field(&out, "alloc_delta"), 8.0 * MIB);
+    assert_eq!(field(&out, "end_delta"), 0.0);
+    let ms = field(&out, "elapsed_ms");
+    assert!(
+        (9.9..11.5).contains(&ms),
+        "5 x 2 ms sim_spin kernels took {ms} ms"
+    );
+    assert_ledger_empty(&sim, 0);
+}
+
+#[test]
+fn device_properties_and_two_devices() {
+    let prog = build_cuda(&cuda_src("device.cu"), &[]);
+    let sim = SimGpu::new()
+        .env("SIMCUDA_DEVICES", "2")
+        .env("SIMCUDA_MEM", "16GiB");
+    let out = sim.run_ok(&prog, &[]);
+    assert_ok(&out);
+    assert_eq!(field(&out, "count"), 2.0);
+    for line in out
+        .lines()
+        .filter(|l| l.starts_with("dev") && l.contains("name="))
+    {
+        assert!(
+            line.contains("name=\"NVIDIA H100 80GB HBM3 (simulated)\""),
+            "{line}"
+        );
+        assert!(
+            line.contains("cc=9.0") && line.contains("sms=132") && line.contains("warp=32"),
+            "{line}"
+        );
+        assert!(line.contains(&format!("mem={}", 16u64 << 30)), "{line}");
+    }
+    let uuids: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split("uuid=").nth(1))
+        .collect();
+    let buses: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split("bus=").nth(1))
+        .map(|s| s.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(uuids.len(), 2);
+    assert_ne!(uuids[0], uuids[1], "device UUIDs must differ");
+    assert_ne!(buses[0], buses[1], "PCI bus ids must differ");
+    assert_eq!(field(&out, "dev0_delta"), 2.0 * MIB);
+    assert_eq!(field(&out, "dev1_delta"), 2.0 * MIB);
+    assert_ledger_empty(&sim, 0);
+    assert_ledger_empty(&sim, 1);
+}
+
+#[test]
+fn every_allocation_path_is_charged_in_2mib_pages() {
+    let prog = build_cuda(&cuda_src("alloc.cu"), &[]);
+    let sim = SimGpu::new();
+    let out = sim.run_ok(&prog, &[]);
+    assert_ok(&out);
+    assert_eq!(field(&out, "malloc_delta"), 4.0 * MIB);
+    assert_eq!(field(&out, "pitch"), 1024.0);
+    assert_eq!(
+        field(&out, "pitch_delta"),
+        4.0 * MIB,
+        "pitch 1024 x 3000 rows rounds up to 4 MiB"
+    );
+    assert_eq!(field(&out, "managed_delta"), 2.0 * MIB);
+    assert_eq!(field(&out, "async_delta"), 6.0 * MIB);
+    assert_eq!(field(&out, "pool_delta"), 2.0 * MIB);
+    assert_eq!(field(&out, "after_async_delta"), 0.0);
+    assert_eq!(field(&out, "array_delta"), 4.0 * MIB);
+    assert_eq!(field(&out, "array3d_delta"), 16.0 * MIB);
+    assert_eq!(
+        field(&out, "mipmap_delta"),
+        6.0 * MIB,
+        "4 MiB + 1 MiB + 256 KiB rounds up to 6 MiB"
+    );
+    assert_eq!(field(&out, "after_arrays_delta"), 0.0);
+    assert_eq!(field(&out, "granularity"), 2.0 * MIB);
+    assert_eq!(field(&out, "vmm_delta"), 4.0 * MIB);
+    assert_eq!(field(&out, "end_delta"), 0.0);
+    let snap = sim.monitor(0).snapshot();
+    assert_eq!(snap.mem_used, 0);
+    assert!(snap.mem_peak >= 16 << 20, "{snap:?}");
+}
+
+#[test]
+fn out_of_memory_at_the_device_size() {
+    let prog = build_cuda(&cuda_src("oom.cu"), &[]);
+    let sim = SimGpu::new().env("SIMCUDA_MEM", "1GiB");
+    let out = sim.run_ok(&prog, &[]);
+    assert_ok(&out);
+    assert_eq!(field(&out, "total"), (1u64 << 30) as f64);
+    assert_eq!(field(&out, "free_end"), (1u64 << 30) as f64);
+    let snap = sim.monitor(0).snapshot();
+    assert_eq!(snap.mem_used, 0);
+    assert!(
+        snap.mem_peak <= 1 << 30,
+        "the ledger never exceeds the device: {snap:?}"
+    );
+}
+
+#[test]
+fn graphs_run_the_sum_of_their_kernels() {
+    let prog = build_cuda(&cuda_src("graph.cu"), &[]);
+    let sim = SimGpu::new();
+    let out = sim.run_ok(&prog, &[]);
+    assert_ok(&out);
+    assert_eq!(field(&out, "captured_nodes"), 5.0);
+    let ms = field(&out, "capture_elapsed_ms");
+    assert!(
+        (23.9..26.0).contains(&ms),
+        "two launches of 4 x 3 ms took {ms} ms"
+    );
+    let ms = field(&out, "explicit_elapsed_ms");
+    assert!(
+        (9.9..11.5).contains(&ms),
+        "2 x 5 ms kernel nodes took {ms} ms"
+    );
+    assert_ledger_empty(&sim, 0);
+}
+
+#[test]
+fn per_thread_default_stream_build() {
+    let prog = build_cuda(&cuda_src("ptsz.cu"), &["--default-stream", "per-thread"]);
+    let sim = SimGpu::new().env("SIMCUDA_LOG", "1");
+    let o = sim.run(&prog, &[]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{out}\n{err}");
+    assert_ok(&out);
+    for t in ["t0_ms", "t1_ms"] {
+        let ms = field(&out, t);
+        // One context runs its work in order, so the other thread's kernels may sit in between.
+        assert!((5.9..13.0).contains(&ms), "{t}: 3 x 2 ms took {ms} ms");
+    }
+    assert!(
+        err.contains("cuLaunchKernel_ptsz -> CUDA_SUCCESS"),
+        "per-thread launches expected in the trace"
+    );
+    assert!(
+        err.contains("cuEventRecord_ptsz -> CUDA_SUCCESS"),
+        "per-thread event records expected in the trace"
+    );
+    assert!(
+        !err.contains("cuLaunchKernel -> "),
+        "no legacy-stream launch expected"
+    );
+    assert_ledger_empty(&sim, 0);
+}
+
+#[test]
+fn driver_api_lookup_versions_flags_and_legacy_alloc() {
+    let prog = build_cuda(&cuda_src("driver_api.c"), &["-ldl"]);
+    let sim = SimGpu::new();
+    let out = sim.run_ok(&prog, &[]);
+    assert_ok(&out);
+    let p = out
+        .lines()
+        .find_map(|l| l.strip_prefix("legacy_ptr=0x"))
+        .expect("legacy_ptr");
+    let p = u64::from_str_radix(p.trim(), 16).expect("hex");
+    assert!(p != 0 && p < 1 << 32, "legacy cuMemAlloc returned {p:#x}");
+    assert_ledger_empty(&sim, 0);
+}
+
+#[test]
+fn program_linked_against_libcuda() {
+    let lib = profile_dir();
+    let prog = build_cuda(
+        &cuda_src("sim_linked.c"),
+        &[&format!("-L{}", lib.display()), "-lcuda"],
+    );
+    let sim = SimGpu::new().env("SIMCUDA_MEM", "40GiB");
+    let out = sim.run_ok(&prog, &[]);
+    assert_ok(&out);
+    assert_eq!(field(&out, "driver"), 13050.0);
+    assert_eq!(field(&out, "total"), (40u64 << 30) as f64);
+    assert_ledger_empty(&sim, 0);
+}
+
+#[test]
+fn forked_child_initializes_again() {
+    let lib = profile_dir();
+    let prog = build_cuda(
+        &cuda_src("fork.c"),
+        &[&format!("-L{}", lib.display()), "-lcuda"],
+    );
+    let sim = SimGpu::new();
+    let out = sim.run_ok(&prog, &[]);
+    assert!(out.contains("child ok"), "{out}");
+    assert_ok(&out);
+    let snap = sim.monitor(0).snapshot();
+    assert_eq!(snap.mem_used, 0, "{snap:?}");
+    assert!(
+        snap.processes.len() >= 2,
+        "parent and child both charged the ledger: {snap:?}"
+    );
+}
+
+#[test]
+fn driver_version_is_configurable() {
+    let prog = build_cuda(
+        &cuda_src("sim_linked.c"),
+        &[&format!("-L{}", profile_dir().display()), "-lcuda"],
+    );
+    let sim = SimGpu::new().env("SIMCUDA_DRIVER_VERSION", "13020");
+    let out = sim.run_ok(&prog, &[]);
+    assert_eq!(field(&out, "driver"), 13020.0);
+}
