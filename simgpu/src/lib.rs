@@ -68,10 +68,13 @@
 //! its slice renews. A resident that runs out of work hands over at once; an
 //! idle device keeps its resident, which restarts without a switch. All
 //! streams of a context are serialized in submission order (one FIFO per
-//! context). Copies, memsets and markers take no device time: they complete
-//! when every earlier item of their context has completed, without needing
-//! the device (a marker on an empty queue completes at its submission
-//! time). Kernels or graphs of duration 0 behave the same.
+//! context). Markers (event records) are processed by the context's channel,
+//! which runs only while the context is resident, as on a real GPU: they
+//! wait for the device like kernels and take 1 ns of it
+//! ([`model::MIN_DEVICE_NS`], also the least any kernel takes), so an event
+//! recorded while a neighbour holds the device is stamped after the switch.
+//! Copies and memsets run on the copy engines, which are not modelled: they
+//! complete when every earlier item of their context has completed.
 //!
 //! **Blocking.** [`Context::wait`] and a full queue in [`Context::submit`]
 //! sleep (`clock_nanosleep`, absolute deadlines), never spin. The sleep

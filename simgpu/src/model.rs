@@ -28,6 +28,12 @@ pub const KIND_KERNEL: u32 = 0;
 pub const KIND_GRAPH: u32 = 1;
 pub const KIND_COPY: u32 = 2;
 pub const KIND_MARKER: u32 = 3;
+
+/// Device time of a marker (an event record) and the least of any kernel:
+/// on a real GPU a channel's methods, event timestamps included, are only
+/// processed while its context is scheduled, so they wait for the device
+/// like kernels do, and cost next to nothing once there.
+pub const MIN_DEVICE_NS: u64 = 1;
 /// `Item::event` of an item that stamps no event.
 pub const NO_EVENT: u32 = u32::MAX;
 
@@ -757,8 +763,8 @@ impl<'a> Core<'a> {
 
     /// Enqueues `work` on context `c` at time `now` (the model is advanced to
     /// `now` first, so nothing is inserted in the past), then starts it if the
-    /// device can. A zero-duration item behind no pending work completes at
-    /// `now`.
+    /// device can. A copy behind no pending work completes at `now`; a
+    /// marker needs its context to be resident, like a kernel.
     pub fn enqueue(
         &mut self,
         c: usize,
@@ -777,8 +783,12 @@ impl<'a> Core<'a> {
             return Err(CtxFault::QueueFull);
         }
         let kind = kind_code(work.kind);
-        let timed = matches!(work.kind, WorkKind::Kernel | WorkKind::Graph);
-        let dur = if timed { work.duration_ns } else { 0 };
+        // Kernels, graphs and markers are executed by the context's channel,
+        // which runs only while the context is resident: they need the
+        // device (a marker, or a kernel of duration 0, for MIN_DEVICE_NS).
+        // Copies run on the copy engines, which are not modelled.
+        let on_device = matches!(work.kind, WorkKind::Kernel | WorkKind::Graph | WorkKind::Marker);
+        let dur = if on_device { work.duration_ns.max(MIN_DEVICE_NS) } else { 0 };
         let pos = m.len as usize;
         let (_, _, mut w) = self.parts();
         match w.item(c, pos) {
@@ -1480,9 +1490,11 @@ mod tests {
         let e2 = core.alloc_event(a.0, a.1).unwrap();
         let e0 = core.alloc_event(a.0, a.1).unwrap();
         assert_ne!(e1, e2);
-        // Marker on an empty queue completes at its submission time.
+        // A marker on an empty queue of the resident context takes its 1 ns at once.
         let m0 = core.record_event(a.0, a.1, e0, 5 * US).unwrap();
-        assert_eq!(core.event_time(a.0, a.1, e0, m0).unwrap(), Some(5 * US));
+        assert_eq!(core.event_time(a.0, a.1, e0, m0).unwrap(), None);
+        core.advance(5 * US + MIN_DEVICE_NS);
+        assert_eq!(core.event_time(a.0, a.1, e0, m0).unwrap(), Some(5 * US + MIN_DEVICE_NS));
         let k1 = core
             .enqueue(a.0, a.1, kernel(100 * US), NO_EVENT, 10 * US)
             .unwrap();
@@ -1506,18 +1518,19 @@ mod tests {
         let m2 = core.record_event(a.0, a.1, e2, 10 * US).unwrap();
         assert_eq!((k1, m1, c1, k2, m2), (2, 3, 4, 5, 6));
         assert_eq!(core.event_time(a.0, a.1, e1, m1).unwrap(), None);
-        core.advance(110 * US - 1);
-        assert!(!core.is_complete(a.0, a.1, m1).unwrap());
         core.advance(110 * US);
-        // The marker and the copy complete at the instant the kernel does.
+        assert!(!core.is_complete(a.0, a.1, m1).unwrap());
+        core.advance(110 * US + MIN_DEVICE_NS);
+        // The marker right behind the kernel, then the copy behind it.
         assert!(core.is_complete(a.0, a.1, c1).unwrap());
         assert!(!core.is_complete(a.0, a.1, k2).unwrap());
-        assert_eq!(core.event_time(a.0, a.1, e1, m1).unwrap(), Some(110 * US));
+        assert_eq!(core.event_time(a.0, a.1, e1, m1).unwrap(), Some(110 * US + MIN_DEVICE_NS));
         core.advance(MS);
-        assert_eq!(core.event_time(a.0, a.1, e2, m2).unwrap(), Some(160 * US));
+        assert_eq!(core.event_time(a.0, a.1, e2, m2).unwrap(), Some(160 * US + 2 * MIN_DEVICE_NS));
         // Re-recording an event: the latest record wins.
         let m3 = core.record_event(a.0, a.1, e2, MS).unwrap();
-        assert_eq!(core.event_time(a.0, a.1, e2, m3).unwrap(), Some(MS));
+        core.advance(MS + MIN_DEVICE_NS);
+        assert_eq!(core.event_time(a.0, a.1, e2, m3).unwrap(), Some(MS + MIN_DEVICE_NS));
         assert_eq!(core.event_time(a.0, a.1, e2, m2).unwrap(), None);
         // Unallocated slots are refused.
         core.free_event(a.0, a.1, e1);
@@ -1527,21 +1540,42 @@ mod tests {
     }
 
     #[test]
-    fn markers_do_not_need_the_device() {
-        // While a neighbour holds the device, a marker on an empty queue
-        // completes at once and causes no switch.
+    fn markers_wait_for_the_device_copies_do_not() {
+        // While a neighbour holds the device, an event record on an empty
+        // queue is stamped only when its context gets the device (after the
+        // neighbour's slice and a switch), as a real channel's timestamp
+        // is; a copy completes at once.
         let mut sim = Sim::new(cfg(), 0);
         let n = tenant(&mut sim, 10, 0);
         let v = tenant(&mut sim, 11, 0);
         let mut core = sim.core();
         core.enqueue(n.0, n.1, kernel(5 * MS), NO_EVENT, 0).unwrap();
+        let c = core
+            .enqueue(
+                v.0,
+                v.1,
+                Work {
+                    kind: WorkKind::Copy,
+                    duration_ns: 0,
+                    tag: 0,
+                },
+                NO_EVENT,
+                100 * US,
+            )
+            .unwrap();
+        assert!(core.is_complete(v.0, v.1, c).unwrap());
         let m = core
             .enqueue(v.0, v.1, marker(), NO_EVENT, 100 * US)
             .unwrap();
+        assert!(!core.is_complete(v.0, v.1, m).unwrap());
+        let slice = cfg().timeslice_ns;
+        let switch = cfg().switch_ns;
+        core.advance(slice + switch);
+        assert!(!core.is_complete(v.0, v.1, m).unwrap());
+        core.advance(slice + switch + MIN_DEVICE_NS);
         assert!(core.is_complete(v.0, v.1, m).unwrap());
-        core.advance(5 * MS);
-        assert_eq!(core.st.sched.context_switches, 0);
-        assert_eq!(core.st.sched.busy_ns, 5 * MS);
+        // In, and straight back to the neighbour.
+        assert_eq!(core.st.sched.context_switches, 2);
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //!    ready the device idles and the resident stays resident: if it gets work
 //!    first, it runs at once with a new slice and no switch cost. A device
 //!    that never had a resident (fresh) loads its first context for free.
-//! 4. Zero-duration items (copies, markers) are not the engine's business:
+//! 4. Zero-duration items (copies) are not the engine's business:
 //!    the workload completes them when every earlier item of their context
 //!    has completed, at that instant (see `core`).
 //!
