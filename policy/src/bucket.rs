@@ -70,11 +70,27 @@ impl TokenBucket {
 
     /// Nanoseconds until a negative balance reaches zero at the current rate.
     fn wait_for_zero(&self) -> u64 {
-        let debt = self.tokens_ns.unsigned_abs() as u128;
+        self.wait_for(0)
+    }
+
+    /// Nanoseconds until the balance reaches `level` (0 if it has), at the
+    /// current rate; `level` above the burst is treated as the burst.
+    fn wait_for(&self, level: i64) -> u64 {
+        let level = level.min(self.burst_ns);
+        if self.tokens_ns >= level {
+            return 0;
+        }
+        let missing = (level as i128 - self.tokens_ns as i128) as u128;
         let rate = self.rate.0.max(1) as u128;
-        // ceil(debt * 1e6 / rate), minus the carry already accumulated.
-        let need = (debt * 1_000_000).saturating_sub(self.carry as u128);
+        // ceil(missing * 1e6 / rate), minus the carry already accumulated.
+        let need = (missing * 1_000_000).saturating_sub(self.carry as u128);
         need.div_ceil(rate).min(u64::MAX as u128) as u64
+    }
+
+    /// Nanoseconds from `now` until the balance holds `level`.
+    pub fn time_to_level(&mut self, level: u64, now_ns: u64) -> u64 {
+        self.refill(now_ns);
+        self.wait_for(level.min(i64::MAX as u64) as i64)
     }
 
     /// Moves the balance by a measured correction: positive `delta` means
@@ -140,6 +156,16 @@ mod tests {
             let err = (spent as i64 - expect as i64).unsigned_abs();
             assert!(err <= cost + 2, "rate {rate} cost {cost}: spent {spent} expected {expect}");
         }
+    }
+
+    #[test]
+    fn time_to_reach_a_level() {
+        let mut b = TokenBucket::new(Ppm(500_000), 2 * MS, 0);
+        assert_eq!(b.time_to_level(MS, 0), 0);
+        b.try_admit(3 * MS, 0).unwrap();
+        assert_eq!(b.time_to_level(MS, 0), 4 * MS, "from -1 ms to +1 ms at 50%");
+        assert_eq!(b.time_to_level(10 * MS, 0), 6 * MS, "capped at the burst");
+        assert_eq!(b.time_to_level(MS, 4 * MS), 0);
     }
 
     #[test]

@@ -10,8 +10,24 @@
 //! A key that has never been measured is on probation: while one of its
 //! launches is being measured, no other may start, so an unknown 5 ms kernel
 //! estimated at the default cannot be queued by the hundred.
+//!
+//! Measurements are wall-clock spans between two events on the launch's
+//! stream. Under time-slicing a kernel preempted at the end of its context's
+//! timeslice measures the other tenants' turn as well as its own run. For a
+//! key whose durations are tight (at least 12 of its last [`WINDOW`] samples
+//! within 12.5% of their median), a sample above the median by more than a
+//! quarter is reported as a likely preemption ([`Observed::typical`]); the
+//! gate decides how much of it to forgive (see `gate`). The raw value still
+//! enters the window, so a kernel that really became slower moves the median
+//! within a few samples, and keys whose durations vary are charged as
+//! measured.
 
 use std::collections::HashMap;
+
+/// Samples a key needs before outliers are recognised.
+const MIN_FOR_OUTLIERS: usize = 4;
+/// A sample this close to the median is never an outlier.
+const OUTLIER_FLOOR_NS: u64 = 2_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -46,12 +62,42 @@ impl Default for EstimatorConfig {
     }
 }
 
+/// Samples kept per key for the outlier test.
+pub const WINDOW: usize = 16;
+/// Samples of the window that must lie within 12.5% of the median for the
+/// key to count as tight.
+const TIGHT: usize = 12;
+
 #[derive(Clone, Copy, Debug, Default)]
 struct KeyStats {
     est_ns: u64,
     samples: u32,
     since_sample: u32,
     pending: u32,
+    recent: [u64; WINDOW],
+}
+
+impl KeyStats {
+    /// The median of the recent samples if the key is tight.
+    fn tight_median(&self) -> Option<u64> {
+        if (self.samples as usize) < WINDOW {
+            return None;
+        }
+        let mut v = self.recent;
+        v.sort_unstable();
+        let med = v[WINDOW / 2];
+        let near = v.iter().filter(|&&x| x.abs_diff(med) <= med / 8).count();
+        (near >= TIGHT).then_some(med)
+    }
+}
+
+/// A finished measurement, as the estimator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub measured_ns: u64,
+    /// The key's typical duration, when the measurement stands out of a
+    /// tight key's recent ones (likely a preempted run).
+    pub typical: Option<u64>,
 }
 
 /// What the estimator says about the next launch of a key.
@@ -116,19 +162,24 @@ impl Estimator {
 
     /// A measurement of `key` finished (`measured_ns` is None if it was lost,
     /// e.g. its launch failed or its events could not be read).
-    pub fn observe(&mut self, key: u64, measured_ns: Option<u64>) {
-        let Some(k) = self.keys.get_mut(&key) else { return };
+    pub fn observe(&mut self, key: u64, measured_ns: Option<u64>) -> Option<Observed> {
+        let k = self.keys.get_mut(&key)?;
         k.pending = k.pending.saturating_sub(1);
-        let Some(x) = measured_ns else { return };
+        let x = measured_ns?;
+        let typical = k.tight_median().filter(|&med| x > med.saturating_add(med / 4));
+        // The estimate follows the typical value, not the preempted one.
+        let basis = typical.unwrap_or(x);
         k.est_ns = if k.samples == 0 {
-            x
+            basis
         } else {
             // Weight 1/(n+1) for the first samples (a plain mean), then 1/8.
             let w = (k.samples as u64 + 1).min(8);
-            let e = k.est_ns as i128 + (x as i128 - k.est_ns as i128) / w as i128;
+            let e = k.est_ns as i128 + (basis as i128 - k.est_ns as i128) / w as i128;
             e.max(0) as u64
         };
+        k.recent[k.samples as usize % WINDOW] = x;
         k.samples = k.samples.saturating_add(1);
+        Some(Observed { measured_ns: x, typical })
     }
 }
 
@@ -186,6 +237,52 @@ mod tests {
         e.plan(1, Kind::Kernel);
         e.observe(1, None);
         assert!(e.estimate(1, Kind::Kernel) > 990, "a lost sample changes nothing");
+    }
+
+    fn feed(e: &mut Estimator, key: u64, xs: &[u64]) -> Vec<Option<u64>> {
+        xs.iter()
+            .map(|&x| {
+                e.plan(key, Kind::Kernel);
+                e.observe(key, Some(x)).unwrap().typical
+            })
+            .collect()
+    }
+
+    #[test]
+    fn preempted_samples_of_tight_keys_are_flagged() {
+        let mut e = est();
+        let base: Vec<u64> = (0..16).map(|i| 200_000 + (i % 3) * 1_000).collect();
+        assert!(feed(&mut e, 1, &base).iter().all(Option::is_none));
+        let flags = feed(&mut e, 1, &[200_000, 580_000, 201_000, 590_000]);
+        assert_eq!(flags, [None, Some(201_000), None, Some(201_000)]);
+        assert!(e.estimate(1, Kind::Kernel).abs_diff(200_000) < 2_000, "the estimate ignores them");
+    }
+
+    #[test]
+    fn a_real_change_in_duration_is_followed() {
+        let mut e = est();
+        feed(&mut e, 1, &[100_000; 16]);
+        let flags = feed(&mut e, 1, &[300_000; 16]);
+        assert!(flags[0].is_some(), "at first it looks like preemption");
+        assert!(flags[15].is_none(), "then the key is no longer tight");
+        assert!(flags.iter().filter(|f| f.is_some()).count() <= 5);
+    }
+
+    #[test]
+    fn keys_whose_durations_vary_are_rarely_flagged() {
+        // One function whose launches take 10 us or 5 ms at random: a run of
+        // short ones can make the window look tight for a moment (the gate
+        // bounds what such a flag can forgive), but not often.
+        let mut e = est();
+        let mut x = 7u32;
+        let xs: Vec<u64> = (0..300)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                if (x >> 16) % 2 == 0 { 10_000 } else { 5_000_000 }
+            })
+            .collect();
+        let flagged = feed(&mut e, 1, &xs).iter().filter(|f| f.is_some()).count();
+        assert!(flagged <= 9, "{flagged} of 300");
     }
 
     #[test]

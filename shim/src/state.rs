@@ -59,6 +59,9 @@ pub struct Shim {
     /// Burst and in-flight bound of the gates (TSLICE_COMPUTE_BURST, _INFLIGHT).
     compute_burst_ns: u64,
     compute_inflight_ns: u64,
+    compute_quantum_ns: u64,
+    /// The GPU's timeslice (TSLICE_GPU_TIMESLICE).
+    gpu_timeslice_ns: u64,
     pub devices: [DeviceState; MAX_DEVICES],
     /// The compute gate of each device, if a share applies to it.
     gates: [OnceLock<Option<Box<DeviceGate>>>; MAX_DEVICES],
@@ -140,12 +143,16 @@ impl Shim {
         };
         let compute_burst_ns = duration("TSLICE_COMPUTE_BURST", defaults.burst_ns);
         let compute_inflight_ns = duration("TSLICE_COMPUTE_INFLIGHT", defaults.max_inflight_ns);
+        let compute_quantum_ns = duration("TSLICE_COMPUTE_QUANTUM", defaults.quantum_ns);
+        let gpu_timeslice_ns = duration("TSLICE_GPU_TIMESLICE", defaults.timeslice_ns);
         Shim {
             fail_closed,
             mem_limits,
             compute_limits,
             compute_burst_ns,
             compute_inflight_ns,
+            compute_quantum_ns,
+            gpu_timeslice_ns,
             devices: [const { DeviceState::new() }; MAX_DEVICES],
             gates: [const { OnceLock::new() }; MAX_DEVICES],
             ptrs: ShardedMap::new(),
@@ -176,6 +183,8 @@ impl Shim {
             let mut cfg = GateConfig::new(share);
             cfg.burst_ns = self.compute_burst_ns;
             cfg.max_inflight_ns = self.compute_inflight_ns;
+            cfg.timeslice_ns = self.gpu_timeslice_ns;
+            cfg.quantum_ns = self.compute_quantum_ns;
             log::info!(
                 "device {dev} ({}): compute share {share}, burst {} us, in flight at most {} us",
                 uuid.as_deref().unwrap_or("uuid unknown"),
