@@ -24,11 +24,6 @@
 
 use std::collections::HashMap;
 
-/// Samples a key needs before outliers are recognised.
-const MIN_FOR_OUTLIERS: usize = 4;
-/// A sample this close to the median is never an outlier.
-const OUTLIER_FLOOR_NS: u64 = 2_000;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Kernel,

@@ -347,7 +347,7 @@ mod tests {
             (300_000, vec![(1, 200 * US)]),
             (300_000, vec![(1, 10 * US), (2, 5 * MS)]),
             (100_000, vec![(1, 50 * US)]),
-            (700_000, vec![(1, 1 * MS), (2, 30 * US)]),
+            (700_000, vec![(1, MS), (2, 30 * US)]),
             (250_000, vec![(5, 3 * MS)]),
         ] {
             let got = run(share, &durs, 3_000 * MS);
@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn preemption_is_forgiven_within_physical_bounds() {
         let mut g = Gate::new(GateConfig { burst_ns: 1_000 * MS, ..GateConfig::new(Ppm::ONE) }, 0);
-        let mut run = |g: &mut Gate, x: u64| {
+        let run = |g: &mut Gate, x: u64| {
             let Decision::Go(t) = g.admit(1, Kind::Kernel, 0) else { panic!() };
             if t.sample {
                 g.measured(&t, Some(x), 0);
@@ -473,7 +473,7 @@ mod tests {
                     } else {
                         g.completed(t.cum_ns);
                     }
-                    if last_go != Some(now) && last_go.map_or(true, |l| now - l > 150 * US) {
+                    if last_go != Some(now) && last_go.is_none_or(|l| now - l > 150 * US) {
                         turns.push(0);
                     }
                     *turns.last_mut().unwrap() += 100 * US;
@@ -490,7 +490,7 @@ mod tests {
     #[test]
     fn hold_and_cancel() {
         let mut g = Gate::new(GateConfig::new(Ppm(500_000)), 0);
-        g.hold_until(1 * MS);
+        g.hold_until(MS);
         assert_eq!(g.admit(1, Kind::Kernel, 0), Decision::Wait(MS));
         let Decision::Go(t) = g.admit(1, Kind::Kernel, MS) else { panic!() };
         assert_eq!(g.inflight_ns(), t.cost_ns);

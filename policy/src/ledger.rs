@@ -181,7 +181,7 @@ mod tests {
         l.release(100 * MIB);
         assert_eq!(l.used(), 0);
         assert!(l.try_reserve(u64::MAX).is_err(), "overflow is a denial");
-        l.set_limit(1 * MIB);
+        l.set_limit(MIB);
         assert!(l.try_reserve(2 * MIB).is_err());
         l.reset();
         assert_eq!((l.used(), l.peak(), l.denials()), (0, 0, 0));

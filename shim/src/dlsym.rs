@@ -78,7 +78,8 @@ extern "C" fn route(handle: *mut c_void, name: *const c_char, out: *mut *mut c_v
         if !real::ensure_driver() {
             return false;
         }
-        let found = real::real_dlsym(handle, name);
+        // SAFETY: NUL-terminated per dlsym's contract.
+        let found = unsafe { real::real_dlsym(handle, name) };
         let answer = if !found.is_null() && found == hooks::original(id) { hooks::wrapper(id) } else { found };
         // SAFETY: `out` points into the trampoline's stack frame.
         unsafe { *out = answer };

@@ -21,16 +21,21 @@
 //! child; no panic crosses the FFI boundary ([`ffi`]); `unsafe` stays in the
 //! FFI edge, each block with a `SAFETY` comment; policy lives in
 //! `tslice-policy`, which has none.
+//!
+//! Safety contract of the wrappers (`mem`, `launch`, `procaddr`, `init`):
+//! each implements the driver entry point of the same row of the hook
+//! table, and its caller must uphold that entry point's documented contract
+//! (valid or NULL pointers, handles the driver gave out).
 
-pub mod api;
-pub mod dlsym;
-pub mod ffi;
-pub mod gate;
-pub mod hooks;
-pub mod init;
-pub mod launch;
-pub(crate) mod log;
-pub mod mem;
-pub mod procaddr;
-pub mod real;
-pub mod state;
+mod api;
+mod dlsym;
+mod ffi;
+mod gate;
+mod hooks;
+mod init;
+mod launch;
+mod log;
+mod mem;
+mod procaddr;
+mod real;
+mod state;

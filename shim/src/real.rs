@@ -41,14 +41,18 @@ pub fn ensure_real_dlsym() -> bool {
 }
 
 /// Calls the real `dlsym`.
-pub fn real_dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void {
+///
+/// # Safety
+/// `name` must point to a NUL-terminated string; `handle` is any value
+/// `dlsym` accepts.
+pub unsafe fn real_dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void {
     if !ensure_real_dlsym() {
         return std::ptr::null_mut();
     }
     let p = REAL_DLSYM.load(Ordering::Acquire);
     // SAFETY: p is glibc's dlsym (resolved above), whose signature is DlsymFn.
     let f: DlsymFn = unsafe { std::mem::transmute::<*mut c_void, DlsymFn>(p) };
-    // SAFETY: dlsym accepts any handle and a NUL-terminated name (callers pass one).
+    // SAFETY: forwarded from the caller.
     unsafe { f(handle, name) }
 }
 
@@ -126,7 +130,8 @@ fn resolve_driver() -> bool {
     }
     DRIVER.store(h, Ordering::Release);
     for (i, hook) in hooks::HOOKS.iter().enumerate() {
-        let p = real_dlsym(h, hook.export_c.as_ptr().cast());
+        // SAFETY: export_c is a NUL-terminated literal.
+        let p = unsafe { real_dlsym(h, hook.export_c.as_ptr().cast()) };
         if p == hooks::wrapper(i) {
             log::error!("{} in {:?} resolves to tslice itself; not hooking it", hook.export, cpath);
             continue;
@@ -191,7 +196,8 @@ fn resolve_helper(h: &HelperSpec, driver: *mut c_void) -> *mut c_void {
             return p;
         }
     }
-    real_dlsym(driver, h.export.as_ptr())
+    // SAFETY: a NUL-terminated literal.
+    unsafe { real_dlsym(driver, h.export.as_ptr()) }
 }
 
 fn helper(h: Helper) -> *mut c_void {
