@@ -85,3 +85,49 @@ fn processes_that_never_use_cuda_are_untouched() {
         assert_eq!(plain.stderr, pre.stderr, "{cmd}");
     }
 }
+
+/// A Rust program using threads (std looks symbols up with dlsym itself)
+/// runs with the shim preloaded exactly as without: this test binary
+/// re-executes itself under LD_PRELOAD and runs `threads_child` there.
+#[test]
+fn rust_program_with_threads_is_untouched() {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(&exe)
+        .args(["--exact", "threads_child", "--nocapture", "--test-threads", "1"])
+        .env("LD_PRELOAD", common::shim_path())
+        .env("TSLICE_THREADS_CHILD", "1")
+        .env("TSLICE_HBM_LIMIT", "not a size")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("threads ok: 8 x 200000"), "{stdout}");
+    assert!(!stderr.contains("tslice"), "{stderr}");
+}
+
+#[test]
+fn threads_child() {
+    if std::env::var_os("TSLICE_THREADS_CHILD").is_none() {
+        return; // only meaningful when re-executed by the test above
+    }
+    let handles: Vec<_> = (0..8u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                thread_local!(static N: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+                let mut v = Vec::new();
+                for j in 0..200_000u64 {
+                    N.with(|n| n.set(n.get() + 1));
+                    if j % 1000 == 0 {
+                        v.push(format!("{i}-{j}"));
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                (N.with(|n| n.get()), v.len())
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(results.iter().all(|&(n, l)| n == 200_000 && l == 200));
+    println!("threads ok: {} x {}", results.len(), results[0].0);
+}
