@@ -63,7 +63,8 @@ int tslice_get_device_stats(int device, struct tslice_device_stats *out);
  *                         device as above
  *   TSLICE_COMPUTE_BURST  most GPU time spent at once after idling (2ms)
  *   TSLICE_COMPUTE_INFLIGHT  most estimated work queued on the GPU (2ms)
- *   TSLICE_COMPUTE_QUANTUM   work a throttled process runs per turn (512us)
+ *   TSLICE_COMPUTE_QUANTUM   work a throttled process below half of the GPU
+ *                            runs per turn (1ms)
  *   TSLICE_GPU_TIMESLICE  the GPU's time-slicing timeslice (1024us, the open
  *                         kernel modules' default); bounds how much of a
  *                         measurement can be another tenant's turn

@@ -8,12 +8,22 @@
 //! 3. the estimated work in flight would exceed `max_inflight_ns` (so a
 //!    throttled tenant cannot park a deep queue in front of others; one
 //!    launch is always allowed when nothing is in flight);
-//! 4. the token bucket is in debt, or, once it has been, until it holds a
+//! 4. the token bucket is in debt, or (for a tenant that takes turns, see
+//!    below) until its previous turn has completed and the bucket holds a
 //!    *quantum* again.
 //!
-//! A throttled tenant thus runs in turns: it waits until its bucket holds a
-//! quantum (default half a timeslice), then launches at most a quantum of
-//! estimated work back to back. Pacing each launch separately would give the
+//! A throttled tenant whose share is below half of the device thus runs in
+//! turns: it waits until its previous turn has completed and its bucket
+//! holds a quantum (default 1 ms, just under the GPU's 1024 us timeslice),
+//! then launches at most a
+//! quantum of estimated work back to back. While the GPU keeps up, waiting
+//! for the previous turn costs nothing (refilling a quantum takes longer than
+//! running one); when the GPU is oversubscribed (shares summing to 100% leave
+//! no room for context switches) it keeps a tenant from stacking turns into
+//! runs longer than a timeslice, which the GPU would preempt mid-kernel. A
+//! tenant with half of the device or more keeps its queue full instead: its
+//! own turns would only add idle gaps, and the others wait at most a
+//! timeslice for it either way. Pacing each launch separately would give the
 //! other tenants the device after every kernel, and every such turn costs two
 //! context switches (about 8% of a timeslice each on real GPUs); a turn
 //! shorter than the timeslice also ends by itself, so the neighbour gets the
@@ -47,7 +57,10 @@ pub struct GateConfig {
     pub burst_ns: u64,
     /// Most estimated work in flight.
     pub max_inflight_ns: u64,
-    /// Estimated work a throttled tenant launches per turn.
+    /// Estimated work a throttled tenant launches per turn. Longer turns mean
+    /// fewer context switches (two per turn); up to a timeslice they do not
+    /// lengthen anyone's worst-case wait, which the GPU bounds at one
+    /// timeslice anyway.
     pub quantum_ns: u64,
     /// How long to wait before looking again for completions.
     pub poll_ns: u64,
@@ -64,7 +77,7 @@ impl GateConfig {
             share,
             burst_ns: 2_000_000,
             max_inflight_ns: 2_000_000,
-            quantum_ns: 512_000,
+            quantum_ns: 1_000_000,
             poll_ns: 50_000,
             timeslice_ns: 1_024_000,
             switch_ns: 100_000,
@@ -171,6 +184,13 @@ impl Gate {
         }
     }
 
+    /// Tenants below half of the device run in turns; the majority tenant
+    /// keeps its queue full instead (its turns would only add gaps of its
+    /// own, while the others wait at most a timeslice for it either way).
+    fn takes_turns(&self) -> bool {
+        self.cfg.share.0 < 500_000
+    }
+
     fn fence_interval_ns(&self) -> u64 {
         (self.cfg.max_inflight_ns / 4).max(1)
     }
@@ -198,6 +218,11 @@ impl Gate {
         }
         if self.throttled {
             let quantum = self.cfg.quantum_ns.min(self.cfg.burst_ns);
+            let inflight = self.observable_inflight_ns();
+            if inflight > 0 {
+                self.stats.waits_inflight += 1;
+                return Decision::Wait(self.cfg.poll_ns.min(inflight));
+            }
             let w = self.bucket.time_to_level(quantum, now_ns);
             if w > 0 {
                 self.stats.waits_budget += 1;
@@ -207,20 +232,28 @@ impl Gate {
             self.turn_ns = 0;
         }
         if let Err(w) = self.bucket.try_admit(cost, now_ns) {
+            if !self.takes_turns() {
+                self.stats.waits_budget += 1;
+                return Decision::Wait(w);
+            }
             self.throttled = true;
             self.stats.waits_budget += 1;
             return Decision::Wait(w.max(self.bucket.time_to_level(self.cfg.quantum_ns.min(self.cfg.burst_ns), now_ns)));
         }
         self.turn_ns = self.turn_ns.saturating_add(cost);
-        if self.turn_ns >= self.cfg.quantum_ns && self.bucket.balance(now_ns) < self.cfg.quantum_ns as i64 {
+        let turn_over = self.takes_turns()
+            && self.turn_ns >= self.cfg.quantum_ns
+            && self.bucket.balance(now_ns) < self.cfg.quantum_ns as i64;
+        if turn_over {
             // The turn has had its quantum and the bucket cannot pay another
-            // one: the next launch waits for the next turn.
+            // one: the next launch waits for the next turn, which starts once
+            // this one is seen complete (hence a fence after this launch).
             self.throttled = true;
         }
         let plan = self.est.plan(key, kind);
         debug_assert_eq!(plan.cost_ns, cost);
         self.submitted_ns = self.submitted_ns.saturating_add(cost);
-        let fence = !plan.sample && self.submitted_ns - self.marked_ns >= self.fence_interval_ns();
+        let fence = !plan.sample && (turn_over || self.submitted_ns - self.marked_ns >= self.fence_interval_ns());
         if plan.sample || fence {
             self.marked_ns = self.submitted_ns;
         }
@@ -483,8 +516,64 @@ mod tests {
                 Decision::Wait(w) => now += w,
             }
         }
-        let steady = &turns[4..];
-        assert!(steady.iter().all(|&t| (500 * US..=700 * US).contains(&t)), "{steady:?}");
+        let q = g.config().quantum_ns;
+        let steady = &turns[4..turns.len() - 1];
+        assert!(steady.iter().all(|&t| (q..=q + 100 * US).contains(&t)), "{steady:?}");
+    }
+
+    /// A minority tenant does not start a turn before its previous one has
+    /// completed, however long the GPU takes to run it; a majority tenant
+    /// keeps its queue full.
+    #[test]
+    fn turns_wait_for_the_previous_turn_unless_majority() {
+        let mut g = Gate::new(GateConfig { burst_ns: MS, ..GateConfig::new(Ppm(250_000)) }, 0);
+        let mut now = 0;
+        let mut pending = Vec::new();
+        // Warm the estimate, then spend the burst and one turn.
+        loop {
+            match g.admit(1, Kind::Kernel, now) {
+                Decision::Go(t) => {
+                    if t.sample && g.est.on_probation(1) {
+                        g.measured(&t, Some(100 * US), now);
+                    } else {
+                        pending.push(t);
+                    }
+                }
+                Decision::Wait(_) if g.throttled => break,
+                Decision::Wait(w) => now += w,
+            }
+        }
+        // Plenty of time for the bucket, but the turn has not completed.
+        now += 100 * MS;
+        assert!(matches!(g.admit(1, Kind::Kernel, now), Decision::Wait(_)));
+        for t in pending.drain(..) {
+            if t.sample {
+                g.measured(&t, Some(100 * US), now);
+            } else if t.fence {
+                g.completed(t.cum_ns);
+            }
+        }
+        assert!(matches!(g.admit(1, Kind::Kernel, now), Decision::Go(_)));
+
+        let mut g = Gate::new(GateConfig { burst_ns: MS, ..GateConfig::new(Ppm(700_000)) }, 0);
+        assert!(!g.takes_turns());
+        let mut now = 0;
+        let mut launched = 0;
+        while now < 10 * MS {
+            match g.admit(2, Kind::Kernel, now) {
+                Decision::Go(t) => {
+                    launched += 1;
+                    if t.sample && g.est.on_probation(2) {
+                        g.measured(&t, Some(100 * US), now);
+                    }
+                }
+                Decision::Wait(w) => now += w,
+            }
+            if g.inflight_ns() >= g.config().max_inflight_ns {
+                g.completed(g.submitted_ns);
+            }
+        }
+        assert!(launched >= 70, "the majority tenant keeps launching at its rate: {launched}");
     }
 
     #[test]

@@ -214,6 +214,7 @@ impl Inner {
                         self.recycle(p.ctx, p.end, false);
                     } else {
                         let m = real::event_elapsed_ns(p.start, p.end).ok();
+                        crate::log::debug!("measured launch: estimate {} ns, span {:?} ns", p.t.cost_ns, m);
                         self.gate.measured(&p.t, m, now);
                         self.recycle(p.ctx, p.start, true);
                         self.recycle(p.ctx, p.end, true);
