@@ -16,6 +16,9 @@ pub struct TokenBucket {
     rate: Ppm,
     burst_ns: i64,
     tokens_ns: i64,
+    /// Taken by [`TokenBucket::try_admit_stale`] since the last refill, and
+    /// applied after it (so the refill is capped before the spending).
+    deferred_ns: i64,
     /// Sub-nanosecond refill carried between refills (in ns * 1e6 units).
     carry: u64,
     last_ns: u64,
@@ -25,7 +28,7 @@ impl TokenBucket {
     /// A full bucket at time `now`.
     pub fn new(rate: Ppm, burst_ns: u64, now_ns: u64) -> TokenBucket {
         let burst = burst_ns.min(i64::MAX as u64) as i64;
-        TokenBucket { rate, burst_ns: burst, tokens_ns: burst, carry: 0, last_ns: now_ns }
+        TokenBucket { rate, burst_ns: burst, tokens_ns: burst, deferred_ns: 0, carry: 0, last_ns: now_ns }
     }
 
     pub fn rate(&self) -> Ppm {
@@ -39,14 +42,34 @@ impl TokenBucket {
     fn refill(&mut self, now_ns: u64) {
         let dt = now_ns.saturating_sub(self.last_ns);
         self.last_ns = self.last_ns.max(now_ns);
-        if dt == 0 || self.tokens_ns >= self.burst_ns {
+        if dt > 0 && self.tokens_ns < self.burst_ns {
+            // u64 arithmetic while it cannot overflow (gaps under ~5 hours).
+            let (add, carry) = match dt.checked_mul(self.rate.0 as u64).and_then(|x| x.checked_add(self.carry)) {
+                Some(total) => (total / 1_000_000, total % 1_000_000),
+                None => {
+                    let total = dt as u128 * self.rate.0 as u128 + self.carry as u128;
+                    ((total / 1_000_000).min(i64::MAX as u128) as u64, (total % 1_000_000) as u64)
+                }
+            };
+            self.carry = carry;
+            self.tokens_ns = self.tokens_ns.saturating_add(add.min(i64::MAX as u64) as i64).min(self.burst_ns);
+        } else if dt > 0 {
             self.carry = 0;
-            return;
         }
-        let total = dt as u128 * self.rate.0 as u128 + self.carry as u128;
-        let add = (total / 1_000_000).min(i64::MAX as u128) as i64;
-        self.carry = (total % 1_000_000) as u64;
-        self.tokens_ns = self.tokens_ns.saturating_add(add).min(self.burst_ns);
+        self.tokens_ns = self.tokens_ns.saturating_sub(self.deferred_ns);
+        self.deferred_ns = 0;
+    }
+
+    /// Admits a launch without reading the clock when the balance at the last
+    /// refill, less what was taken since, already pays for it (time can only
+    /// add tokens). Returns false when the caller must decide with the clock.
+    pub fn try_admit_stale(&mut self, cost_ns: u64) -> bool {
+        if self.tokens_ns.saturating_sub(self.deferred_ns) >= 0 {
+            self.deferred_ns = self.deferred_ns.saturating_add(cost_ns.min(i64::MAX as u64) as i64);
+            true
+        } else {
+            false
+        }
     }
 
     /// The balance at `now` (negative: debt).
@@ -156,6 +179,36 @@ mod tests {
             let err = (spent as i64 - expect as i64).unsigned_abs();
             assert!(err <= cost + 2, "rate {rate} cost {cost}: spent {spent} expected {expect}");
         }
+    }
+
+    /// Admitting without the clock decides exactly as with it, and an idle
+    /// period still refills at most one burst.
+    #[test]
+    fn stale_admission_is_exact() {
+        let mut a = TokenBucket::new(Ppm(300_000), 2 * MS, 0);
+        let mut b = a.clone();
+        let mut now = 0;
+        let mut x = 1u64;
+        for _ in 0..100_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let cost = 10 * US + (x >> 40) % (500 * US);
+            now += (x >> 20) % (300 * US);
+            let fresh = a.try_admit(cost, now).is_ok();
+            let stale = b.try_admit_stale(cost) || b.try_admit(cost, now).is_ok();
+            assert_eq!(fresh, stale);
+            assert_eq!(a.balance(now), b.balance(now));
+        }
+        // Idle for a second: one burst, not two.
+        let mut c = TokenBucket::new(Ppm(500_000), 2 * MS, 0);
+        c.try_admit(2 * MS, 0).unwrap();
+        assert_eq!(c.balance(0), 0);
+        let mut spent = 0;
+        while c.try_admit_stale(100 * US) {
+            spent += 100 * US;
+        }
+        assert_eq!(spent, 100 * US, "no clock: only what the balance paid");
+        let _ = c.try_admit(100 * US, 1_000 * MS);
+        assert_eq!(c.balance(1_000 * MS), 2 * MS as i64 - 200 * US as i64);
     }
 
     #[test]

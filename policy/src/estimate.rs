@@ -23,6 +23,27 @@
 //! measured.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Keys are already hashes (the shim mixes function and geometry), so one
+/// multiply spreads them well enough; SipHash would cost more than the rest
+/// of a launch decision.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (x ^ (x >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -106,12 +127,12 @@ pub struct Plan {
 #[derive(Debug)]
 pub struct Estimator {
     cfg: EstimatorConfig,
-    keys: HashMap<u64, KeyStats>,
+    keys: HashMap<u64, KeyStats, BuildHasherDefault<KeyHasher>>,
 }
 
 impl Estimator {
     pub fn new(cfg: EstimatorConfig) -> Estimator {
-        Estimator { cfg, keys: HashMap::new() }
+        Estimator { cfg, keys: HashMap::default() }
     }
 
     fn default_for(&self, kind: Kind) -> u64 {

@@ -200,11 +200,22 @@ impl Gate {
         self.hold_until_ns = until_ns;
     }
 
-    /// Decides a launch of `key`.
+    /// Decides a launch of `key` at time `now_ns`.
     pub fn admit(&mut self, key: u64, kind: Kind, now_ns: u64) -> Decision {
-        if now_ns < self.hold_until_ns {
-            self.stats.waits_hold += 1;
-            return Decision::Wait(self.hold_until_ns - now_ns);
+        self.admit_with(key, kind, || now_ns)
+    }
+
+    /// Decides a launch of `key`, reading the clock (`now`) only when the
+    /// decision needs it: the common case (the budget plainly pays for the
+    /// launch) reads no clock at all. `now` may be called more than once and
+    /// must be monotonic.
+    pub fn admit_with(&mut self, key: u64, kind: Kind, mut now: impl FnMut() -> u64) -> Decision {
+        if self.hold_until_ns > 0 {
+            let t = now();
+            if t < self.hold_until_ns {
+                self.stats.waits_hold += 1;
+                return Decision::Wait(self.hold_until_ns - t);
+            }
         }
         if self.est.on_probation(key) {
             self.stats.waits_probation += 1;
@@ -223,6 +234,7 @@ impl Gate {
                 self.stats.waits_inflight += 1;
                 return Decision::Wait(self.cfg.poll_ns.min(inflight));
             }
+            let now_ns = now();
             let w = self.bucket.time_to_level(quantum, now_ns);
             if w > 0 {
                 self.stats.waits_budget += 1;
@@ -231,19 +243,22 @@ impl Gate {
             self.throttled = false;
             self.turn_ns = 0;
         }
-        if let Err(w) = self.bucket.try_admit(cost, now_ns) {
-            if !self.takes_turns() {
+        if !self.bucket.try_admit_stale(cost) {
+            let now_ns = now();
+            if let Err(w) = self.bucket.try_admit(cost, now_ns) {
                 self.stats.waits_budget += 1;
-                return Decision::Wait(w);
+                if !self.takes_turns() {
+                    return Decision::Wait(w);
+                }
+                self.throttled = true;
+                let quantum = self.cfg.quantum_ns.min(self.cfg.burst_ns);
+                return Decision::Wait(w.max(self.bucket.time_to_level(quantum, now_ns)));
             }
-            self.throttled = true;
-            self.stats.waits_budget += 1;
-            return Decision::Wait(w.max(self.bucket.time_to_level(self.cfg.quantum_ns.min(self.cfg.burst_ns), now_ns)));
         }
         self.turn_ns = self.turn_ns.saturating_add(cost);
         let turn_over = self.takes_turns()
             && self.turn_ns >= self.cfg.quantum_ns
-            && self.bucket.balance(now_ns) < self.cfg.quantum_ns as i64;
+            && self.bucket.balance(now()) < self.cfg.quantum_ns as i64;
         if turn_over {
             // The turn has had its quantum and the bucket cannot pay another
             // one: the next launch waits for the next turn, which starts once

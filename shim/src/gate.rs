@@ -20,8 +20,9 @@ use tslice_policy::gate::{Decision, Gate, GateConfig, GateStats, Ticket};
 /// Shortest and longest single sleep while waiting (then the gate is asked again).
 const MIN_SLEEP_NS: u64 = 10_000;
 const MAX_SLEEP_NS: u64 = 2_000_000;
-/// Completions are looked for at most this often on the launch fast path.
-const POLL_EVERY_NS: u64 = 50_000;
+/// On the launch fast path, completions are looked for every this many
+/// launches (and on every wait): polling reads the clock and queries events.
+const POLL_EVERY_LAUNCHES: u32 = 16;
 /// Free events kept per gate.
 const POOL_MAX: usize = 64;
 
@@ -38,7 +39,7 @@ struct Inner {
     pending: VecDeque<Pending>,
     /// Free events: (context, event, has timing).
     pool: Vec<(CUcontext, CUevent, bool)>,
-    last_poll_ns: u64,
+    since_poll: u32,
 }
 
 // SAFETY: the raw CUevent/CUcontext handles inside are plain driver handles,
@@ -60,7 +61,7 @@ impl DeviceGate {
                 gate: Gate::new(cfg, real::now_ns()),
                 pending: VecDeque::new(),
                 pool: Vec::new(),
-                last_poll_ns: 0,
+                since_poll: 0,
             }),
             share_ppm,
             waited_ns: AtomicU64::new(0),
@@ -72,30 +73,36 @@ impl DeviceGate {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits (sleeping on this thread) until a launch of `key` may go.
+    /// Waits (sleeping on this thread) until a launch of `key` may go. The
+    /// fast path (the budget plainly pays) reads no clock.
     pub fn admit(&self, key: u64, kind: Kind) -> Ticket {
-        let mut waited = 0u64;
+        let mut wait_start: Option<u64> = None;
         loop {
-            let now = real::now_ns();
+            let mut read: Option<u64> = None;
+            let mut now = || *read.get_or_insert_with(real::now_ns);
             let decision = {
                 let mut inner = self.lock();
-                if waited > 0 || now.saturating_sub(inner.last_poll_ns) >= POLL_EVERY_NS {
-                    inner.poll(now);
+                inner.since_poll += 1;
+                if wait_start.is_some() || inner.since_poll >= POLL_EVERY_LAUNCHES {
+                    inner.since_poll = 0;
+                    let t = now();
+                    inner.poll(t);
                 }
-                inner.gate.admit(key, kind, now)
+                inner.gate.admit_with(key, kind, &mut now)
             };
             match decision {
                 Decision::Go(t) => {
-                    if waited > 0 {
-                        self.waited_ns.fetch_add(waited, Ordering::Relaxed);
+                    if let Some(start) = wait_start {
+                        self.waited_ns.fetch_add(real::now_ns().saturating_sub(start), Ordering::Relaxed);
                         self.throttled.fetch_add(1, Ordering::Relaxed);
                     }
                     return t;
                 }
                 Decision::Wait(w) => {
-                    let w = w.clamp(MIN_SLEEP_NS, MAX_SLEEP_NS);
-                    std::thread::sleep(Duration::from_nanos(w));
-                    waited += real::now_ns().saturating_sub(now);
+                    if wait_start.is_none() {
+                        wait_start = Some(now());
+                    }
+                    std::thread::sleep(Duration::from_nanos(w.clamp(MIN_SLEEP_NS, MAX_SLEEP_NS)));
                 }
             }
         }
@@ -105,10 +112,9 @@ impl DeviceGate {
     /// fence on `stream`, or gives the cost back if the launch failed.
     /// `start` is the start event recorded before a measured launch.
     pub fn launched(&self, t: Ticket, result: CUresult, stream: CUstream, start: Option<(CUcontext, CUevent)>) {
-        let now = real::now_ns();
         if !result.is_success() {
             let mut inner = self.lock();
-            inner.gate.cancel(&t, now);
+            inner.gate.cancel(&t, real::now_ns());
             if let Some((ctx, ev)) = start {
                 inner.recycle(ctx, ev, true);
             }
@@ -149,7 +155,7 @@ impl DeviceGate {
                     inner.recycle(ctx, ev, true);
                 }
                 if t.sample {
-                    inner.gate.measured(&t, None, now);
+                    inner.gate.measured(&t, None, real::now_ns());
                 } else {
                     inner.gate.completed(t.cum_ns);
                 }
@@ -198,7 +204,6 @@ impl Inner {
 
     /// Looks at every pending measurement and fence; feeds completions to the gate.
     fn poll(&mut self, now: u64) {
-        self.last_poll_ns = now;
         let mut i = 0;
         while i < self.pending.len() {
             let p = &self.pending[i];

@@ -41,10 +41,11 @@ fn gated(stream: CUstream, per_thread: bool, kind: Kind, key: impl FnOnce() -> u
 
 #[inline(never)]
 fn gated_slow(stream: CUstream, per_thread: bool, kind: Kind, key: impl FnOnce() -> u64, launch: impl FnOnce() -> CUresult) -> CUresult {
-    let Ok(dev) = real::current_device() else { return launch() };
-    let Some(gate) = shim().gate(dev) else { return launch() };
+    let s = shim();
+    let Ok(dev) = s.launch_device() else { return launch() };
+    let Some(gate) = s.gate(dev) else { return launch() };
     let stream = if per_thread && stream.is_null() { CU_STREAM_PER_THREAD } else { stream };
-    if real::stream_is_capturing(stream) {
+    if s.captures_active() && real::stream_is_capturing(stream) {
         return launch();
     }
     let t = gate.admit(key(), kind);

@@ -28,6 +28,7 @@
 //! (valid or NULL pointers, handles the driver gave out).
 
 mod api;
+mod capture;
 mod dlsym;
 mod ffi;
 mod gate;

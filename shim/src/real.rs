@@ -251,7 +251,6 @@ pub fn device_total_mem(dev: CUdevice) -> Result<u64, CUresult> {
     }
 }
 
-#[allow(dead_code)]
 pub fn device_count() -> Result<c_int, CUresult> {
     let mut n: c_int = 0;
     call_helper!(Helper::DeviceGetCount, unsafe extern "C" fn(*mut c_int) -> CUresult, &mut n)?;

@@ -12,7 +12,7 @@ use crate::log;
 use cuda_abi::{CUdevice, CUresult};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use tslice_policy::gate::GateConfig;
 use tslice_policy::ledger::MemLedger;
@@ -32,6 +32,10 @@ pub struct Charge {
     pub dev: u16,
     pub bytes: u64,
 }
+
+const COUNT_UNKNOWN: u8 = 0;
+const COUNT_ONE: u8 = 1;
+const COUNT_MANY: u8 = 2;
 
 const UNRESOLVED: u8 = 0;
 const UNLIMITED: u8 = 1;
@@ -70,6 +74,11 @@ pub struct Shim {
     /// CUarray and CUmipmappedArray handles.
     pub arrays: ShardedMap<Charge>,
     pub vmm: Mutex<Vmm>,
+    /// Stream captures in progress in this process.
+    captures: AtomicU32,
+    /// Whether the process sees a single device (then every launch is on
+    /// device 0 and the launch path need not ask the driver which).
+    device_count: AtomicU8,
 }
 
 static SHIM: AtomicPtr<Shim> = AtomicPtr::new(std::ptr::null_mut());
@@ -158,6 +167,8 @@ impl Shim {
             ptrs: ShardedMap::new(),
             arrays: ShardedMap::new(),
             vmm: Mutex::new(Vmm::default()),
+            captures: AtomicU32::new(0),
+            device_count: AtomicU8::new(COUNT_UNKNOWN),
         }
     }
 
@@ -165,6 +176,38 @@ impl Shim {
     #[inline]
     pub fn mem_on(&self) -> bool {
         self.mem_limits.is_some()
+    }
+
+    pub fn capture_began(&self) {
+        self.captures.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn capture_ended(&self) {
+        let _ = self.captures.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
+    }
+
+    /// Whether some stream of this process may be capturing.
+    #[inline]
+    pub fn captures_active(&self) -> bool {
+        self.captures.load(Ordering::Acquire) > 0
+    }
+
+    /// The device a launch goes to: the current context's device, known
+    /// without a driver call when the process sees a single device.
+    pub fn launch_device(&self) -> Result<CUdevice, CUresult> {
+        match self.device_count.load(Ordering::Acquire) {
+            COUNT_ONE => Ok(0),
+            COUNT_MANY => crate::real::current_device(),
+            _ => {
+                let n = crate::real::device_count()?;
+                self.device_count.store(if n == 1 { COUNT_ONE } else { COUNT_MANY }, Ordering::Release);
+                if n == 1 {
+                    Ok(0)
+                } else {
+                    crate::real::current_device()
+                }
+            }
+        }
     }
 
     /// True when a compute share is configured for some device.

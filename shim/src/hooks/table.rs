@@ -78,6 +78,36 @@ hook_table! {
     cuMipmappedArrayDestroy     ("cuMipmappedArrayDestroy", 5000, legacy)
         fn(array: CUmipmappedArray) = crate::mem::mipmapped_array_destroy;
 
+    // Stream capture: launches into a capturing stream are not launches. The
+    // shim counts the captures in progress so that, while there are none,
+    // the launch path need not ask the driver.
+    cuStreamBeginCapture        ("cuStreamBeginCapture", 10000, legacy)
+        fn(stream: CUstream) = crate::capture::begin_v1;
+    cuStreamBeginCapture_ptsz   ("cuStreamBeginCapture", 10000, per_thread)
+        fn(stream: CUstream) = crate::capture::begin_v1_ptsz;
+    cuStreamBeginCapture_v2     ("cuStreamBeginCapture", 10010, legacy)
+        fn(stream: CUstream, mode: c_uint) = crate::capture::begin;
+    cuStreamBeginCapture_v2_ptsz ("cuStreamBeginCapture", 10010, per_thread)
+        fn(stream: CUstream, mode: c_uint) = crate::capture::begin_ptsz;
+    cuStreamBeginCaptureToGraph ("cuStreamBeginCaptureToGraph", 12030, legacy)
+        fn(stream: CUstream, graph: CUgraph, deps: *const CUgraphNode, edges: *const c_void, n: usize,
+           mode: c_uint) = crate::capture::begin_to_graph;
+    cuStreamBeginCaptureToGraph_ptsz ("cuStreamBeginCaptureToGraph", 12030, per_thread)
+        fn(stream: CUstream, graph: CUgraph, deps: *const CUgraphNode, edges: *const c_void, n: usize,
+           mode: c_uint) = crate::capture::begin_to_graph_ptsz;
+    cuStreamBeginCaptureToCig   ("cuStreamBeginCaptureToCig", 13010, legacy)
+        fn(stream: CUstream, params: *mut c_void) = crate::capture::begin_to_cig;
+    cuStreamBeginCaptureToCig_ptsz ("cuStreamBeginCaptureToCig", 13010, per_thread)
+        fn(stream: CUstream, params: *mut c_void) = crate::capture::begin_to_cig_ptsz;
+    cuStreamEndCapture          ("cuStreamEndCapture", 10000, legacy)
+        fn(stream: CUstream, graph: *mut CUgraph) = crate::capture::end;
+    cuStreamEndCapture_ptsz     ("cuStreamEndCapture", 10000, per_thread)
+        fn(stream: CUstream, graph: *mut CUgraph) = crate::capture::end_ptsz;
+    cuStreamEndCaptureToCig     ("cuStreamEndCaptureToCig", 13010, legacy)
+        fn(stream: CUstream) = crate::capture::end_to_cig;
+    cuStreamEndCaptureToCig_ptsz ("cuStreamEndCaptureToCig", 13010, per_thread)
+        fn(stream: CUstream) = crate::capture::end_to_cig_ptsz;
+
     // Launch paths.
     cuLaunchKernel              ("cuLaunchKernel", 4000, legacy)
         fn(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,

@@ -1,0 +1,117 @@
+//! Stream capture bookkeeping. A launch into a stream that is being
+//! captured into a graph runs nothing, so the gate must let it through
+//! untouched (and must not record its events into the graph). Asking the
+//! driver (`cuStreamIsCapturing`) on every launch costs a call, so the shim
+//! counts the captures in progress and asks only while there are some.
+//!
+//! Every entry point that starts a capture is hooked (v1, v2, to-graph,
+//! to-CIG, and their per-thread-stream variants); a capture counts from a
+//! successful begin until an end after which the stream no longer captures.
+
+use crate::hooks::orig;
+use crate::real;
+use crate::state::shim;
+use cuda_abi::*;
+use std::ffi::{c_uint, c_void};
+
+macro_rules! original {
+    ($name:ident) => {
+        match orig::$name() {
+            Some(f) => f,
+            None => return CUresult::ERROR_NOT_FOUND,
+        }
+    };
+}
+
+fn began(r: CUresult) -> CUresult {
+    if r.is_success() {
+        shim().capture_began();
+    }
+    r
+}
+
+/// After an end-capture call on `stream` (whatever its result), the capture
+/// is over if the stream no longer captures.
+fn ended(r: CUresult, stream: CUstream, per_thread: bool) -> CUresult {
+    let stream = if per_thread && stream.is_null() { CU_STREAM_PER_THREAD } else { stream };
+    if !real::stream_is_capturing(stream) {
+        shim().capture_ended();
+    }
+    r
+}
+
+pub unsafe fn begin_v1(stream: CUstream) -> CUresult {
+    let f = original!(cuStreamBeginCapture);
+    // SAFETY: the caller's argument, passed on.
+    began(unsafe { f(stream) })
+}
+
+pub unsafe fn begin_v1_ptsz(stream: CUstream) -> CUresult {
+    let f = original!(cuStreamBeginCapture_ptsz);
+    // SAFETY: the caller's argument, passed on.
+    began(unsafe { f(stream) })
+}
+
+pub unsafe fn begin(stream: CUstream, mode: c_uint) -> CUresult {
+    let f = original!(cuStreamBeginCapture_v2);
+    // SAFETY: the caller's arguments, passed on.
+    began(unsafe { f(stream, mode) })
+}
+
+pub unsafe fn begin_ptsz(stream: CUstream, mode: c_uint) -> CUresult {
+    let f = original!(cuStreamBeginCapture_v2_ptsz);
+    // SAFETY: the caller's arguments, passed on.
+    began(unsafe { f(stream, mode) })
+}
+
+pub unsafe fn begin_to_graph(
+    stream: CUstream, graph: CUgraph, deps: *const CUgraphNode, edges: *const c_void, n: usize, mode: c_uint,
+) -> CUresult {
+    let f = original!(cuStreamBeginCaptureToGraph);
+    // SAFETY: the caller's arguments, passed on.
+    began(unsafe { f(stream, graph, deps, edges, n, mode) })
+}
+
+pub unsafe fn begin_to_graph_ptsz(
+    stream: CUstream, graph: CUgraph, deps: *const CUgraphNode, edges: *const c_void, n: usize, mode: c_uint,
+) -> CUresult {
+    let f = original!(cuStreamBeginCaptureToGraph_ptsz);
+    // SAFETY: the caller's arguments, passed on.
+    began(unsafe { f(stream, graph, deps, edges, n, mode) })
+}
+
+pub unsafe fn begin_to_cig(stream: CUstream, params: *mut c_void) -> CUresult {
+    let f = original!(cuStreamBeginCaptureToCig);
+    // SAFETY: the caller's arguments, passed on.
+    began(unsafe { f(stream, params) })
+}
+
+pub unsafe fn begin_to_cig_ptsz(stream: CUstream, params: *mut c_void) -> CUresult {
+    let f = original!(cuStreamBeginCaptureToCig_ptsz);
+    // SAFETY: the caller's arguments, passed on.
+    began(unsafe { f(stream, params) })
+}
+
+pub unsafe fn end(stream: CUstream, graph: *mut CUgraph) -> CUresult {
+    let f = original!(cuStreamEndCapture);
+    // SAFETY: the caller's arguments, passed on.
+    ended(unsafe { f(stream, graph) }, stream, false)
+}
+
+pub unsafe fn end_ptsz(stream: CUstream, graph: *mut CUgraph) -> CUresult {
+    let f = original!(cuStreamEndCapture_ptsz);
+    // SAFETY: the caller's arguments, passed on.
+    ended(unsafe { f(stream, graph) }, stream, true)
+}
+
+pub unsafe fn end_to_cig(stream: CUstream) -> CUresult {
+    let f = original!(cuStreamEndCaptureToCig);
+    // SAFETY: the caller's argument, passed on.
+    ended(unsafe { f(stream) }, stream, false)
+}
+
+pub unsafe fn end_to_cig_ptsz(stream: CUstream) -> CUresult {
+    let f = original!(cuStreamEndCaptureToCig_ptsz);
+    // SAFETY: the caller's argument, passed on.
+    ended(unsafe { f(stream) }, stream, true)
+}
