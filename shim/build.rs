@@ -3,6 +3,5 @@ fn main() {
     // carries its usual soname.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libtslice.so");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-Bsymbolic-functions");
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,now");
     println!("cargo:rerun-if-changed=build.rs");
 }
