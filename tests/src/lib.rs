@@ -18,18 +18,16 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `target/<profile>` of the build that produced this test binary (honours
-/// `CARGO_TARGET_DIR`): the test executable lives in `<it>/deps/`.
+/// `target/<profile>` of the build that produced the running executable
+/// (honours `CARGO_TARGET_DIR`): test executables live in `<it>/deps/`,
+/// binaries (the benchmarks) in `<it>/` itself.
 pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("deps dir");
-    if deps.file_name().is_some_and(|n| n == "deps") {
-        return deps.parent().expect("profile dir").to_path_buf();
+    let dir = exe.parent().expect("the executable's directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        return dir.parent().expect("profile dir").to_path_buf();
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    target.join("debug")
+    dir.to_path_buf()
 }
 
 /// The simulated driver built by `cargo build` (`libcuda.so`).
