@@ -176,6 +176,14 @@ impl Estimator {
         Plan { cost_ns, sample }
     }
 
+    /// Forgets every measurement in flight (they will not be reported):
+    /// probation ends for every key.
+    pub fn abandon_pending(&mut self) {
+        for k in self.keys.values_mut() {
+            k.pending = 0;
+        }
+    }
+
     /// A measurement of `key` finished (`measured_ns` is None if it was lost,
     /// e.g. its launch failed or its events could not be read).
     pub fn observe(&mut self, key: u64, measured_ns: Option<u64>) -> Option<Observed> {

@@ -138,6 +138,8 @@ pub struct Gate {
     throttled: bool,
     /// Estimated work launched in the current turn.
     turn_ns: u64,
+    /// The last wait was for completions (probation, in flight, turn).
+    waiting_on_completions: bool,
     hold_until_ns: u64,
     stats: GateStats,
 }
@@ -154,6 +156,7 @@ impl Gate {
             forgive_credit_ns: 0,
             throttled: false,
             turn_ns: 0,
+            waiting_on_completions: false,
             hold_until_ns: 0,
             stats: GateStats::default(),
         }
@@ -217,6 +220,7 @@ impl Gate {
                 return Decision::Wait(self.hold_until_ns - t);
             }
         }
+        self.waiting_on_completions = true;
         if self.est.on_probation(key) {
             self.stats.waits_probation += 1;
             return Decision::Wait(self.cfg.poll_ns);
@@ -234,6 +238,7 @@ impl Gate {
                 self.stats.waits_inflight += 1;
                 return Decision::Wait(self.cfg.poll_ns.min(inflight));
             }
+            self.waiting_on_completions = false;
             let now_ns = now();
             let w = self.bucket.time_to_level(quantum, now_ns);
             if w > 0 {
@@ -243,6 +248,7 @@ impl Gate {
             self.throttled = false;
             self.turn_ns = 0;
         }
+        self.waiting_on_completions = false;
         if !self.bucket.try_admit_stale(cost) {
             let now_ns = now();
             if let Err(w) = self.bucket.try_admit(cost, now_ns) {
@@ -277,14 +283,40 @@ impl Gate {
         Decision::Go(Ticket { key, cost_ns: cost, sample: plan.sample, fence, cum_ns: self.submitted_ns })
     }
 
-    /// The launch let through by `t` failed: give its cost back.
+    /// The launch let through by `t` failed: give its cost back. A failed
+    /// launch records no event, so if it was to carry a measurement or a
+    /// fence, the work before it would never be seen completing: count it
+    /// complete (what is really still running is less than a fence interval).
     pub fn cancel(&mut self, t: &Ticket, now_ns: u64) {
         self.bucket.charge(-(t.cost_ns.min(i64::MAX as u64) as i64), now_ns);
-        self.completed_ns = self.completed_ns.saturating_add(t.cost_ns);
         self.stats.charged_ns = self.stats.charged_ns.saturating_sub(t.cost_ns);
         if t.sample {
             self.est.observe(t.key, None);
         }
+        if t.sample || t.fence {
+            self.completed(t.cum_ns);
+        }
+    }
+
+    /// Whether the last `Wait` was for completions (probation, the in-flight
+    /// bound, the previous turn) rather than for budget or a hold.
+    pub fn waiting_on_completions(&self) -> bool {
+        self.waiting_on_completions
+    }
+
+    /// What has been seen completing so far; it only grows.
+    pub fn progress(&self) -> u64 {
+        self.completed_ns
+    }
+
+    /// Counts everything submitted as complete and every measurement in
+    /// flight as lost. The shim's escape when completions stop coming (GPU
+    /// work that waits for something the host does after its next launch, a
+    /// wedged context): launches then wait for budget only, instead of
+    /// forever.
+    pub fn force_complete(&mut self) {
+        self.completed_ns = self.submitted_ns;
+        self.est.abandon_pending();
     }
 
     /// Everything submitted up to `cum_ns` (a ticket's) has completed.
@@ -589,6 +621,50 @@ mod tests {
             }
         }
         assert!(launched >= 70, "the majority tenant keeps launching at its rate: {launched}");
+    }
+
+    /// A failed launch that was to carry the fence of a turn must not leave
+    /// the next turn waiting for a completion that will never be reported.
+    #[test]
+    fn a_failed_marked_launch_does_not_block_the_next_turn() {
+        let mut g = Gate::new(GateConfig { burst_ns: MS, ..GateConfig::new(Ppm(300_000)) }, 0);
+        // Learn a cheap kernel so that most launches are neither sampled nor fenced.
+        for _ in 0..3 {
+            let Decision::Go(t) = g.admit(1, Kind::Kernel, 0) else { panic!() };
+            g.measured(&t, Some(10 * US), 0);
+        }
+        let mut now = 0;
+        let mut cancelled = false;
+        for _ in 0..20_000 {
+            match g.admit(1, Kind::Kernel, now) {
+                Decision::Go(t) if (t.fence || t.sample) && !cancelled => {
+                    g.cancel(&t, now); // the launch failed: no event was recorded
+                    cancelled = true;
+                }
+                Decision::Go(t) if t.sample => g.measured(&t, Some(10 * US), now),
+                Decision::Go(t) if t.fence => g.completed(t.cum_ns),
+                Decision::Go(_) => {}
+                Decision::Wait(w) => {
+                    assert!(!g.waiting_on_completions() || g.inflight_ns() > 0);
+                    now += w;
+                }
+            }
+        }
+        assert!(cancelled);
+        assert!(now > 500 * MS, "time moves: the tenant is paced, not stuck at {now}");
+        assert!(g.stats().launches > 10_000);
+    }
+
+    #[test]
+    fn force_complete_ends_every_completion_wait() {
+        let mut g = Gate::new(GateConfig::new(Ppm(200_000)), 0);
+        let Decision::Go(_lost) = g.admit(5, Kind::Kernel, 0) else { panic!() };
+        assert!(matches!(g.admit(5, Kind::Kernel, 0), Decision::Wait(_)));
+        assert!(g.waiting_on_completions(), "probation");
+        let before = g.progress();
+        g.force_complete();
+        assert!(g.progress() > before);
+        assert!(matches!(g.admit(5, Kind::Kernel, 0), Decision::Go(_)));
     }
 
     #[test]

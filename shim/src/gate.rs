@@ -25,6 +25,11 @@ const MAX_SLEEP_NS: u64 = 2_000_000;
 const POLL_EVERY_LAUNCHES: u32 = 16;
 /// Free events kept per gate.
 const POOL_MAX: usize = 64;
+/// A launch that has waited this long for completions without any being
+/// reported gives up on them (see `Gate::force_complete`): GPU work may wait
+/// for something its host does after the next launch, and the gate must not
+/// turn that into a deadlock.
+const STALL_NS: u64 = 50_000_000;
 
 struct Pending {
     t: Ticket,
@@ -77,10 +82,12 @@ impl DeviceGate {
     /// fast path (the budget plainly pays) reads no clock.
     pub fn admit(&self, key: u64, kind: Kind) -> Ticket {
         let mut wait_start: Option<u64> = None;
+        // (since, progress) while waiting for completions that do not come.
+        let mut stall: Option<(u64, u64)> = None;
         loop {
             let mut read: Option<u64> = None;
             let mut now = || *read.get_or_insert_with(real::now_ns);
-            let decision = {
+            let (decision, on_completions, progress) = {
                 let mut inner = self.lock();
                 inner.since_poll += 1;
                 if wait_start.is_some() || inner.since_poll >= POLL_EVERY_LAUNCHES {
@@ -88,7 +95,8 @@ impl DeviceGate {
                     let t = now();
                     inner.poll(t);
                 }
-                inner.gate.admit_with(key, kind, &mut now)
+                let d = inner.gate.admit_with(key, kind, &mut now);
+                (d, inner.gate.waiting_on_completions(), inner.gate.progress())
             };
             match decision {
                 Decision::Go(t) => {
@@ -99,9 +107,21 @@ impl DeviceGate {
                     return t;
                 }
                 Decision::Wait(w) => {
-                    if wait_start.is_none() {
-                        wait_start = Some(now());
-                    }
+                    let t = now();
+                    wait_start.get_or_insert(t);
+                    stall = match stall {
+                        _ if !on_completions => None,
+                        Some((since, p)) if p == progress && t.saturating_sub(since) >= STALL_NS => {
+                            crate::log::warn!(
+                                "no GPU work of this process was seen completing for {} ms; the gate stops waiting for it",
+                                STALL_NS / 1_000_000
+                            );
+                            self.lock().gate.force_complete();
+                            None
+                        }
+                        Some((since, p)) if p == progress => Some((since, p)),
+                        _ => Some((t, progress)),
+                    };
                     std::thread::sleep(Duration::from_nanos(w.clamp(MIN_SLEEP_NS, MAX_SLEEP_NS)));
                 }
             }
@@ -204,6 +224,20 @@ impl Inner {
 
     /// Looks at every pending measurement and fence; feeds completions to the gate.
     fn poll(&mut self, now: u64) {
+        if self.pending.is_empty() {
+            return;
+        }
+        // Another thread may be capturing a graph in the global mode, where
+        // an event query from this thread would invalidate its capture: ask
+        // in the relaxed mode while any capture is in progress.
+        let relaxed = crate::state::shim().captures_active().then(real::relax_capture_mode).flatten();
+        self.poll_events(now);
+        if let Some(mode) = relaxed {
+            real::restore_capture_mode(mode);
+        }
+    }
+
+    fn poll_events(&mut self, now: u64) {
         let mut i = 0;
         while i < self.pending.len() {
             let p = &self.pending[i];

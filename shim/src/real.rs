@@ -161,6 +161,7 @@ enum Helper {
     EventElapsedTime,
     EventDestroy,
     StreamIsCapturing,
+    ThreadExchangeStreamCaptureMode,
 }
 
 /// How to find a helper: through the driver's own `cuGetProcAddress_v2`
@@ -170,7 +171,7 @@ struct HelperSpec {
     version: c_int,
     export: &'static std::ffi::CStr,
 }
-const HELPER_SPECS: [HelperSpec; 10] = [
+const HELPER_SPECS: [HelperSpec; 11] = [
     HelperSpec { base: c"cuCtxGetDevice", version: 2000, export: c"cuCtxGetDevice" },
     HelperSpec { base: c"cuDeviceGetUuid", version: 11040, export: c"cuDeviceGetUuid_v2" },
     HelperSpec { base: c"cuDeviceGetCount", version: 2000, export: c"cuDeviceGetCount" },
@@ -183,8 +184,13 @@ const HELPER_SPECS: [HelperSpec; 10] = [
     HelperSpec { base: c"cuEventElapsedTime", version: 2000, export: c"cuEventElapsedTime" },
     HelperSpec { base: c"cuEventDestroy", version: 4000, export: c"cuEventDestroy_v2" },
     HelperSpec { base: c"cuStreamIsCapturing", version: 10000, export: c"cuStreamIsCapturing" },
+    HelperSpec {
+        base: c"cuThreadExchangeStreamCaptureMode",
+        version: 10010,
+        export: c"cuThreadExchangeStreamCaptureMode",
+    },
 ];
-static HELPERS: [AtomicPtr<c_void>; 10] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 10];
+static HELPERS: [AtomicPtr<c_void>; 11] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 11];
 
 fn resolve_helper(h: &HelperSpec, driver: *mut c_void) -> *mut c_void {
     if let Some(gpa) = hooks::orig::cuGetProcAddress_v2() {
@@ -302,6 +308,21 @@ pub fn stream_is_capturing(stream: CUstream) -> bool {
         Err(CUresult::ERROR_NOT_FOUND) => false,
         Err(_) => true,
     }
+}
+
+/// `CU_STREAM_CAPTURE_MODE_RELAXED`.
+const CAPTURE_MODE_RELAXED: u32 = 2;
+
+/// Switches the calling thread to the relaxed capture mode; returns the
+/// previous mode to restore, or None if the driver cannot.
+pub fn relax_capture_mode() -> Option<u32> {
+    let mut mode = CAPTURE_MODE_RELAXED;
+    call_helper!(Helper::ThreadExchangeStreamCaptureMode, unsafe extern "C" fn(*mut u32) -> CUresult, &mut mode).ok()?;
+    Some(mode)
+}
+
+pub fn restore_capture_mode(mut mode: u32) {
+    let _ = call_helper!(Helper::ThreadExchangeStreamCaptureMode, unsafe extern "C" fn(*mut u32) -> CUresult, &mut mode);
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds (the clock the simulated GPU uses too).

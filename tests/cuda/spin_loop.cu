@@ -3,6 +3,8 @@
 // MODE: kernels  one kernel of KERNEL_US per launch
 //       graph    a captured graph of 10 kernels of KERNEL_US per launch
 //       mix      250 kernels of 10 us (1 block) then one of 5 ms (132 blocks), repeated
+//       failing  7 kernels of KERNEL_US, then a launch the driver refuses (too
+//                much shared memory), as autotuners do, repeated
 // Prints t_start/t_end (CLOCK_MONOTONIC ns, the simulated GPU's clock) and
 // how many launches it made.
 #include <time.h>
@@ -18,7 +20,7 @@ static unsigned long long now_ns() {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 4) { printf("usage: spin_loop kernels|graph|mix KERNEL_US SECONDS\n"); return 2; }
+  if (argc < 4) { printf("usage: spin_loop kernels|graph|mix|failing KERNEL_US SECONDS\n"); return 2; }
   const char *mode = argv[1];
   unsigned long long kns = strtoull(argv[2], 0, 10) * 1000ull;
   double secs = atof(argv[3]);
@@ -41,6 +43,11 @@ int main(int argc, char **argv) {
   while (now_ns() < end) {
     if (exec) {
       CK(cudaGraphLaunch(exec, s));
+    } else if (!strcmp(mode, "failing")) {
+      for (int i = 0; i < 7; i++) sim_spin<<<1, 1, 0, s>>>(kns);
+      sim_spin<<<1, 1, 1 << 20, s>>>(kns);
+      if (cudaGetLastError() == cudaSuccess) { printf("FAIL the oversized launch succeeded\n"); g_fails++; }
+      launches += 7;
     } else if (!strcmp(mode, "mix")) {
       for (int i = 0; i < 250; i++) sim_spin<<<1, 32, 0, s>>>(10000);
       sim_spin<<<132, 128, 0, s>>>(5000000);

@@ -42,8 +42,18 @@ struct Done {
     t_end: u64,
 }
 
-fn finish(c: Child) -> Done {
+/// Waits for a tenant (a minute at most: a hung tenant fails the test
+/// instead of hanging it).
+fn finish(mut c: Child) -> Done {
     let pid = c.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while c.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = c.kill();
+            panic!("pid {pid} did not finish within 60 s: hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let o = c.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -104,6 +114,21 @@ fn a_mix_of_10us_and_5ms_kernels_is_held_to_its_share() {
     let (s, out) = one_tenant("mix", "0", "30%");
     eprintln!("share {s:.2}% ({out})");
     assert!((s - 30.0).abs() <= 3.0, "achieved {s:.2}%, target 30% +/- 3: {out}");
+}
+
+/// Launches the driver refuses (an autotuner trying a configuration that
+/// does not fit) neither hang the throttled process nor let it exceed its
+/// share: the gate never waits for completions of work that never ran.
+#[test]
+fn refused_launches_neither_hang_nor_escape_the_share() {
+    let _s = serial();
+    let prog = spin_loop();
+    let gpu = SimGpu::new();
+    let t = start(&gpu, &prog, &["failing", "50", "2.6"], Some("30%"));
+    let t = finish(t);
+    let s = share(&gpu, &t, window(&[&t]));
+    eprintln!("share {s:.2}% ({})", t.out);
+    assert!((s - 30.0).abs() <= 2.0, "achieved {s:.2}%, target 30% +/- 2: {}", t.out);
 }
 
 #[test]
