@@ -12,3 +12,4 @@ pub mod estimate;
 pub mod gate;
 pub mod ledger;
 pub mod quota;
+pub mod vmm;

@@ -19,7 +19,7 @@ use crate::log;
 use crate::real;
 use crate::state::{shim, Charge, DeviceState, Shim, FAIL_CLOSED};
 use cuda_abi::*;
-use std::ffi::c_uint;
+use std::ffi::{c_uint, c_void};
 use tslice_policy::ledger::{array_bytes, charge_for, mipmapped_bytes};
 
 /// The real function, or `CUDA_ERROR_NOT_FOUND` if the driver lacks it.
@@ -244,26 +244,53 @@ pub unsafe fn mem_create(
     flatten((|| {
         let Some((dev, d)) = target(s, loc.id)? else { return Ok(call()) };
         let bytes = charge_for(size as u64);
+        let mut vmm = lock_vmm(s);
         let r = reserve_then(d, bytes, "cuMemCreate", call);
         if r.is_success() {
             // SAFETY: written by the driver on success.
-            let h = unsafe { *handle };
-            s.vmm.lock().unwrap_or_else(|p| p.into_inner()).created(h, Charge { dev, bytes });
+            vmm.created(unsafe { *handle }, Charge { dev, bytes });
         }
         Ok(r)
     })())
 }
 
+/// The VMM table, locked. Held across the driver call that a record
+/// follows (these calls never re-enter the shim).
+fn lock_vmm(s: &Shim) -> std::sync::MutexGuard<'_, tslice_policy::vmm::Vmm<Charge>> {
+    s.vmm.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub unsafe fn mem_release(handle: CUmemGenericAllocationHandle) -> CUresult {
     let f = original!(cuMemRelease);
+    let s = shim();
+    if !s.mem_on() {
+        // SAFETY: the caller's argument, passed on.
+        return unsafe { f(handle) };
+    }
+    let mut vmm = lock_vmm(s);
     // SAFETY: the caller's argument, passed on.
     let r = unsafe { f(handle) };
-    let s = shim();
-    if r.is_success() && s.mem_on() {
-        let freed = s.vmm.lock().unwrap_or_else(|p| p.into_inner()).released(handle);
-        if let Some(c) = freed {
+    if r.is_success() {
+        if let Some(c) = vmm.released(handle) {
             give_back(s, c);
         }
+    }
+    r
+}
+
+pub unsafe fn mem_retain_allocation_handle(handle: *mut CUmemGenericAllocationHandle, addr: *mut c_void) -> CUresult {
+    let f = original!(cuMemRetainAllocationHandle);
+    let s = shim();
+    if !s.mem_on() || handle.is_null() {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { f(handle, addr) };
+    }
+    let mut vmm = lock_vmm(s);
+    // SAFETY: the caller's arguments, passed on.
+    let r = unsafe { f(handle, addr) };
+    if r.is_success() {
+        // SAFETY: written by the driver on success.
+        vmm.retained(unsafe { *handle });
     }
     r
 }
@@ -276,23 +303,32 @@ pub unsafe fn mem_map(
     flags: u64,
 ) -> CUresult {
     let f = original!(cuMemMap);
+    let s = shim();
+    if !s.mem_on() {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { f(ptr, size, offset, handle, flags) };
+    }
+    let mut vmm = lock_vmm(s);
     // SAFETY: the caller's arguments, passed on.
     let r = unsafe { f(ptr, size, offset, handle, flags) };
-    let s = shim();
-    if r.is_success() && s.mem_on() {
-        s.vmm.lock().unwrap_or_else(|p| p.into_inner()).mapped(ptr, size as u64, handle);
+    if r.is_success() {
+        vmm.mapped(ptr, size as u64, handle);
     }
     r
 }
 
 pub unsafe fn mem_unmap(ptr: CUdeviceptr, size: usize) -> CUresult {
     let f = original!(cuMemUnmap);
+    let s = shim();
+    if !s.mem_on() {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { f(ptr, size) };
+    }
+    let mut vmm = lock_vmm(s);
     // SAFETY: the caller's arguments, passed on.
     let r = unsafe { f(ptr, size) };
-    let s = shim();
-    if r.is_success() && s.mem_on() {
-        let freed = s.vmm.lock().unwrap_or_else(|p| p.into_inner()).unmapped(ptr, size as u64);
-        for c in freed {
+    if r.is_success() {
+        for c in vmm.unmapped(ptr, size as u64) {
             give_back(s, c);
         }
     }
@@ -300,7 +336,7 @@ pub unsafe fn mem_unmap(ptr: CUdeviceptr, size: usize) -> CUresult {
 }
 
 /// Common path of the array creators.
-fn create_array(what: &str, out: *mut *mut std::ffi::c_void, bytes: Option<u64>, call: impl FnOnce() -> CUresult) -> CUresult {
+fn create_array(what: &str, out: *mut *mut c_void, bytes: Option<u64>, call: impl FnOnce() -> CUresult) -> CUresult {
     let s = shim();
     if s.fail_closed {
         return FAIL_CLOSED;

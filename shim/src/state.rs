@@ -10,13 +10,14 @@
 
 use crate::log;
 use cuda_abi::{CUdevice, CUresult};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use tslice_policy::gate::GateConfig;
 use tslice_policy::ledger::MemLedger;
 use tslice_policy::quota::{self, MemLimit, PerDevice, Ppm};
+use tslice_policy::vmm::Vmm;
 
 use crate::gate::DeviceGate;
 
@@ -73,7 +74,7 @@ pub struct Shim {
     pub ptrs: ShardedMap<Charge>,
     /// CUarray and CUmipmappedArray handles.
     pub arrays: ShardedMap<Charge>,
-    pub vmm: Mutex<Vmm>,
+    pub vmm: Mutex<Vmm<Charge>>,
     /// Stream captures in progress in this process.
     captures: AtomicU32,
     /// Whether the process sees a single device (then every launch is on
@@ -319,61 +320,5 @@ impl Hasher for MixHasher {
     }
     fn write_u64(&mut self, x: u64) {
         self.0 = mix(x);
-    }
-}
-
-/// Virtual memory management: physical allocations (`cuMemCreate` handles)
-/// stay charged until they are released *and* no longer mapped, as the
-/// driver only frees them then.
-#[derive(Default)]
-pub struct Vmm {
-    handles: HashMap<u64, VmmHandle>,
-    /// Mappings by start address: (size, handle).
-    maps: BTreeMap<u64, (u64, u64)>,
-}
-
-struct VmmHandle {
-    charge: Charge,
-    maps: u32,
-    released: bool,
-}
-
-impl Vmm {
-    pub fn created(&mut self, handle: u64, charge: Charge) {
-        self.handles.insert(handle, VmmHandle { charge, maps: 0, released: false });
-    }
-    pub fn mapped(&mut self, ptr: u64, size: u64, handle: u64) {
-        if let Some(h) = self.handles.get_mut(&handle) {
-            h.maps += 1;
-            self.maps.insert(ptr, (size, handle));
-        }
-    }
-    /// Removes the mappings inside `[ptr, ptr+size)`; returns charges to give back.
-    pub fn unmapped(&mut self, ptr: u64, size: u64) -> Vec<Charge> {
-        let end = ptr.saturating_add(size);
-        let starts: Vec<u64> = self.maps.range(ptr..end).map(|(s, _)| *s).collect();
-        let mut freed = Vec::new();
-        for s in starts {
-            if let Some((_, handle)) = self.maps.remove(&s) {
-                if let Some(h) = self.handles.get_mut(&handle) {
-                    h.maps = h.maps.saturating_sub(1);
-                    if h.released && h.maps == 0 {
-                        freed.push(h.charge);
-                        self.handles.remove(&handle);
-                    }
-                }
-            }
-        }
-        freed
-    }
-    /// The handle was released; returns its charge if nothing maps it any more.
-    pub fn released(&mut self, handle: u64) -> Option<Charge> {
-        let h = self.handles.get_mut(&handle)?;
-        h.released = true;
-        if h.maps == 0 {
-            self.handles.remove(&handle).map(|h| h.charge)
-        } else {
-            None
-        }
     }
 }

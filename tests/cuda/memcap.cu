@@ -111,6 +111,19 @@ int main(int argc, char **argv) {
   EXPECT(memUnmap(va, cap / 2) == CUDA_SUCCESS);
   EXPECT(memCreate(&h2, cap / 2 + 2 * MiB, &prop, 0) == CUDA_SUCCESS);
   EXPECT(memRelease(h2) == CUDA_SUCCESS);
+  // A retained handle keeps the memory alive after its creator's release
+  // and the unmap; it stays charged until it too is released.
+  auto retain = entry<PFN_cuMemRetainAllocationHandle_v11000>("cuMemRetainAllocationHandle", 11000);
+  EXPECT(memCreate(&h1, cap / 2, &prop, 0) == CUDA_SUCCESS);
+  EXPECT(memMap(va, cap / 2, 0, h1, 0) == CUDA_SUCCESS);
+  CUmemGenericAllocationHandle hr = 0;
+  EXPECT(retain(&hr, (void *)va) == CUDA_SUCCESS && hr == h1);
+  EXPECT(memRelease(h1) == CUDA_SUCCESS);
+  EXPECT(memUnmap(va, cap / 2) == CUDA_SUCCESS);
+  EXPECT(memCreate(&h2, cap / 2 + 2 * MiB, &prop, 0) == CUDA_ERROR_OUT_OF_MEMORY);
+  EXPECT(memRelease(hr) == CUDA_SUCCESS);
+  EXPECT(memCreate(&h2, cap / 2 + 2 * MiB, &prop, 0) == CUDA_SUCCESS);
+  EXPECT(memRelease(h2) == CUDA_SUCCESS);
   EXPECT(addrFree(va, cap / 2) == CUDA_SUCCESS);
 
   // What the shim counted.

@@ -68,6 +68,9 @@ hook_table! {
         fn(dptr: CUdeviceptr, stream: CUstream) = crate::mem::mem_free_async_ptsz;
     cuMemRelease                ("cuMemRelease", 10020, legacy)
         fn(handle: CUmemGenericAllocationHandle) = crate::mem::mem_release;
+    cuMemRetainAllocationHandle ("cuMemRetainAllocationHandle", 11000, legacy)
+        fn(handle: *mut CUmemGenericAllocationHandle, addr: *mut c_void)
+        = crate::mem::mem_retain_allocation_handle;
     cuMemMap                    ("cuMemMap", 10020, legacy)
         fn(ptr: CUdeviceptr, size: usize, offset: usize, handle: CUmemGenericAllocationHandle,
            flags: u64) = crate::mem::mem_map;
