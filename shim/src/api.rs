@@ -44,11 +44,17 @@ pub struct DeviceStats {
 #[no_mangle]
 pub unsafe extern "C" fn tslice_get_device_stats(device: c_int, out: *mut DeviceStats) -> c_int {
     crate::ffi::guard_or("tslice_get_device_stats", -1, || {
-        // SAFETY: the caller passes NULL or a struct whose size field is readable.
-        let Some(o) = (unsafe { out.as_mut() }) else { return -1 };
-        if (o.size as usize) < std::mem::size_of::<DeviceStats>() {
+        if out.is_null() {
             return -1;
         }
+        // SAFETY: non-null, and the caller's struct starts with its size
+        // field; only that field is read before the size is checked.
+        let size = unsafe { std::ptr::addr_of!((*out).size).read_unaligned() };
+        if (size as usize) < std::mem::size_of::<DeviceStats>() {
+            return -1;
+        }
+        // SAFETY: the caller's struct is at least as large as ours (checked).
+        let Some(o) = (unsafe { out.as_mut() }) else { return -1 };
         let s = shim();
         let Some(d) = usize::try_from(device).ok().and_then(|i| s.devices.get(i)) else { return -1 };
         o.device = device;

@@ -30,11 +30,14 @@ fn began(r: CUresult) -> CUresult {
     r
 }
 
-/// After an end-capture call on `stream` (whatever its result), the capture
-/// is over if the stream no longer captures.
-fn ended(r: CUresult, stream: CUstream, per_thread: bool) -> CUresult {
+/// Runs an end-capture call on `stream`: a capture is over when the stream
+/// captured before the call and no longer does after it (whatever the call
+/// returned; a stray end on a stream that was not capturing changes nothing).
+fn end_with(stream: CUstream, per_thread: bool, call: impl FnOnce() -> CUresult) -> CUresult {
     let stream = if per_thread && stream.is_null() { CU_STREAM_PER_THREAD } else { stream };
-    if !real::stream_is_capturing(stream) {
+    let was = real::stream_is_capturing(stream);
+    let r = call();
+    if was && !real::stream_is_capturing(stream) {
         shim().capture_ended();
     }
     r
@@ -95,23 +98,23 @@ pub unsafe fn begin_to_cig_ptsz(stream: CUstream, params: *mut c_void) -> CUresu
 pub unsafe fn end(stream: CUstream, graph: *mut CUgraph) -> CUresult {
     let f = original!(cuStreamEndCapture);
     // SAFETY: the caller's arguments, passed on.
-    ended(unsafe { f(stream, graph) }, stream, false)
+    end_with(stream, false, || unsafe { f(stream, graph) })
 }
 
 pub unsafe fn end_ptsz(stream: CUstream, graph: *mut CUgraph) -> CUresult {
     let f = original!(cuStreamEndCapture_ptsz);
     // SAFETY: the caller's arguments, passed on.
-    ended(unsafe { f(stream, graph) }, stream, true)
+    end_with(stream, true, || unsafe { f(stream, graph) })
 }
 
 pub unsafe fn end_to_cig(stream: CUstream) -> CUresult {
     let f = original!(cuStreamEndCaptureToCig);
     // SAFETY: the caller's argument, passed on.
-    ended(unsafe { f(stream) }, stream, false)
+    end_with(stream, false, || unsafe { f(stream) })
 }
 
 pub unsafe fn end_to_cig_ptsz(stream: CUstream) -> CUresult {
     let f = original!(cuStreamEndCaptureToCig_ptsz);
     // SAFETY: the caller's argument, passed on.
-    ended(unsafe { f(stream) }, stream, true)
+    end_with(stream, true, || unsafe { f(stream) })
 }

@@ -207,6 +207,27 @@ impl DeviceGate {
         real::event_create(flags).ok()
     }
 
+    /// The context was destroyed with its events: drop them from the pool,
+    /// and count what they were to report as complete (and measurements lost).
+    pub fn forget_context(&self, ctx: CUcontext) {
+        let now = real::now_ns();
+        let mut inner = self.lock();
+        inner.pool.retain(|&(c, _, _)| c != ctx);
+        let gone: Vec<Pending> = {
+            let (keep, gone): (VecDeque<Pending>, VecDeque<Pending>) =
+                std::mem::take(&mut inner.pending).into_iter().partition(|p| p.ctx != ctx);
+            inner.pending = keep;
+            gone.into_iter().collect()
+        };
+        for p in gone {
+            if p.start.is_null() {
+                inner.gate.completed(p.t.cum_ns);
+            } else {
+                inner.gate.measured(&p.t, None, now);
+            }
+        }
+    }
+
     pub fn stats(&self) -> (GateStats, u64, u64) {
         let s = self.lock().gate.stats();
         (s, self.waited_ns.load(Ordering::Relaxed), self.throttled.load(Ordering::Relaxed))

@@ -29,6 +29,7 @@
 
 mod api;
 mod capture;
+mod context;
 mod dlsym;
 mod ffi;
 mod gate;

@@ -41,6 +41,11 @@ fn target(s: &Shim, dev: CUdevice) -> Result<Option<(u16, &DeviceState)>, CUresu
     Ok(s.mem_device(dev)?.map(|d| (dev as u16, d)))
 }
 
+/// The calling thread's context, which owns what it allocates now.
+fn current_ctx() -> usize {
+    real::ctx_get_current().map_or(0, |c| c as usize)
+}
+
 /// The capped current device, if any (allocations without a device argument
 /// go to the current context's device).
 fn current_target(s: &Shim) -> Result<Option<(u16, &DeviceState)>, CUresult> {
@@ -87,7 +92,7 @@ fn alloc_ptr(what: &str, dptr: *mut CUdeviceptr, size: usize, call: impl FnOnce(
         let r = reserve_then(d, bytes, what, call);
         if r.is_success() {
             // SAFETY: non-null (checked) and written by the driver on success.
-            s.ptrs.insert(unsafe { *dptr }, Charge { dev, bytes });
+            s.ptrs.insert(unsafe { *dptr }, Charge { dev, bytes, ctx: current_ctx() });
         }
         Ok(r)
     })())
@@ -178,14 +183,16 @@ pub unsafe fn mem_alloc_pitch(
     }
     flatten((|| {
         let Some((dev, d)) = current_target(s)? else { return Ok(call()) };
-        let est = charge_for((width as u64).div_ceil(PITCH_ALIGN) * PITCH_ALIGN * height as u64);
+        let est = charge_for(
+            (width as u64).div_ceil(PITCH_ALIGN).saturating_mul(PITCH_ALIGN).saturating_mul(height as u64),
+        );
         let r = reserve_then(d, est, "cuMemAllocPitch", call);
         if !r.is_success() {
             return Ok(r);
         }
         // SAFETY: both written by the driver on success.
         let (ptr, real_pitch) = unsafe { (*dptr, *pitch) };
-        let actual = charge_for(real_pitch as u64 * height as u64);
+        let actual = charge_for((real_pitch as u64).saturating_mul(height as u64));
         if actual > est && d.ledger.try_reserve(actual - est).is_err() {
             d.ledger.release(est);
             if let Some(free) = orig::cuMemFree_v2() {
@@ -197,7 +204,7 @@ pub unsafe fn mem_alloc_pitch(
         if actual < est {
             d.ledger.release(est - actual);
         }
-        s.ptrs.insert(ptr, Charge { dev, bytes: actual });
+        s.ptrs.insert(ptr, Charge { dev, bytes: actual, ctx: current_ctx() });
         Ok(r)
     })())
 }
@@ -248,7 +255,7 @@ pub unsafe fn mem_create(
         let r = reserve_then(d, bytes, "cuMemCreate", call);
         if r.is_success() {
             // SAFETY: written by the driver on success.
-            vmm.created(unsafe { *handle }, Charge { dev, bytes });
+            vmm.created(unsafe { *handle }, Charge { dev, bytes, ctx: 0 });
         }
         Ok(r)
     })())
@@ -348,7 +355,7 @@ fn create_array(what: &str, out: *mut *mut c_void, bytes: Option<u64>, call: imp
         let r = reserve_then(d, bytes, what, call);
         if r.is_success() {
             // SAFETY: non-null (checked) and written by the driver on success.
-            s.arrays.insert(unsafe { *out } as u64, Charge { dev, bytes });
+            s.arrays.insert(unsafe { *out } as u64, Charge { dev, bytes, ctx: current_ctx() });
         }
         Ok(r)
     })())

@@ -72,10 +72,29 @@ thread_local! {
 /// false if the driver cannot be loaded, or when called re-entrantly from
 /// inside the resolution itself (the driver's constructors looking symbols
 /// up through our `dlsym`), in which case the caller passes the call through.
+/// Waits while another thread resolves.
 pub fn ensure_driver() -> bool {
+    ensure_driver_inner(true)
+}
+
+/// As [`ensure_driver`], but returns false at once while another thread
+/// resolves: for `dlsym`, which may be called by a thread holding glibc's
+/// loader lock that the resolving thread needs.
+pub fn driver_ready_or_resolve() -> bool {
+    ensure_driver_inner(false)
+}
+
+/// In a forked child: a resolution another thread of the parent had in
+/// progress will never finish there; start over.
+pub fn after_fork_in_child() {
+    let _ = DRIVER_STATE.compare_exchange(RESOLVING, UNINIT, Ordering::AcqRel, Ordering::Acquire);
+}
+
+fn ensure_driver_inner(wait: bool) -> bool {
     match DRIVER_STATE.load(Ordering::Acquire) {
         READY => return true,
         FAILED => return false,
+        RESOLVING if !wait => return false,
         _ => {}
     }
     if RESOLVING_HERE.with(|r| r.get()) {
@@ -92,6 +111,7 @@ pub fn ensure_driver() -> bool {
             }
             Err(READY) => return true,
             Err(FAILED) => return false,
+            Err(_) if !wait => return false,
             // Another thread is resolving (a few dozen dlsym calls): wait.
             Err(_) => std::thread::yield_now(),
         }
@@ -162,6 +182,7 @@ enum Helper {
     EventDestroy,
     StreamIsCapturing,
     ThreadExchangeStreamCaptureMode,
+    PrimaryCtxGetState,
 }
 
 /// How to find a helper: through the driver's own `cuGetProcAddress_v2`
@@ -171,7 +192,7 @@ struct HelperSpec {
     version: c_int,
     export: &'static std::ffi::CStr,
 }
-const HELPER_SPECS: [HelperSpec; 11] = [
+const HELPER_SPECS: [HelperSpec; 12] = [
     HelperSpec { base: c"cuCtxGetDevice", version: 2000, export: c"cuCtxGetDevice" },
     HelperSpec { base: c"cuDeviceGetUuid", version: 11040, export: c"cuDeviceGetUuid_v2" },
     HelperSpec { base: c"cuDeviceGetCount", version: 2000, export: c"cuDeviceGetCount" },
@@ -189,8 +210,9 @@ const HELPER_SPECS: [HelperSpec; 11] = [
         version: 10010,
         export: c"cuThreadExchangeStreamCaptureMode",
     },
+    HelperSpec { base: c"cuDevicePrimaryCtxGetState", version: 7000, export: c"cuDevicePrimaryCtxGetState" },
 ];
-static HELPERS: [AtomicPtr<c_void>; 11] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 11];
+static HELPERS: [AtomicPtr<c_void>; 12] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 12];
 
 fn resolve_helper(h: &HelperSpec, driver: *mut c_void) -> *mut c_void {
     if let Some(gpa) = hooks::orig::cuGetProcAddress_v2() {
@@ -308,6 +330,13 @@ pub fn stream_is_capturing(stream: CUstream) -> bool {
         Err(CUresult::ERROR_NOT_FOUND) => false,
         Err(_) => true,
     }
+}
+
+/// Whether a device's primary context is active (None if unknown).
+pub fn primary_ctx_active(dev: CUdevice) -> Option<bool> {
+    let (mut flags, mut active): (u32, c_int) = (0, 0);
+    call_helper!(Helper::PrimaryCtxGetState, unsafe extern "C" fn(CUdevice, *mut u32, *mut c_int) -> CUresult, dev, &mut flags, &mut active).ok()?;
+    Some(active != 0)
 }
 
 /// `CU_STREAM_CAPTURE_MODE_RELAXED`.

@@ -12,7 +12,7 @@ use crate::log;
 use cuda_abi::{CUdevice, CUresult};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use tslice_policy::gate::GateConfig;
 use tslice_policy::ledger::MemLedger;
@@ -27,11 +27,13 @@ pub const MAX_DEVICES: usize = 64;
 /// What every hooked call returns when the configuration is invalid.
 pub const FAIL_CLOSED: CUresult = CUresult::ERROR_NOT_PERMITTED;
 
-/// Memory and time charged for one object, and on which device.
+/// Memory charged for one object, on which device, and by which context
+/// (0 for allocations that outlive contexts, as VMM ones do).
 #[derive(Clone, Copy, Debug)]
 pub struct Charge {
     pub dev: u16,
     pub bytes: u64,
+    pub ctx: usize,
 }
 
 const COUNT_UNKNOWN: u8 = 0;
@@ -80,6 +82,8 @@ pub struct Shim {
     /// Whether the process sees a single device (then every launch is on
     /// device 0 and the launch path need not ask the driver which).
     device_count: AtomicU8,
+    /// Each device's primary context, as last retained.
+    primary: [AtomicUsize; MAX_DEVICES],
 }
 
 static SHIM: AtomicPtr<Shim> = AtomicPtr::new(std::ptr::null_mut());
@@ -90,6 +94,7 @@ extern "C" fn after_fork_in_child() {
     // Only atomics: the child rebuilds everything on its next CUDA call.
     SHIM.store(std::ptr::null_mut(), Ordering::Release);
     BUILDING.store(false, Ordering::Release);
+    crate::real::after_fork_in_child();
 }
 
 /// The process's state, built on first use.
@@ -101,6 +106,17 @@ pub fn shim() -> &'static Shim {
             return unsafe { &*p };
         }
         if BUILDING.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            // Should building panic (a bug), let the next caller try again
+            // rather than leave every thread waiting for it.
+            struct Retry;
+            impl Drop for Retry {
+                fn drop(&mut self) {
+                    if std::thread::panicking() {
+                        BUILDING.store(false, Ordering::Release);
+                    }
+                }
+            }
+            let _retry = Retry;
             let s: &'static Shim = Box::leak(Box::new(Shim::from_env()));
             SHIM.store(s as *const Shim as *mut Shim, Ordering::Release);
             if !ATFORK.swap(true, Ordering::AcqRel) {
@@ -170,6 +186,7 @@ impl Shim {
             vmm: Mutex::new(Vmm::default()),
             captures: AtomicU32::new(0),
             device_count: AtomicU8::new(COUNT_UNKNOWN),
+            primary: [const { AtomicUsize::new(0) }; MAX_DEVICES],
         }
     }
 
@@ -177,6 +194,36 @@ impl Shim {
     #[inline]
     pub fn mem_on(&self) -> bool {
         self.mem_limits.is_some()
+    }
+
+    pub fn remember_primary(&self, dev: CUdevice, ctx: cuda_abi::CUcontext) {
+        if let Some(p) = usize::try_from(dev).ok().and_then(|i| self.primary.get(i)) {
+            p.store(ctx as usize, Ordering::Release);
+        }
+    }
+
+    pub fn primary_of(&self, dev: CUdevice) -> Option<cuda_abi::CUcontext> {
+        let p = self.primary.get(usize::try_from(dev).ok()?)?.load(Ordering::Acquire);
+        (p != 0).then_some(p as cuda_abi::CUcontext)
+    }
+
+    /// A context is being destroyed: give back the charges of its
+    /// allocations and forget the gates' events in it.
+    pub fn forget_context(&self, ctx: cuda_abi::CUcontext) {
+        let key = ctx as usize;
+        let mut freed = self.ptrs.take_where(|c| c.ctx == key);
+        freed.extend(self.arrays.take_where(|c| c.ctx == key));
+        for c in &freed {
+            if let Some(d) = self.devices.get(c.dev as usize) {
+                d.ledger.release(c.bytes);
+            }
+        }
+        for g in self.gates.iter().filter_map(|g| g.get()).flatten() {
+            g.forget_context(ctx);
+        }
+        if !freed.is_empty() {
+            log::info!("a context was destroyed: {} allocations given back", freed.len());
+        }
     }
 
     pub fn capture_began(&self) {
@@ -299,6 +346,16 @@ impl<V> ShardedMap<V> {
     }
     pub fn remove(&self, key: u64) -> Option<V> {
         self.shard(key).remove(&key)
+    }
+    /// Removes and returns every value `pred` selects.
+    pub fn take_where(&self, pred: impl Fn(&V) -> bool) -> Vec<V> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: Vec<u64> = m.iter().filter(|(_, v)| pred(v)).map(|(k, _)| *k).collect();
+            out.extend(keys.into_iter().filter_map(|k| m.remove(&k)));
+        }
+        out
     }
 }
 

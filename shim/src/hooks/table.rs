@@ -24,6 +24,16 @@ hook_table! {
            status: *mut CUdriverProcAddressQueryResult)
         = crate::procaddr::get_proc_address_v2;
 
+    // Context life cycle: destroying a context frees its memory and events.
+    cuDevicePrimaryCtxRetain    ("cuDevicePrimaryCtxRetain", 7000, legacy)
+        fn(ctx: *mut CUcontext, dev: CUdevice) = crate::context::primary_retain;
+    cuDevicePrimaryCtxRelease_v2 ("cuDevicePrimaryCtxRelease", 11000, legacy)
+        fn(dev: CUdevice) = crate::context::primary_release;
+    cuDevicePrimaryCtxReset_v2  ("cuDevicePrimaryCtxReset", 11000, legacy)
+        fn(dev: CUdevice) = crate::context::primary_reset;
+    cuCtxDestroy_v2             ("cuCtxDestroy", 4000, legacy)
+        fn(ctx: CUcontext) = crate::context::destroy;
+
     // What the tenant is told about memory.
     cuMemGetInfo_v2             ("cuMemGetInfo", 3020, legacy)
         fn(free: *mut usize, total: *mut usize) = crate::mem::mem_get_info;
