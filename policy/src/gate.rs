@@ -221,11 +221,11 @@ impl Gate {
             }
         }
         self.waiting_on_completions = true;
-        if self.est.on_probation(key) {
+        let (probation, cost) = self.est.peek(key, kind);
+        if probation {
             self.stats.waits_probation += 1;
             return Decision::Wait(self.cfg.poll_ns);
         }
-        let cost = self.est.estimate(key, kind);
         let inflight = self.observable_inflight_ns();
         if inflight > 0 && inflight.saturating_add(cost) > self.cfg.max_inflight_ns {
             self.stats.waits_inflight += 1;

@@ -10,7 +10,7 @@
 use crate::gate::{graph_key, kernel_key};
 use crate::hooks::orig;
 use crate::real;
-use crate::state::{shim, FAIL_CLOSED};
+use crate::state::{shim, Shim, FAIL_CLOSED};
 use cuda_abi::*;
 use std::ffi::{c_uint, c_void};
 use tslice_policy::estimate::Kind;
@@ -36,12 +36,18 @@ fn gated(stream: CUstream, per_thread: bool, kind: Kind, key: impl FnOnce() -> u
     if !s.compute_on() {
         return launch();
     }
-    gated_slow(stream, per_thread, kind, key, launch)
+    gated_slow(s, stream, per_thread, kind, key, launch)
 }
 
 #[inline(never)]
-fn gated_slow(stream: CUstream, per_thread: bool, kind: Kind, key: impl FnOnce() -> u64, launch: impl FnOnce() -> CUresult) -> CUresult {
-    let s = shim();
+fn gated_slow(
+    s: &Shim,
+    stream: CUstream,
+    per_thread: bool,
+    kind: Kind,
+    key: impl FnOnce() -> u64,
+    launch: impl FnOnce() -> CUresult,
+) -> CUresult {
     let Ok(dev) = s.launch_device() else { return launch() };
     let Some(gate) = s.gate(dev) else { return launch() };
     let stream = if per_thread && stream.is_null() { CU_STREAM_PER_THREAD } else { stream };

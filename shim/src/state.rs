@@ -98,7 +98,19 @@ extern "C" fn after_fork_in_child() {
 }
 
 /// The process's state, built on first use.
+#[inline]
 pub fn shim() -> &'static Shim {
+    let p = SHIM.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: published once fully built and never freed.
+        return unsafe { &*p };
+    }
+    build()
+}
+
+#[cold]
+#[inline(never)]
+fn build() -> &'static Shim {
     loop {
         let p = SHIM.load(Ordering::Acquire);
         if !p.is_null() {
