@@ -9,10 +9,16 @@
 //! (the record is taken out before the call and put back if it fails, so an
 //! address the driver reuses at once is never confused with the old one).
 //!
+//! A VMM allocation stays charged while any reference (its creation, each
+//! `cuMemRetainAllocationHandle`) or mapping remains (`policy::vmm`); the
+//! allocations of a destroyed context are given back (`context`).
+//!
 //! Not counted: the context's own overhead (a few hundred MiB per context on
-//! real GPUs), memory a stream-ordered pool keeps reserved after frees
-//! (tslice counts live allocations), graph memory nodes, host memory, and the
-//! legacy 32-bit entry points (no runtime uses them; they pass through).
+//! real GPUs), graph memory nodes, host memory, and the legacy 32-bit entry
+//! points (no runtime uses them; they pass through). A stream-ordered free
+//! gives its charge back when issued, so that allocate/free/allocate on one
+//! stream works as the stream-ordered allocator intends: memory whose free is
+//! still queued, and what a pool keeps reserved after frees, are not counted.
 
 use crate::hooks::orig;
 use crate::log;
