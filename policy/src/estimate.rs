@@ -144,7 +144,7 @@ impl Estimator {
 
     /// The current estimate of a key, without committing to a launch.
     pub fn estimate(&self, key: u64, kind: Kind) -> u64 {
-        self.keys.get(&key).filter(|k| k.samples > 0).map_or(self.default_for(kind), |k| k.est_ns)
+        self.peek(key, kind).1
     }
 
     /// True while the key has never been measured and a measurement of it is

@@ -290,10 +290,19 @@ impl Gate {
     pub fn cancel(&mut self, t: &Ticket, now_ns: u64) {
         self.bucket.charge(-(t.cost_ns.min(i64::MAX as u64) as i64), now_ns);
         self.stats.charged_ns = self.stats.charged_ns.saturating_sub(t.cost_ns);
-        if t.sample {
-            self.est.observe(t.key, None);
-        }
         if t.sample || t.fence {
+            self.lost(t, now_ns);
+        }
+    }
+
+    /// The fence or measurement that launch `t` carried will never report
+    /// (its launch failed, its events could not be recorded or read, its
+    /// context is gone): the work up to it counts as complete, and a
+    /// measurement as lost.
+    pub fn lost(&mut self, t: &Ticket, now_ns: u64) {
+        if t.sample {
+            self.measured(t, None, now_ns);
+        } else {
             self.completed(t.cum_ns);
         }
     }

@@ -64,13 +64,13 @@ pub unsafe extern "C" fn tslice_get_device_stats(device: c_int, out: *mut Device
         o.hbm_used = d.ledger.used();
         o.hbm_peak = d.ledger.peak();
         o.hbm_denials = d.ledger.denials();
-        let (gs, waited, throttled) = s.gate_if_built(device as usize).map_or((Default::default(), 0, 0), |g| g.stats());
-        o.compute_share_ppm = s.gate_if_built(device as usize).map_or(0, |g| g.share_ppm);
+        let g = s.gate_if_built(device as usize).map(|g| g.stats());
+        o.compute_share_ppm = g.as_ref().map_or(0, |g| g.share_ppm);
         o.reserved1 = 0;
-        o.launches = gs.launches;
-        o.throttled_launches = throttled;
-        o.throttle_wait_ns = waited;
-        o.charged_ns = gs.charged_ns;
+        o.launches = g.as_ref().map_or(0, |g| g.gate.launches);
+        o.throttled_launches = g.as_ref().map_or(0, |g| g.throttled);
+        o.throttle_wait_ns = g.as_ref().map_or(0, |g| g.waited_ns);
+        o.charged_ns = g.as_ref().map_or(0, |g| g.gate.charged_ns);
         0
     })
 }

@@ -8,20 +8,11 @@
 //! to-CIG, and their per-thread-stream variants); a capture counts from a
 //! successful begin until an end after which the stream no longer captures.
 
-use crate::hooks::orig;
+use crate::hooks::real_fn;
 use crate::real;
 use crate::state::shim;
 use cuda_abi::*;
 use std::ffi::{c_uint, c_void};
-
-macro_rules! original {
-    ($name:ident) => {
-        match orig::$name() {
-            Some(f) => f,
-            None => return CUresult::ERROR_NOT_FOUND,
-        }
-    };
-}
 
 fn began(r: CUresult) -> CUresult {
     if r.is_success() {
@@ -44,25 +35,25 @@ fn end_with(stream: CUstream, per_thread: bool, call: impl FnOnce() -> CUresult)
 }
 
 pub unsafe fn begin_v1(stream: CUstream) -> CUresult {
-    let f = original!(cuStreamBeginCapture);
+    let f = real_fn!(cuStreamBeginCapture);
     // SAFETY: the caller's argument, passed on.
     began(unsafe { f(stream) })
 }
 
 pub unsafe fn begin_v1_ptsz(stream: CUstream) -> CUresult {
-    let f = original!(cuStreamBeginCapture_ptsz);
+    let f = real_fn!(cuStreamBeginCapture_ptsz);
     // SAFETY: the caller's argument, passed on.
     began(unsafe { f(stream) })
 }
 
 pub unsafe fn begin(stream: CUstream, mode: c_uint) -> CUresult {
-    let f = original!(cuStreamBeginCapture_v2);
+    let f = real_fn!(cuStreamBeginCapture_v2);
     // SAFETY: the caller's arguments, passed on.
     began(unsafe { f(stream, mode) })
 }
 
 pub unsafe fn begin_ptsz(stream: CUstream, mode: c_uint) -> CUresult {
-    let f = original!(cuStreamBeginCapture_v2_ptsz);
+    let f = real_fn!(cuStreamBeginCapture_v2_ptsz);
     // SAFETY: the caller's arguments, passed on.
     began(unsafe { f(stream, mode) })
 }
@@ -70,7 +61,7 @@ pub unsafe fn begin_ptsz(stream: CUstream, mode: c_uint) -> CUresult {
 pub unsafe fn begin_to_graph(
     stream: CUstream, graph: CUgraph, deps: *const CUgraphNode, edges: *const c_void, n: usize, mode: c_uint,
 ) -> CUresult {
-    let f = original!(cuStreamBeginCaptureToGraph);
+    let f = real_fn!(cuStreamBeginCaptureToGraph);
     // SAFETY: the caller's arguments, passed on.
     began(unsafe { f(stream, graph, deps, edges, n, mode) })
 }
@@ -78,43 +69,43 @@ pub unsafe fn begin_to_graph(
 pub unsafe fn begin_to_graph_ptsz(
     stream: CUstream, graph: CUgraph, deps: *const CUgraphNode, edges: *const c_void, n: usize, mode: c_uint,
 ) -> CUresult {
-    let f = original!(cuStreamBeginCaptureToGraph_ptsz);
+    let f = real_fn!(cuStreamBeginCaptureToGraph_ptsz);
     // SAFETY: the caller's arguments, passed on.
     began(unsafe { f(stream, graph, deps, edges, n, mode) })
 }
 
 pub unsafe fn begin_to_cig(stream: CUstream, params: *mut c_void) -> CUresult {
-    let f = original!(cuStreamBeginCaptureToCig);
+    let f = real_fn!(cuStreamBeginCaptureToCig);
     // SAFETY: the caller's arguments, passed on.
     began(unsafe { f(stream, params) })
 }
 
 pub unsafe fn begin_to_cig_ptsz(stream: CUstream, params: *mut c_void) -> CUresult {
-    let f = original!(cuStreamBeginCaptureToCig_ptsz);
+    let f = real_fn!(cuStreamBeginCaptureToCig_ptsz);
     // SAFETY: the caller's arguments, passed on.
     began(unsafe { f(stream, params) })
 }
 
 pub unsafe fn end(stream: CUstream, graph: *mut CUgraph) -> CUresult {
-    let f = original!(cuStreamEndCapture);
+    let f = real_fn!(cuStreamEndCapture);
     // SAFETY: the caller's arguments, passed on.
     end_with(stream, false, || unsafe { f(stream, graph) })
 }
 
 pub unsafe fn end_ptsz(stream: CUstream, graph: *mut CUgraph) -> CUresult {
-    let f = original!(cuStreamEndCapture_ptsz);
+    let f = real_fn!(cuStreamEndCapture_ptsz);
     // SAFETY: the caller's arguments, passed on.
     end_with(stream, true, || unsafe { f(stream, graph) })
 }
 
 pub unsafe fn end_to_cig(stream: CUstream) -> CUresult {
-    let f = original!(cuStreamEndCaptureToCig);
+    let f = real_fn!(cuStreamEndCaptureToCig);
     // SAFETY: the caller's argument, passed on.
     end_with(stream, false, || unsafe { f(stream) })
 }
 
 pub unsafe fn end_to_cig_ptsz(stream: CUstream) -> CUresult {
-    let f = original!(cuStreamEndCaptureToCig_ptsz);
+    let f = real_fn!(cuStreamEndCaptureToCig_ptsz);
     // SAFETY: the caller's argument, passed on.
     end_with(stream, true, || unsafe { f(stream) })
 }

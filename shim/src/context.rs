@@ -10,22 +10,13 @@
 //! release of the primary context was its last is known only after it; its
 //! records are dropped right then.
 
-use crate::hooks::orig;
+use crate::hooks::real_fn;
 use crate::real;
 use crate::state::shim;
 use cuda_abi::*;
 
-macro_rules! original {
-    ($name:ident) => {
-        match orig::$name() {
-            Some(f) => f,
-            None => return CUresult::ERROR_NOT_FOUND,
-        }
-    };
-}
-
 pub unsafe fn primary_retain(ctx: *mut CUcontext, dev: CUdevice) -> CUresult {
-    let f = original!(cuDevicePrimaryCtxRetain);
+    let f = real_fn!(cuDevicePrimaryCtxRetain);
     // SAFETY: the caller's arguments, passed on.
     let r = unsafe { f(ctx, dev) };
     if r.is_success() && !ctx.is_null() {
@@ -36,7 +27,7 @@ pub unsafe fn primary_retain(ctx: *mut CUcontext, dev: CUdevice) -> CUresult {
 }
 
 pub unsafe fn primary_reset(dev: CUdevice) -> CUresult {
-    let f = original!(cuDevicePrimaryCtxReset_v2);
+    let f = real_fn!(cuDevicePrimaryCtxReset_v2);
     let s = shim();
     if let Some(ctx) = s.primary_of(dev) {
         s.forget_context(ctx);
@@ -46,7 +37,7 @@ pub unsafe fn primary_reset(dev: CUdevice) -> CUresult {
 }
 
 pub unsafe fn primary_release(dev: CUdevice) -> CUresult {
-    let f = original!(cuDevicePrimaryCtxRelease_v2);
+    let f = real_fn!(cuDevicePrimaryCtxRelease_v2);
     // SAFETY: the caller's argument, passed on.
     let r = unsafe { f(dev) };
     // The last release destroys the primary context.
@@ -60,7 +51,7 @@ pub unsafe fn primary_release(dev: CUdevice) -> CUresult {
 }
 
 pub unsafe fn destroy(ctx: CUcontext) -> CUresult {
-    let f = original!(cuCtxDestroy_v2);
+    let f = real_fn!(cuCtxDestroy_v2);
     if !ctx.is_null() {
         shim().forget_context(ctx);
     }

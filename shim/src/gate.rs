@@ -51,16 +51,22 @@ struct Inner {
 // valid from any thread; access is serialised by the Mutex.
 unsafe impl Send for Inner {}
 
+/// What `tslice_get_device_stats` reports of a gate.
+pub struct DeviceGateStats {
+    pub share_ppm: u32,
+    pub gate: GateStats,
+    pub waited_ns: u64,
+    pub throttled: u64,
+}
+
 pub struct DeviceGate {
     inner: Mutex<Inner>,
-    pub share_ppm: u32,
     waited_ns: AtomicU64,
     throttled: AtomicU64,
 }
 
 impl DeviceGate {
     pub fn new(cfg: GateConfig) -> DeviceGate {
-        let share_ppm = cfg.share.0;
         DeviceGate {
             inner: Mutex::new(Inner {
                 gate: Gate::new(cfg, real::now_ns()),
@@ -68,7 +74,6 @@ impl DeviceGate {
                 pool: Vec::new(),
                 since_poll: 0,
             }),
-            share_ppm,
             waited_ns: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
         }
@@ -174,11 +179,7 @@ impl DeviceGate {
                 if let Some((ctx, ev)) = start {
                     inner.recycle(ctx, ev, true);
                 }
-                if t.sample {
-                    inner.gate.measured(&t, None, real::now_ns());
-                } else {
-                    inner.gate.completed(t.cum_ns);
-                }
+                inner.gate.lost(&t, real::now_ns());
             }
         }
     }
@@ -220,17 +221,18 @@ impl DeviceGate {
             gone.into_iter().collect()
         };
         for p in gone {
-            if p.start.is_null() {
-                inner.gate.completed(p.t.cum_ns);
-            } else {
-                inner.gate.measured(&p.t, None, now);
-            }
+            inner.gate.lost(&p.t, now);
         }
     }
 
-    pub fn stats(&self) -> (GateStats, u64, u64) {
-        let s = self.lock().gate.stats();
-        (s, self.waited_ns.load(Ordering::Relaxed), self.throttled.load(Ordering::Relaxed))
+    pub fn stats(&self) -> DeviceGateStats {
+        let inner = self.lock();
+        DeviceGateStats {
+            share_ppm: inner.gate.config().share.0,
+            gate: inner.gate.stats(),
+            waited_ns: self.waited_ns.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -284,10 +286,8 @@ impl Inner {
                     // The context went away (or the event is unusable): the
                     // work is gone, and so are the events.
                     let p = self.pending.remove(i).expect("index checked");
-                    if p.start.is_null() {
-                        self.gate.completed(p.t.cum_ns);
-                    } else {
-                        self.gate.measured(&p.t, None, now);
+                    self.gate.lost(&p.t, now);
+                    if !p.start.is_null() {
                         real::event_destroy(p.start);
                     }
                     real::event_destroy(p.end);

@@ -8,21 +8,12 @@
 //! it is launched.
 
 use crate::gate::{graph_key, kernel_key};
-use crate::hooks::orig;
+use crate::hooks::real_fn;
 use crate::real;
 use crate::state::{shim, Shim, FAIL_CLOSED};
 use cuda_abi::*;
 use std::ffi::{c_uint, c_void};
 use tslice_policy::estimate::Kind;
-
-macro_rules! original {
-    ($name:ident) => {
-        match orig::$name() {
-            Some(f) => f,
-            None => return CUresult::ERROR_NOT_FOUND,
-        }
-    };
-}
 
 /// Runs `launch` through the gate of the current device, if any.
 /// `per_thread`: the entry point was a `_ptsz` one, so a NULL stream is the
@@ -66,7 +57,7 @@ pub unsafe fn launch_kernel(
     f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
     shmem: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void,
 ) -> CUresult {
-    let real = original!(cuLaunchKernel);
+    let real = real_fn!(cuLaunchKernel);
     gated(stream, false, Kind::Kernel, || kernel_key(f, [gx, gy, gz], [bx, by, bz], shmem),
         // SAFETY: the caller's arguments, passed on.
         || unsafe { real(f, gx, gy, gz, bx, by, bz, shmem, stream, params, extra) })
@@ -77,7 +68,7 @@ pub unsafe fn launch_kernel_ptsz(
     f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
     shmem: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void,
 ) -> CUresult {
-    let real = original!(cuLaunchKernel_ptsz);
+    let real = real_fn!(cuLaunchKernel_ptsz);
     gated(stream, true, Kind::Kernel, || kernel_key(f, [gx, gy, gz], [bx, by, bz], shmem),
         // SAFETY: the caller's arguments, passed on.
         || unsafe { real(f, gx, gy, gz, bx, by, bz, shmem, stream, params, extra) })
@@ -98,7 +89,7 @@ unsafe fn ex_parts(config: *const CUlaunchConfig, f: CUfunction) -> Option<(CUst
 pub unsafe fn launch_kernel_ex(
     config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void,
 ) -> CUresult {
-    let real = original!(cuLaunchKernelEx);
+    let real = real_fn!(cuLaunchKernelEx);
     // SAFETY: the caller's arguments, passed on.
     let call = || unsafe { real(config, f, params, extra) };
     // SAFETY: the driver API requires `config` to be NULL or valid.
@@ -111,7 +102,7 @@ pub unsafe fn launch_kernel_ex(
 pub unsafe fn launch_kernel_ex_ptsz(
     config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void,
 ) -> CUresult {
-    let real = original!(cuLaunchKernelEx_ptsz);
+    let real = real_fn!(cuLaunchKernelEx_ptsz);
     // SAFETY: the caller's arguments, passed on.
     let call = || unsafe { real(config, f, params, extra) };
     // SAFETY: the driver API requires `config` to be NULL or valid.
@@ -126,7 +117,7 @@ pub unsafe fn launch_cooperative(
     f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
     shmem: c_uint, stream: CUstream, params: *mut *mut c_void,
 ) -> CUresult {
-    let real = original!(cuLaunchCooperativeKernel);
+    let real = real_fn!(cuLaunchCooperativeKernel);
     gated(stream, false, Kind::Kernel, || kernel_key(f, [gx, gy, gz], [bx, by, bz], shmem),
         // SAFETY: the caller's arguments, passed on.
         || unsafe { real(f, gx, gy, gz, bx, by, bz, shmem, stream, params) })
@@ -137,20 +128,20 @@ pub unsafe fn launch_cooperative_ptsz(
     f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
     shmem: c_uint, stream: CUstream, params: *mut *mut c_void,
 ) -> CUresult {
-    let real = original!(cuLaunchCooperativeKernel_ptsz);
+    let real = real_fn!(cuLaunchCooperativeKernel_ptsz);
     gated(stream, true, Kind::Kernel, || kernel_key(f, [gx, gy, gz], [bx, by, bz], shmem),
         // SAFETY: the caller's arguments, passed on.
         || unsafe { real(f, gx, gy, gz, bx, by, bz, shmem, stream, params) })
 }
 
 pub unsafe fn graph_launch(exec: CUgraphExec, stream: CUstream) -> CUresult {
-    let real = original!(cuGraphLaunch);
+    let real = real_fn!(cuGraphLaunch);
     // SAFETY: the caller's arguments, passed on.
     gated(stream, false, Kind::Graph, || graph_key(exec), || unsafe { real(exec, stream) })
 }
 
 pub unsafe fn graph_launch_ptsz(exec: CUgraphExec, stream: CUstream) -> CUresult {
-    let real = original!(cuGraphLaunch_ptsz);
+    let real = real_fn!(cuGraphLaunch_ptsz);
     // SAFETY: the caller's arguments, passed on.
     gated(stream, true, Kind::Graph, || graph_key(exec), || unsafe { real(exec, stream) })
 }

@@ -20,23 +20,13 @@
 //! stream works as the stream-ordered allocator intends: memory whose free is
 //! still queued, and what a pool keeps reserved after frees, are not counted.
 
-use crate::hooks::orig;
+use crate::hooks::{orig, real_fn};
 use crate::log;
 use crate::real;
-use crate::state::{shim, Charge, DeviceState, Shim, FAIL_CLOSED};
+use crate::state::{shim, Charge, DeviceState, ShardedMap, Shim, FAIL_CLOSED};
 use cuda_abi::*;
 use std::ffi::{c_uint, c_void};
 use tslice_policy::ledger::{array_bytes, charge_for, mipmapped_bytes};
-
-/// The real function, or `CUDA_ERROR_NOT_FOUND` if the driver lacks it.
-macro_rules! original {
-    ($name:ident) => {
-        match orig::$name() {
-            Some(f) => f,
-            None => return CUresult::ERROR_NOT_FOUND,
-        }
-    };
-}
 
 fn flatten(r: Result<CUresult, CUresult>) -> CUresult {
     r.unwrap_or_else(|e| e)
@@ -104,42 +94,52 @@ fn alloc_ptr(what: &str, dptr: *mut CUdeviceptr, size: usize, call: impl FnOnce(
     })())
 }
 
-/// Common path of the frees that take one device pointer.
-fn free_ptr(ptr: CUdeviceptr, call: impl FnOnce() -> CUresult) -> CUresult {
+/// Common path of every free and destroy: the record of `key` in `table`
+/// is taken out before the real call and given back if it succeeds, put
+/// back if it fails.
+fn release_record(
+    table: impl Fn(&Shim) -> &ShardedMap<Charge>,
+    key: u64,
+    call: impl FnOnce() -> CUresult,
+) -> CUresult {
     let s = shim();
-    if !s.mem_on() || ptr == 0 {
+    if !s.mem_on() || key == 0 {
         return call();
     }
-    let c = s.ptrs.remove(ptr);
+    let c = table(s).remove(key);
     let r = call();
     match c {
         Some(c) if r.is_success() => give_back(s, c),
-        Some(c) => s.ptrs.insert(ptr, c),
+        Some(c) => table(s).insert(key, c),
         None => {}
     }
     r
 }
 
+fn free_ptr(ptr: CUdeviceptr, call: impl FnOnce() -> CUresult) -> CUresult {
+    release_record(|s| &s.ptrs, ptr, call)
+}
+
 pub unsafe fn mem_alloc(dptr: *mut CUdeviceptr, size: usize) -> CUresult {
-    let f = original!(cuMemAlloc_v2);
+    let f = real_fn!(cuMemAlloc_v2);
     // SAFETY: the caller's arguments, passed on.
     alloc_ptr("cuMemAlloc", dptr, size, || unsafe { f(dptr, size) })
 }
 
 pub unsafe fn mem_alloc_managed(dptr: *mut CUdeviceptr, size: usize, flags: c_uint) -> CUresult {
-    let f = original!(cuMemAllocManaged);
+    let f = real_fn!(cuMemAllocManaged);
     // SAFETY: the caller's arguments, passed on.
     alloc_ptr("cuMemAllocManaged", dptr, size, || unsafe { f(dptr, size, flags) })
 }
 
 pub unsafe fn mem_alloc_async(dptr: *mut CUdeviceptr, size: usize, stream: CUstream) -> CUresult {
-    let f = original!(cuMemAllocAsync);
+    let f = real_fn!(cuMemAllocAsync);
     // SAFETY: the caller's arguments, passed on.
     alloc_ptr("cuMemAllocAsync", dptr, size, || unsafe { f(dptr, size, stream) })
 }
 
 pub unsafe fn mem_alloc_async_ptsz(dptr: *mut CUdeviceptr, size: usize, stream: CUstream) -> CUresult {
-    let f = original!(cuMemAllocAsync_ptsz);
+    let f = real_fn!(cuMemAllocAsync_ptsz);
     // SAFETY: the caller's arguments, passed on.
     alloc_ptr("cuMemAllocAsync", dptr, size, || unsafe { f(dptr, size, stream) })
 }
@@ -150,7 +150,7 @@ pub unsafe fn mem_alloc_from_pool_async(
     pool: CUmemoryPool,
     stream: CUstream,
 ) -> CUresult {
-    let f = original!(cuMemAllocFromPoolAsync);
+    let f = real_fn!(cuMemAllocFromPoolAsync);
     // SAFETY: the caller's arguments, passed on.
     alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, || unsafe { f(dptr, size, pool, stream) })
 }
@@ -161,7 +161,7 @@ pub unsafe fn mem_alloc_from_pool_async_ptsz(
     pool: CUmemoryPool,
     stream: CUstream,
 ) -> CUresult {
-    let f = original!(cuMemAllocFromPoolAsync_ptsz);
+    let f = real_fn!(cuMemAllocFromPoolAsync_ptsz);
     // SAFETY: the caller's arguments, passed on.
     alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, || unsafe { f(dptr, size, pool, stream) })
 }
@@ -177,7 +177,7 @@ pub unsafe fn mem_alloc_pitch(
     height: usize,
     elem: c_uint,
 ) -> CUresult {
-    let f = original!(cuMemAllocPitch_v2);
+    let f = real_fn!(cuMemAllocPitch_v2);
     let s = shim();
     if s.fail_closed {
         return FAIL_CLOSED;
@@ -216,19 +216,19 @@ pub unsafe fn mem_alloc_pitch(
 }
 
 pub unsafe fn mem_free(ptr: CUdeviceptr) -> CUresult {
-    let f = original!(cuMemFree_v2);
+    let f = real_fn!(cuMemFree_v2);
     // SAFETY: the caller's argument, passed on.
     free_ptr(ptr, || unsafe { f(ptr) })
 }
 
 pub unsafe fn mem_free_async(ptr: CUdeviceptr, stream: CUstream) -> CUresult {
-    let f = original!(cuMemFreeAsync);
+    let f = real_fn!(cuMemFreeAsync);
     // SAFETY: the caller's arguments, passed on.
     free_ptr(ptr, || unsafe { f(ptr, stream) })
 }
 
 pub unsafe fn mem_free_async_ptsz(ptr: CUdeviceptr, stream: CUstream) -> CUresult {
-    let f = original!(cuMemFreeAsync_ptsz);
+    let f = real_fn!(cuMemFreeAsync_ptsz);
     // SAFETY: the caller's arguments, passed on.
     free_ptr(ptr, || unsafe { f(ptr, stream) })
 }
@@ -239,7 +239,7 @@ pub unsafe fn mem_create(
     prop: *const CUmemAllocationProp,
     flags: u64,
 ) -> CUresult {
-    let f = original!(cuMemCreate);
+    let f = real_fn!(cuMemCreate);
     let s = shim();
     if s.fail_closed {
         return FAIL_CLOSED;
@@ -274,7 +274,7 @@ fn lock_vmm(s: &Shim) -> std::sync::MutexGuard<'_, tslice_policy::vmm::Vmm<Charg
 }
 
 pub unsafe fn mem_release(handle: CUmemGenericAllocationHandle) -> CUresult {
-    let f = original!(cuMemRelease);
+    let f = real_fn!(cuMemRelease);
     let s = shim();
     if !s.mem_on() {
         // SAFETY: the caller's argument, passed on.
@@ -292,7 +292,7 @@ pub unsafe fn mem_release(handle: CUmemGenericAllocationHandle) -> CUresult {
 }
 
 pub unsafe fn mem_retain_allocation_handle(handle: *mut CUmemGenericAllocationHandle, addr: *mut c_void) -> CUresult {
-    let f = original!(cuMemRetainAllocationHandle);
+    let f = real_fn!(cuMemRetainAllocationHandle);
     let s = shim();
     if !s.mem_on() || handle.is_null() {
         // SAFETY: the caller's arguments, passed on.
@@ -315,7 +315,7 @@ pub unsafe fn mem_map(
     handle: CUmemGenericAllocationHandle,
     flags: u64,
 ) -> CUresult {
-    let f = original!(cuMemMap);
+    let f = real_fn!(cuMemMap);
     let s = shim();
     if !s.mem_on() {
         // SAFETY: the caller's arguments, passed on.
@@ -331,7 +331,7 @@ pub unsafe fn mem_map(
 }
 
 pub unsafe fn mem_unmap(ptr: CUdeviceptr, size: usize) -> CUresult {
-    let f = original!(cuMemUnmap);
+    let f = real_fn!(cuMemUnmap);
     let s = shim();
     if !s.mem_on() {
         // SAFETY: the caller's arguments, passed on.
@@ -368,7 +368,7 @@ fn create_array(what: &str, out: *mut *mut c_void, bytes: Option<u64>, call: imp
 }
 
 pub unsafe fn array_create(array: *mut CUarray, desc: *const CUDA_ARRAY_DESCRIPTOR) -> CUresult {
-    let f = original!(cuArrayCreate_v2);
+    let f = real_fn!(cuArrayCreate_v2);
     // SAFETY: read only when non-null; the API requires a valid descriptor.
     let bytes = unsafe { desc.as_ref() }.map(|d| {
         array_bytes(d.Width as u64, d.Height as u64, 1, d.NumChannels as u64, array_format_bytes(d.Format))
@@ -378,7 +378,7 @@ pub unsafe fn array_create(array: *mut CUarray, desc: *const CUDA_ARRAY_DESCRIPT
 }
 
 pub unsafe fn array3d_create(array: *mut CUarray, desc: *const CUDA_ARRAY3D_DESCRIPTOR) -> CUresult {
-    let f = original!(cuArray3DCreate_v2);
+    let f = real_fn!(cuArray3DCreate_v2);
     // SAFETY: read only when non-null; the API requires a valid descriptor.
     let bytes = unsafe { desc.as_ref() }.map(|d| {
         array_bytes(d.Width as u64, d.Height as u64, d.Depth as u64, d.NumChannels as u64, array_format_bytes(d.Format))
@@ -392,7 +392,7 @@ pub unsafe fn mipmapped_array_create(
     desc: *const CUDA_ARRAY3D_DESCRIPTOR,
     levels: c_uint,
 ) -> CUresult {
-    let f = original!(cuMipmappedArrayCreate);
+    let f = real_fn!(cuMipmappedArrayCreate);
     // SAFETY: read only when non-null; the API requires a valid descriptor.
     let bytes = unsafe { desc.as_ref() }.map(|d| {
         mipmapped_bytes(
@@ -409,28 +409,17 @@ pub unsafe fn mipmapped_array_create(
 }
 
 fn destroy_array(handle: u64, call: impl FnOnce() -> CUresult) -> CUresult {
-    let s = shim();
-    if !s.mem_on() || handle == 0 {
-        return call();
-    }
-    let c = s.arrays.remove(handle);
-    let r = call();
-    match c {
-        Some(c) if r.is_success() => give_back(s, c),
-        Some(c) => s.arrays.insert(handle, c),
-        None => {}
-    }
-    r
+    release_record(|s| &s.arrays, handle, call)
 }
 
 pub unsafe fn array_destroy(array: CUarray) -> CUresult {
-    let f = original!(cuArrayDestroy);
+    let f = real_fn!(cuArrayDestroy);
     // SAFETY: the caller's argument, passed on.
     destroy_array(array as u64, || unsafe { f(array) })
 }
 
 pub unsafe fn mipmapped_array_destroy(array: CUmipmappedArray) -> CUresult {
-    let f = original!(cuMipmappedArrayDestroy);
+    let f = real_fn!(cuMipmappedArrayDestroy);
     // SAFETY: the caller's argument, passed on.
     destroy_array(array as u64, || unsafe { f(array) })
 }
@@ -438,7 +427,7 @@ pub unsafe fn mipmapped_array_destroy(array: CUmipmappedArray) -> CUresult {
 /// `cuMemGetInfo`: on a capped device, the cap is the total and the free
 /// space is what is left under it (and never more than the device has free).
 pub unsafe fn mem_get_info(free: *mut usize, total: *mut usize) -> CUresult {
-    let f = original!(cuMemGetInfo_v2);
+    let f = real_fn!(cuMemGetInfo_v2);
     if free.is_null() || total.is_null() {
         return CUresult::ERROR_INVALID_VALUE;
     }
@@ -461,7 +450,7 @@ pub unsafe fn mem_get_info(free: *mut usize, total: *mut usize) -> CUresult {
 
 /// `cuDeviceTotalMem`: a capped device reports its cap.
 pub unsafe fn device_total_mem(bytes: *mut usize, dev: CUdevice) -> CUresult {
-    let f = original!(cuDeviceTotalMem_v2);
+    let f = real_fn!(cuDeviceTotalMem_v2);
     if bytes.is_null() {
         return CUresult::ERROR_INVALID_VALUE;
     }

@@ -27,6 +27,18 @@ pub struct Hook {
     pub per_thread: bool,
 }
 
+/// The real driver's function of a hook, or return `CUDA_ERROR_NOT_FOUND`
+/// from the calling wrapper when the driver lacks it.
+macro_rules! real_fn {
+    ($name:ident) => {
+        match $crate::hooks::orig::$name() {
+            Some(f) => f,
+            None => return cuda_abi::CUresult::ERROR_NOT_FOUND,
+        }
+    };
+}
+pub(crate) use real_fn;
+
 macro_rules! stream_variant {
     (legacy) => {
         false
