@@ -127,7 +127,15 @@ pub fn build_cuda(src: &Path, extra_args: &[&str]) -> PathBuf {
     if exe.exists() {
         return exe;
     }
-    let tmp = out_dir.join(format!("{stem}-{h:016x}.tmp{}", std::process::id()));
+    // Unique per build, not only per process: tests of one binary run on
+    // threads, and two of them may build the same program at once (each
+    // writes its own file; the renames onto `exe` are atomic).
+    static BUILDS: AtomicU32 = AtomicU32::new(0);
+    let tmp = out_dir.join(format!(
+        "{stem}-{h:016x}.tmp{}-{}",
+        std::process::id(),
+        BUILDS.fetch_add(1, Ordering::Relaxed)
+    ));
     let inc = home.join("include");
     let lib = home.join("lib");
     let mut cmd = if src.extension().is_some_and(|x| x == "cu") {
