@@ -38,19 +38,46 @@ fn level_bytes(d: &CUDA_ARRAY3D_DESCRIPTOR, level: u32) -> u64 {
         .saturating_mul(array_format_bytes(d.Format))
 }
 
+/// `CUDA_ARRAY3D_LAYERED`.
+const LAYERED: u32 = 0x01;
+
+/// Whether the extent fits the device's limits for this kind of array (an
+/// H100's texture limits, as `cuDeviceGetAttribute` reports them); a real
+/// driver rejects anything larger with `CUDA_ERROR_INVALID_VALUE`, before it
+/// thinks about memory.
+fn extent_ok(d: &CUDA_ARRAY3D_DESCRIPTOR, levels: u32, mipmapped: bool) -> bool {
+    let (w, h, z) = (d.Width, d.Height, d.Depth);
+    let fits = if d.Flags & LAYERED != 0 {
+        w <= 32768 && h <= 32768 && (1..=2048).contains(&z)
+    } else if z > 0 {
+        h > 0 && ((w <= 16384 && h <= 16384 && z <= 16384) || (w <= 8192 && h <= 8192 && z <= 32768))
+    } else if mipmapped {
+        w <= 32768 && h <= 32768
+    } else if h > 0 {
+        w <= 131072 && h <= 65536
+    } else {
+        w <= 131072
+    };
+    // A mipmapped array has at most one level per halving of its largest
+    // dimension, down to 1.
+    let largest = w.max(h).max(if d.Flags & LAYERED != 0 { 0 } else { z }).max(1);
+    let max_levels = usize::BITS - largest.leading_zeros();
+    fits && (!mipmapped || levels <= max_levels)
+}
+
 fn create(
     ctx: &Arc<Ctx>,
     d: CUDA_ARRAY3D_DESCRIPTOR,
     levels: u32,
     mipmapped: bool,
 ) -> Res<Arc<Array>> {
-    if d.Width == 0 || !matches!(d.NumChannels, 1 | 2 | 4) || levels == 0 {
+    if d.Width == 0 || !matches!(d.NumChannels, 1 | 2 | 4) || levels == 0 || !extent_ok(&d, levels, mipmapped) {
         return Err(INVALID_VALUE);
     }
     let p = process::get();
     let dev = p.device(ctx.device)?;
     let sizes: Vec<u64> = (0..levels).map(|l| level_bytes(&d, l)).collect();
-    let total: u64 = sizes.iter().sum();
+    let total = sizes.iter().fold(0u64, |a, s| a.saturating_add(*s));
     let charged = memory::charge_for(total);
     dev.sim
         .mem_charge(charged)

@@ -151,10 +151,16 @@ pub fn unmap(base: u64, len: usize) {
 
 /// Charges the ledger and maps backing memory for a device allocation.
 pub fn alloc(p: &Process, ctx: &Arc<Ctx>, size: u64, charge_bytes: u64, kind: Kind) -> Res<u64> {
+    alloc_on(p, ctx, ctx.device, size, charge_bytes, kind)
+}
+
+/// As [`alloc`], on `device` rather than the context's own (a stream-ordered
+/// allocation from a pool located on another device).
+pub fn alloc_on(p: &Process, ctx: &Arc<Ctx>, device: i32, size: u64, charge_bytes: u64, kind: Kind) -> Res<u64> {
     if size == 0 {
         return Err(INVALID_VALUE);
     }
-    let dev = p.device(ctx.device)?;
+    let dev = p.device(device)?;
     let charged = charge_for(charge_bytes);
     let mapped = usize::try_from(charged).map_err(|_| CUresult::ERROR_OUT_OF_MEMORY)?;
     dev.sim
@@ -172,7 +178,7 @@ pub fn alloc(p: &Process, ctx: &Arc<Ctx>, size: u64, charge_bytes: u64, kind: Ki
         size,
         mapped,
         charged,
-        device: ctx.device,
+        device,
         ctx: handle_of(ctx) as usize,
         ctx_id: ctx.id,
         kind,
@@ -289,8 +295,13 @@ export! {
         if dptr.is_null() || pitch.is_null() || width == 0 || height == 0 || !matches!(elem, 4 | 8 | 16) {
             return Err(INVALID_VALUE);
         }
+        // Wider than the device's largest pitch (CU_DEVICE_ATTRIBUTE_MAX_PITCH),
+        // or a size that overflows: invalid, as a real driver says.
+        if width > i32::MAX as usize {
+            return Err(INVALID_VALUE);
+        }
         let pt = (width as u64).div_ceil(512) * 512;
-        let bytes = pt.checked_mul(height as u64).ok_or(CUresult::ERROR_OUT_OF_MEMORY)?;
+        let bytes = pt.checked_mul(height as u64).ok_or(INVALID_VALUE)?;
         let b = alloc(process::get(), &ctx, bytes, bytes, Kind::Pitch)?;
         // SAFETY: caller's output pointers (checked non-NULL).
         unsafe {

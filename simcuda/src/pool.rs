@@ -84,16 +84,17 @@ fn alloc_async(
         crate::capture::invalidate(&s);
         return Err(CUresult::ERROR_STREAM_CAPTURE_UNSUPPORTED);
     }
+    // cuMemAllocAsync allocates from the current pool of the stream's
+    // device; a pool given explicitly may be located on another device, and
+    // its memory lives there (ordered by the stream).
     let pl = match pool {
         Some(h) => p.pools.get(h)?,
         None => p.device(s.ctx.device)?.current_pool(p),
     };
-    if pl.device != s.ctx.device {
-        return Err(INVALID_VALUE);
-    }
-    let b = memory::alloc(
+    let b = memory::alloc_on(
         p,
         &s.ctx,
+        pl.device,
         size as u64,
         size as u64,
         Kind::Async(handle_of(&pl) as usize),

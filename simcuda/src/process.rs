@@ -12,7 +12,8 @@ use cuda_abi::CUresult;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Once, OnceLock, RwLock};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// A magic number kept in every object whose address is handed out as a
 /// handle; cleared when the object is destroyed.
@@ -185,11 +186,10 @@ pub fn get() -> &'static Process {
             return cur;
         }
     }
-    static ATFORK: Once = Once::new();
-    ATFORK.call_once(|| {
-        // SAFETY: registers a plain extern "C" handler that only touches an atomic.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
+    // Registered before any state exists, without ever waiting (a `Once`
+    // here froze children forked while another thread ran it).
+    static ATFORK: AtomicBool = AtomicBool::new(false);
+    simgpu::forksafe::atfork_child(&ATFORK, after_fork_in_child);
     let fresh: &'static mut Process = Box::leak(Box::new(Process::new(epoch)));
     match CURRENT.compare_exchange(p, fresh, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => fresh,

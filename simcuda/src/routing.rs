@@ -21,7 +21,6 @@ use cuda_abi::{
 };
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void};
-use std::sync::OnceLock;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Route {
@@ -714,9 +713,12 @@ pub fn rows() -> Vec<Route> {
     ]
 }
 
-/// Rows by name, oldest ABI first.
+/// Rows by name, oldest ABI first. Built without ever waiting on another
+/// thread (`forksafe`): a child forked while a thread built it must not find
+/// it frozen "in progress".
 fn table() -> &'static HashMap<&'static str, Vec<Route>> {
-    static TABLE: OnceLock<HashMap<&'static str, Vec<Route>>> = OnceLock::new();
+    static TABLE: simgpu::forksafe::RaceCell<HashMap<&'static str, Vec<Route>>> =
+        simgpu::forksafe::RaceCell::new();
     TABLE.get_or_init(|| {
         let mut m: HashMap<&'static str, Vec<Route>> = HashMap::new();
         for r in rows() {

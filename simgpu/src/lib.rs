@@ -115,6 +115,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod config;
+pub mod forksafe;
 pub mod model;
 pub mod sched;
 mod shm;
@@ -124,6 +125,8 @@ use model::{Candidates, Core, CtxFault, Plan, SimCfg, NO_EVENT};
 use shm::Shm;
 
 pub use model::BusyReport;
+/// The device files' layout version (files of another version are refused).
+pub use shm::LAYOUT_VERSION;
 
 /// Monotonic clock in nanoseconds (`CLOCK_MONOTONIC`, shared by all processes).
 pub fn now_ns() -> u64 {
@@ -278,7 +281,10 @@ fn sweep(shm: &Shm) -> io::Result<()> {
 fn check_and_reap(shm: &Shm, cands: &Candidates) {
     let mut dead = Candidates::new();
     for c in cands.as_slice() {
-        if sys::is_dead(c.pid, c.start_time, c.check_start) {
+        // Dead: the process is gone, or its image is (exec ends a program's
+        // use of the device as exit does: its image lock is released).
+        let image_gone = c.check_start && c.image_locked && shm.image_slot_held(c.slot) == Some(false);
+        if image_gone || sys::is_dead(c.pid, c.start_time, c.check_start) {
             dead.push(*c);
         }
     }
@@ -297,7 +303,13 @@ fn check_and_reap(shm: &Shm, cands: &Candidates) {
 fn my_slot(shm: &Shm, core: &mut Core<'_>, id: (u32, u64), now: u64) -> Option<usize> {
     let (pid, start) = id;
     let hint = shm.slot_hint.load(std::sync::atomic::Ordering::Relaxed) as usize;
-    let slot = core.process_slot(hint, pid, start, now).ok()?;
+    let mut held = |slot: usize| shm.image_slot_held(slot as u32) != Some(false);
+    let (slot, new) = core.process_slot(hint, pid, start, now, &mut held).ok()?;
+    // Taken under the device lock, before anyone can see the slot: a checker
+    // never finds a live new slot unlocked.
+    if new && shm.lock_image_slot(slot as u32) {
+        core.set_image_locked(slot);
+    }
     shm.slot_hint
         .store(slot as u32, std::sync::atomic::Ordering::Relaxed);
     Some(slot)

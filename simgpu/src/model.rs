@@ -96,6 +96,10 @@ pub struct ProcSlot {
     pub items_completed: u64,
     pub registered_ns: u64,
     pub died_ns: u64,
+    /// 1 when the registering image holds the slot's image lock (see
+    /// `Shm::lock_image_slot`): then a released lock means the image ended.
+    pub image_locked: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -267,8 +271,11 @@ pub struct Candidate {
     pub slot: u32,
     pub pid: u32,
     pub start_time: u64,
-    /// Also compare the start time (and zombie state) from `/proc`.
+    /// Also compare the start time (and zombie state) from `/proc`, and
+    /// whether the image lock is still held.
     pub check_start: bool,
+    /// The slot's image holds its image lock (so a released lock is death).
+    pub image_locked: bool,
 }
 
 /// Fixed-capacity list of candidates (no allocation under the lock).
@@ -530,35 +537,45 @@ impl<'a> Core<'a> {
     // ----- processes and memory -----
 
     /// The slot of the live process (pid, start_time), registering it if
-    /// needed. `hint` is checked first. A live slot with the same pid but a
-    /// different start time belongs to a dead process whose pid was reused:
-    /// it is marked dead. Free slots are used first; when the table is full,
-    /// the slot of the process that died longest ago is reused.
+    /// needed; true when it was registered now. `hint` is checked first (the
+    /// caller only passes a slot it registered or verified). A live slot
+    /// with the same pid but a different start time belongs to a dead
+    /// process whose pid was reused, and one with the same identity whose
+    /// image lock nobody holds (`image_held` says false) to the image this
+    /// process exec'd from: both are marked dead. Free slots are used
+    /// first; when the table is full, the slot of the process that died
+    /// longest ago is reused.
     pub fn process_slot(
         &mut self,
         hint: usize,
         pid: u32,
         start_time: u64,
         now: u64,
-    ) -> Result<usize, Full> {
+        image_held: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<(usize, bool), Full> {
         let same = |p: &ProcSlot| {
             p.state == P_ALIVE
                 && p.pid == pid
                 && (p.start_time == start_time || p.start_time == 0 || start_time == 0)
         };
         if self.st.procs.get(hint).is_some_and(same) {
-            return Ok(hint);
+            return Ok((hint, false));
         }
-        let mut stale = None;
+        let mut stale = Vec::new();
+        let mut found = None;
         for (i, p) in self.st.procs.iter().enumerate() {
-            if same(p) {
-                return Ok(i);
+            if same(p) && (p.image_locked == 0 || image_held(i)) {
+                found = Some(i);
+                break;
             }
             if p.state == P_ALIVE && p.pid == pid {
-                stale = Some(i);
+                stale.push(i);
             }
         }
-        if let Some(i) = stale {
+        if let Some(i) = found {
+            return Ok((i, false));
+        }
+        for i in stale {
             self.mark_dead(i, now);
         }
         let slot = match self.st.procs.iter().position(|p| p.state == P_FREE) {
@@ -585,7 +602,20 @@ impl<'a> Core<'a> {
                 ..ProcSlot::default()
             };
         }
-        Ok(slot)
+        Ok((slot, true))
+    }
+
+    /// `process_slot` for tests: every image lock counts as held.
+    #[cfg(test)]
+    pub fn register_for_test(&mut self, hint: usize, pid: u32, start_time: u64, now: u64) -> Result<usize, Full> {
+        self.process_slot(hint, pid, start_time, now, &mut |_| true).map(|r| r.0)
+    }
+
+    /// Records that the image registered in `slot` holds its image lock.
+    pub fn set_image_locked(&mut self, slot: usize) {
+        if let Some(p) = self.st.procs.get_mut(slot) {
+            p.image_locked = 1;
+        }
     }
 
     /// Charges `bytes` to process slot `slot`: all or nothing.
@@ -683,6 +713,7 @@ impl<'a> Core<'a> {
                     pid: p.pid,
                     start_time: p.start_time,
                     check_start: full || Some(i) == rolling,
+                    image_locked: p.image_locked != 0,
                 });
             }
         }
@@ -1211,7 +1242,7 @@ mod tests {
     /// A process with one context.
     fn tenant(sim: &mut Sim, pid: u32, now: u64) -> (usize, u64) {
         let mut c = sim.core();
-        let p = c.process_slot(0, pid, 1000 + pid as u64, now).unwrap();
+        let p = c.register_for_test(0, pid, 1000 + pid as u64, now).unwrap();
         c.create_context(p, now).unwrap()
     }
 
@@ -1689,10 +1720,10 @@ mod tests {
         c.mem_total = 1000;
         let mut sim = Sim::new(c, 0);
         let mut core = sim.core();
-        let p1 = core.process_slot(0, 1, 11, 0).unwrap();
-        let p2 = core.process_slot(0, 2, 22, 0).unwrap();
+        let p1 = core.register_for_test(0, 1, 11, 0).unwrap();
+        let p2 = core.register_for_test(0, 2, 22, 0).unwrap();
         assert_ne!(p1, p2);
-        assert_eq!(core.process_slot(p2, 1, 11, 0), Ok(p1));
+        assert_eq!(core.register_for_test(p2, 1, 11, 0), Ok(p1));
         core.mem_charge(p1, 600).unwrap();
         assert_eq!(core.mem_charge(p2, 401), Err(Full));
         core.mem_charge(p2, 400).unwrap();
@@ -1703,9 +1734,31 @@ mod tests {
         assert_eq!(core.st.procs[p1].peak, 600);
         assert_eq!(core.mem_charge(p1, u64::MAX), Err(Full));
         // pid reuse: same pid, another start time -> the old one is dead.
-        let p1b = core.process_slot(p1, 1, 99, 5).unwrap();
+        let p1b = core.register_for_test(p1, 1, 99, 5).unwrap();
         assert_ne!(p1b, p1);
         assert_eq!(core.st.procs[p1].state, P_DEAD);
+    }
+
+    #[test]
+    fn an_image_that_exec_d_is_dead_to_its_successor() {
+        let mut sim = Sim::new(cfg(), 0);
+        let mut core = sim.core();
+        let (old, new) = core.process_slot(usize::MAX, 7, 70, 0, &mut |_| true).unwrap();
+        assert!(new);
+        core.set_image_locked(old);
+        core.mem_charge(old, 300).unwrap();
+        // The same image (another attachment) finds its slot while the lock is held.
+        assert_eq!(core.process_slot(usize::MAX, 7, 70, 1, &mut |_| true), Ok((old, false)));
+        // After exec (same pid and start time) the lock is gone: the old
+        // image's slot dies with its memory, and the new image gets its own.
+        let (fresh, new) = core.process_slot(usize::MAX, 7, 70, 2, &mut |s| s != old).unwrap();
+        assert!(new);
+        assert_ne!(fresh, old);
+        assert_eq!(core.st.procs[old].state, P_DEAD);
+        assert_eq!(core.st.ledger.used, 0);
+        // A slot that never took its lock is not judged by it.
+        let (unlocked, _) = core.process_slot(usize::MAX, 8, 80, 3, &mut |_| true).unwrap();
+        assert_eq!(core.process_slot(usize::MAX, 8, 80, 4, &mut |_| false), Ok((unlocked, false)));
     }
 
     #[test]
@@ -1713,16 +1766,16 @@ mod tests {
         let mut sim = Sim::new(cfg(), 0);
         let mut core = sim.core();
         let slots: Vec<usize> = (0..MAX_PROCESSES as u32)
-            .map(|pid| core.process_slot(0, 100 + pid, 1, 0).unwrap())
+            .map(|pid| core.register_for_test(0, 100 + pid, 1, 0).unwrap())
             .collect();
-        assert_eq!(core.process_slot(0, 5000, 1, 0), Err(Full));
+        assert_eq!(core.register_for_test(0, 5000, 1, 0), Err(Full));
         core.mark_dead(slots[7], 20);
         core.mark_dead(slots[3], 10);
         core.mark_dead(slots[9], 30);
-        assert_eq!(core.process_slot(0, 5001, 1, 40), Ok(slots[3]));
-        assert_eq!(core.process_slot(0, 5002, 1, 40), Ok(slots[7]));
+        assert_eq!(core.register_for_test(0, 5001, 1, 40), Ok(slots[3]));
+        assert_eq!(core.register_for_test(0, 5002, 1, 40), Ok(slots[7]));
         // Contexts: 64, then reuse of ended ones.
-        let p = core.process_slot(0, 5001, 1, 40).unwrap();
+        let p = core.register_for_test(0, 5001, 1, 40).unwrap();
         let ctxs: Vec<(usize, u64)> = (0..MAX_CONTEXTS)
             .map(|_| core.create_context(p, 50).unwrap())
             .collect();
@@ -1841,7 +1894,7 @@ mod tests {
         core.repair(100 * MS);
         assert!(core.st.sched.switch_end <= 100 * MS + SW);
         core.advance(200 * MS);
-        let p = core.process_slot(0, 4242, 1, 200 * MS).unwrap();
+        let p = core.register_for_test(0, 4242, 1, 200 * MS).unwrap();
         let (c, g) = core.create_context(p, 200 * MS).unwrap();
         let s = core.enqueue(c, g, kernel(MS), NO_EVENT, 200 * MS).unwrap();
         core.advance(10_000 * MS);

@@ -30,7 +30,7 @@ use crate::sys;
 
 pub const MAGIC: [u8; 8] = *b"SIMGPU\0\x01";
 /// Bump whenever any shared struct changes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 pub const HEADER_SIZE: usize = 4096;
 const PAGE: usize = 4096;
 
@@ -94,8 +94,32 @@ pub struct Shm {
     /// The device's configuration (immutable once created).
     pub fixed: SimCfg,
     /// This process's slot in the process table (a hint, verified under the
-    /// lock together with the pid, so a stale value after fork is harmless).
+    /// lock together with the pid, so a stale value after fork is harmless;
+    /// `u32::MAX` until this attachment has registered or verified one).
     pub slot_hint: AtomicU32,
+    /// The device file, open (close-on-exec) for probing the slot locks.
+    probe: File,
+}
+
+/// Where the image locks of the process slots live in the device file:
+/// one byte per slot, far past the end of the data (locks need no data).
+const IMAGE_LOCK_BASE: i64 = 1 << 40;
+
+fn ofd_lock(fd: i32, slot: u32, cmd: libc::c_int, l_type: libc::c_int) -> io::Result<libc::flock> {
+    // SAFETY: a zeroed flock is a valid value of this plain C struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = l_type as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = IMAGE_LOCK_BASE + slot as i64;
+    fl.l_len = 1;
+    // SAFETY: an OFD lock command on an open descriptor with a valid flock
+    // (l_pid 0, as OFD commands require).
+    let rc = unsafe { libc::fcntl(fd, cmd, &mut fl) };
+    if rc == 0 {
+        Ok(fl)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 // SAFETY: the mapping is shared memory that lives as long as `Shm`; all
@@ -105,6 +129,34 @@ pub struct Shm {
 unsafe impl Send for Shm {}
 // SAFETY: as above.
 unsafe impl Sync for Shm {}
+
+impl Shm {
+    /// Takes the image lock of process slot `slot` for this process image:
+    /// an open-file-description lock on a descriptor opened for it alone,
+    /// close-on-exec and never closed, so the lock is released exactly when
+    /// the image ends, by exit, kill or exec (as a real driver's
+    /// close-on-exec device descriptors end its use of the GPU). Returns
+    /// false if the lock could not be taken (then nobody relies on it).
+    pub fn lock_image_slot(&self, slot: u32) -> bool {
+        let Ok(f) = OpenOptions::new().read(true).write(true).open(&self.path) else {
+            return false;
+        };
+        if ofd_lock(f.as_raw_fd(), slot, libc::F_OFD_SETLK, libc::F_WRLCK).is_err() {
+            return false;
+        }
+        // Kept open for the rest of the image's life: closing it would
+        // release the lock.
+        std::mem::forget(f);
+        true
+    }
+
+    /// Whether some process image holds the lock of slot `slot` (None if
+    /// the probe fails).
+    pub fn image_slot_held(&self, slot: u32) -> Option<bool> {
+        let fl = ofd_lock(self.probe.as_raw_fd(), slot, libc::F_OFD_GETLK, libc::F_WRLCK).ok()?;
+        Some(fl.l_type != libc::F_UNLCK as libc::c_short)
+    }
+}
 
 impl Drop for Shm {
     fn drop(&mut self) {
@@ -279,7 +331,8 @@ impl Shm {
             ordinal,
             uuid,
             fixed: SimCfg::default(),
-            slot_hint: AtomicU32::new(0),
+            slot_hint: AtomicU32::new(u32::MAX),
+            probe: file.try_clone()?,
         };
         let h = shm.header_ptr();
         // SAFETY: we hold the creation flock, so no other process reads or
@@ -345,7 +398,8 @@ impl Shm {
             ordinal,
             uuid: [0; 16],
             fixed: SimCfg::default(),
-            slot_hint: AtomicU32::new(0),
+            slot_hint: AtomicU32::new(u32::MAX),
+            probe: file.try_clone()?,
         };
         let h = probe.header_ptr();
         // SAFETY: the mapping holds at least HEADER_SIZE bytes, and we hold
@@ -633,7 +687,7 @@ mod tests {
         {
             let mut g = shm.lock().unwrap();
             let mut core = g.core();
-            let p = core.process_slot(0, 4242, 0, 0).unwrap();
+            let p = core.register_for_test(0, 4242, 0, 0).unwrap();
             core.mem_charge(p, 300).unwrap();
         }
         // SAFETY: the child only locks, writes the mapping and _exits

@@ -1,8 +1,7 @@
 //! The operating-system edge: clock, process identity (fork-safe), liveness
 //! of other processes, sleeping.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// `CLOCK_MONOTONIC` in nanoseconds.
 pub fn now_ns() -> u64 {
@@ -23,7 +22,7 @@ pub fn now_ns() -> u64 {
 
 static PID: AtomicU32 = AtomicU32::new(0);
 static START: AtomicU64 = AtomicU64::new(0);
-static ATFORK: Once = Once::new();
+static ATFORK: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn after_fork_in_child() {
     // Only atomics here (async-signal-safe): the child re-reads its identity
@@ -40,15 +39,11 @@ pub fn identity() -> (u32, u64) {
     if pid != 0 && pid != u32::MAX {
         return (pid, START.load(Ordering::Relaxed));
     }
-    ATFORK.call_once(|| {
-        // SAFETY: registers a handler that only stores to atomics; a
-        // registration failure (ENOMEM) leaves the cache unprotected, in
-        // which case we stop caching below.
-        let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-        if rc != 0 {
-            PID.store(u32::MAX, Ordering::Relaxed);
-        }
-    });
+    // A registration failure (ENOMEM) would leave the cache unprotected:
+    // then we stop caching. Never waits (see `forksafe`).
+    if !crate::forksafe::atfork_child(&ATFORK, after_fork_in_child) {
+        PID.store(u32::MAX, Ordering::Relaxed);
+    }
     // SAFETY: getpid has no preconditions and cannot fail.
     let pid = unsafe { libc::getpid() } as u32;
     let start = proc_stat(pid).map_or(0, |s| s.start_time);

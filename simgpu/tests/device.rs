@@ -69,7 +69,7 @@ fn foreign_or_incompatible_files_are_refused() {
     let e = Monitor::open(&t.0, 0).err().unwrap().to_string();
     assert!(e.contains("layout version 99"), "{e}");
     // Truncated.
-    bytes[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    bytes[8..12].copy_from_slice(&simgpu::LAYOUT_VERSION.to_ne_bytes());
     bytes.truncate(bytes.len() - 4096);
     std::fs::write(&path, &bytes).unwrap();
     let e = Device::open(&cfg, 0).err().unwrap().to_string();
