@@ -170,6 +170,11 @@ impl Gate {
         self.stats
     }
 
+    /// Estimated work submitted so far (a ticket's `cum_ns` counts up to it).
+    pub fn submitted_ns(&self) -> u64 {
+        self.submitted_ns
+    }
+
     /// Estimated work submitted and not yet known to be complete.
     pub fn inflight_ns(&self) -> u64 {
         self.submitted_ns.saturating_sub(self.completed_ns)

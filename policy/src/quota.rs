@@ -24,10 +24,27 @@ impl fmt::Display for QuotaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}={:?} is invalid: {}; accepted: {}",
-            self.what, self.value, self.problem, self.accepted
+            "{}={} is invalid: {}; accepted: {}",
+            self.what,
+            clip(&self.value),
+            self.problem,
+            self.accepted
         )
     }
+}
+
+/// Characters of a value echoed back in a message; longer values are cut.
+pub const ECHO_MAX: usize = 64;
+
+/// A value as messages echo it: quoted and escaped as `{:?}` does, and cut
+/// after [`ECHO_MAX`] characters with its length, so that a hostile 64 KiB
+/// value makes a readable line, not a 131 KB one.
+pub fn clip(s: &str) -> String {
+    if s.chars().count() <= ECHO_MAX {
+        return format!("{s:?}");
+    }
+    let head: String = s.chars().take(ECHO_MAX - 16).collect();
+    format!("{head:?}... ({} bytes)", s.len())
 }
 
 impl std::error::Error for QuotaError {}
@@ -49,7 +66,7 @@ fn size_problem(s: &str) -> Result<u64, String> {
     let (num, unit) = t.split_at(split);
     let unit = unit.trim();
     if num.is_empty() {
-        return Err(format!("{t:?} does not start with a number"));
+        return Err(format!("{} does not start with a number", clip(t)));
     }
     let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -61,17 +78,18 @@ fn size_problem(s: &str) -> Result<u64, String> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
-        _ => return Err(format!("unknown unit {unit:?}")),
+        _ => return Err(format!("unknown unit {}", clip(unit))),
     };
     let bytes = match num.split_once('.') {
+        // Only digits here: a parse error can only be an overflow.
         None => num
             .parse::<u64>()
-            .map_err(|_| format!("{num:?} is not a whole number"))?
+            .map_err(|_| "it is too large".to_string())?
             .checked_mul(mult)
             .ok_or_else(|| "it is too large".to_string())?,
         Some((int, frac)) => {
             if frac.contains('.') || (int.is_empty() && frac.is_empty()) {
-                return Err(format!("{num:?} is not a number"));
+                return Err(format!("{} is not a number", clip(num)));
             }
             if mult == 1 {
                 return Err("a fraction of a byte is not a size".into());
@@ -80,15 +98,15 @@ fn size_problem(s: &str) -> Result<u64, String> {
             let int_v: u64 = if int.is_empty() {
                 0
             } else {
-                int.parse().map_err(|_| format!("{num:?} is not a number"))?
+                int.parse().map_err(|_| "it is too large".to_string())?
             };
             if frac.len() > 9 {
-                return Err(format!("{num:?} has more than 9 decimals"));
+                return Err(format!("{} has more than 9 decimals", clip(num)));
             }
             let frac_v: u64 = if frac.is_empty() {
                 0
             } else {
-                frac.parse().map_err(|_| format!("{num:?} is not a number"))?
+                frac.parse().map_err(|_| format!("{} is not a number", clip(num)))?
             };
             let scale = 10u64.pow(frac.len() as u32);
             let whole = int_v
@@ -153,7 +171,8 @@ mod tests {
             ("1.2.3G", "not a number"),
             ("1.5", "fraction of a byte"),
             ("99999999999T", "too large"),
-            ("18446744073709551616", "not a whole number"),
+            ("18446744073709551616", "too large"),
+            ("99999999999999999999999.5G", "too large"),
             ("-1G", "does not start with a number"),
             ("1.0000000001G", "more than 9 decimals"),
         ] {
@@ -213,16 +232,16 @@ impl fmt::Display for Ppm {
 fn percent_problem(s: &str, min: Ppm) -> Result<Ppm, String> {
     let t = s.trim();
     let Some(num) = t.strip_suffix('%') else {
-        return Err(format!("{t:?} is not a percentage"));
+        return Err(format!("{} is not a percentage", clip(t)));
     };
     let num = num.trim();
     let (int, frac) = num.split_once('.').unwrap_or((num, ""));
     let all_digits = |x: &str| x.chars().all(|c| c.is_ascii_digit());
     if (int.is_empty() && frac.is_empty()) || !all_digits(int) || !all_digits(frac) {
-        return Err(format!("{num:?} is not a number"));
+        return Err(format!("{} is not a number", clip(num)));
     }
     if frac.len() > 4 {
-        return Err(format!("{num:?} has more than 4 decimals"));
+        return Err(format!("{} has more than 4 decimals", clip(num)));
     }
     let int_v: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| "it is too large".to_string())? };
     let frac_v: u64 = if frac.is_empty() { 0 } else { frac.parse().unwrap_or(0) };
@@ -231,10 +250,10 @@ fn percent_problem(s: &str, min: Ppm) -> Result<Ppm, String> {
         .and_then(|v| v.checked_add(frac_v * 10u64.pow(4 - frac.len() as u32)))
         .ok_or_else(|| "it is too large".to_string())?;
     if ppm > 1_000_000 {
-        return Err(format!("{t} is more than 100%"));
+        return Err(format!("{} is more than 100%", clip(t)));
     }
     if ppm < min.0 as u64 {
-        return Err(format!("{t} is less than {min}"));
+        return Err(format!("{} is less than {min}", clip(t)));
     }
     Ok(Ppm(ppm as u32))
 }
@@ -276,6 +295,33 @@ impl<T: Copy> PerDevice<T> {
     }
 }
 
+impl fmt::Display for DeviceSel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSel::Ordinal(o) => write!(f, "device {o}"),
+            DeviceSel::Uuid(u) => write!(f, "{}", u.replacen("gpu-", "GPU-", 1)),
+        }
+    }
+}
+
+impl<T> PerDevice<T> {
+    /// The per-device entries that match none of `devices` (ordinal, UUID as
+    /// `nvidia-smi -L` prints it): an unknown UUID, an ordinal past the last
+    /// device. They cap nothing, which the user should be told.
+    pub fn unmatched(&self, devices: &[(u32, Option<String>)]) -> Vec<&DeviceSel> {
+        self.devices
+            .iter()
+            .map(|(sel, _)| sel)
+            .filter(|sel| {
+                !devices.iter().any(|(o, u)| match sel {
+                    DeviceSel::Ordinal(x) => x == o,
+                    DeviceSel::Uuid(x) => u.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(x)),
+                })
+            })
+            .collect()
+    }
+}
+
 fn parse_device_sel(s: &str) -> Result<DeviceSel, String> {
     let t = s.trim();
     if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) {
@@ -284,7 +330,7 @@ fn parse_device_sel(s: &str) -> Result<DeviceSel, String> {
             .ok()
             .filter(|&o| o < 1024)
             .map(DeviceSel::Ordinal)
-            .ok_or_else(|| format!("device ordinal {t} is out of range"));
+            .ok_or_else(|| format!("device ordinal {} is out of range (0 to 1023)", clip(t)));
     }
     let lower = t.to_ascii_lowercase();
     if let Some(hex) = lower.strip_prefix("gpu-") {
@@ -293,9 +339,9 @@ fn parse_device_sel(s: &str) -> Result<DeviceSel, String> {
         if lens == [8, 4, 4, 4, 12] && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_hexdigit())) {
             return Ok(DeviceSel::Uuid(lower));
         }
-        return Err(format!("{t:?} is not a GPU UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"));
+        return Err(format!("{} is not a GPU UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", clip(t)));
     }
-    Err(format!("{t:?} is neither a device ordinal nor a GPU UUID"))
+    Err(format!("{} is neither a device ordinal nor a GPU UUID", clip(t)))
 }
 
 /// Parses a comma-separated per-device list whose values `value` parses.
@@ -325,7 +371,7 @@ fn parse_per_device<T>(
             Some((dev, v)) => {
                 let sel = parse_device_sel(dev).map_err(err)?;
                 if out.devices.iter().any(|(d, _)| *d == sel) {
-                    return Err(err(format!("device {} is given twice", dev.trim())));
+                    return Err(err(format!("{sel} is given twice")));
                 }
                 out.devices.push((sel, value(v).map_err(err)?));
             }
@@ -346,7 +392,9 @@ pub fn parse_mem_limits(what: &str, s: &str) -> Result<PerDevice<MemLimit>, Quot
             return percent_problem(v, Ppm(10_000)).map(MemLimit::Share);
         }
         match size_problem(v)? {
-            0 => Err("a limit of 0 bytes would refuse every allocation".into()),
+            b if b < crate::ledger::GRANULARITY => Err(format!(
+                "a limit of {b} bytes is less than one 2 MiB page (the unit tslice charges) and would refuse every allocation"
+            )),
             b => Ok(MemLimit::Bytes(b)),
         }
     })
@@ -369,17 +417,26 @@ pub const DURATION_FORMS: &str = "a number with a unit: ns, us, ms or s (500us, 
 pub fn parse_duration(what: &str, s: &str) -> Result<u64, QuotaError> {
     let problem = || -> Result<u64, String> {
         let t = s.trim();
+        if t.is_empty() {
+            return Err("it is empty".into());
+        }
+        if t.starts_with('-') {
+            return Err("a duration cannot be negative".into());
+        }
         let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
+        if num.is_empty() {
+            return Err(format!("{} does not start with a number", clip(t)));
+        }
         let mult: u64 = match unit.trim() {
             "ns" => 1,
             "us" | "µs" => 1_000,
             "ms" => 1_000_000,
             "s" => 1_000_000_000,
-            "" => return Err(format!("{t:?} has no unit")),
-            u => return Err(format!("unknown unit {u:?}")),
+            "" => return Err(format!("{} has no unit", clip(t))),
+            u => return Err(format!("unknown unit {}", clip(u))),
         };
-        let v: f64 = num.parse().map_err(|_| format!("{num:?} is not a number"))?;
+        let v: f64 = num.parse().map_err(|_| format!("{} is not a number", clip(num)))?;
         let ns = v * mult as f64;
         if !(0.0..=3.6e12).contains(&ns) {
             return Err("it is out of range (0 to 1 hour)".into());
@@ -432,6 +489,9 @@ mod limit_tests {
         for (s, needle) in [
             ("", "empty"),
             ("0", "0 bytes"),
+            ("1", "1 bytes is less than one 2 MiB page"),
+            ("1KB", "1000 bytes is less than one 2 MiB page"),
+            ("2097151", "less than one 2 MiB page"),
             ("0%", "less than 1%"),
             ("0.5%", "less than 1%"),
             ("101%", "more than 100%"),
@@ -449,6 +509,33 @@ mod limit_tests {
             assert!(e.problem.contains(needle), "{s:?}: {e}");
             assert!(e.to_string().contains("accepted: a size"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_smallest_limit_is_one_page() {
+        assert_eq!(parse_mem_limits("L", "2MiB").unwrap().default, Some(MemLimit::Bytes(2 << 20)));
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let long = "x".repeat(65536);
+        let e = parse_mem_limits("TSLICE_HBM_LIMIT", &long).unwrap_err();
+        let line = e.to_string();
+        assert!(line.len() < 600, "{} bytes", line.len());
+        assert!(line.contains("(65536 bytes)"), "{line}");
+        let e = parse_mem_limits("TSLICE_HBM_LIMIT", &format!("8{long}")).unwrap_err();
+        assert!(e.to_string().len() < 700);
+        assert_eq!(clip("short"), "\"short\"");
+    }
+
+    #[test]
+    fn entries_matching_no_device_are_found() {
+        let p = parse_mem_limits("L", &format!("8GiB,1=4GiB,99=1GiB,{UUID}=2GiB")).unwrap();
+        let devs = vec![(0, Some("GPU-00000000-0000-0000-0000-000000000000".to_string())), (1, None)];
+        let un: Vec<String> = p.unmatched(&devs).iter().map(|s| s.to_string()).collect();
+        assert_eq!(un, vec!["device 99".to_string(), UUID.to_string()]);
+        let devs = vec![(0, Some(UUID.to_ascii_lowercase())), (1, None), (99, None)];
+        assert!(p.unmatched(&devs).is_empty());
     }
 
     #[test]
@@ -472,6 +559,9 @@ mod limit_tests {
         assert_eq!(parse_duration("D", "7ns"), Ok(7));
         assert!(parse_duration("D", "5").unwrap_err().problem.contains("no unit"));
         assert!(parse_duration("D", "5 parsecs").unwrap_err().problem.contains("unknown unit"));
-        assert!(parse_duration("D", "-1ms").is_err());
+        assert!(parse_duration("D", "-1ms").unwrap_err().problem.contains("negative"));
+        assert!(parse_duration("D", "").unwrap_err().problem.contains("empty"));
+        assert!(parse_duration("D", "ms").unwrap_err().problem.contains("does not start with a number"));
+        assert!(parse_duration("D", "99999999999999999999s").unwrap_err().problem.contains("out of range"));
     }
 }
