@@ -4,16 +4,41 @@
 //! allocations' charges back and forgets the gate's events of that context
 //! (a later context may get the same handle value).
 //!
-//! Records are dropped *before* a destroy or reset, while the context still
-//! exists, so no new context can have taken its handle value yet (a destroy
-//! that then fails, of an invalid context, had no records anyway). Whether a
-//! release of the primary context was its last is known only after it; its
-//! records are dropped right then.
+//! As with frees, a charge comes back only *after* the driver has freed the
+//! memory: the context's records are taken out before the call (while the
+//! context still exists, so no new context can have its handle value yet),
+//! their charges are given back if the context is gone afterwards, and the
+//! records are put back if it is not (a failed destroy, a release that was
+//! not the last). All of it happens under the exclusive side of
+//! [`Shim::records_exclusive`], which every allocation and free in the
+//! process holds shared from its reservation to its record: an allocation
+//! racing with the destroy either completes (and its record is taken out
+//! with the others) or starts after it (and the driver refuses it).
 
 use crate::hooks::real_fn;
 use crate::real;
-use crate::state::shim;
+use crate::state::{shim, Shim};
 use cuda_abi::*;
+
+/// Runs a call that may destroy `ctx`; `destroyed` tells from its result
+/// whether it did.
+fn destroying(
+    s: &Shim,
+    ctx: Option<CUcontext>,
+    call: impl FnOnce() -> CUresult,
+    destroyed: impl FnOnce(CUresult) -> bool,
+) -> CUresult {
+    let Some(ctx) = ctx.filter(|c| !c.is_null()) else { return call() };
+    let _exclusive = s.records_exclusive();
+    let recs = s.take_context_records(ctx);
+    let r = call();
+    if destroyed(r) {
+        s.context_destroyed(ctx, recs);
+    } else {
+        s.context_kept(recs);
+    }
+    r
+}
 
 pub unsafe fn primary_retain(ctx: *mut CUcontext, dev: CUdevice) -> CUresult {
     let f = real_fn!(cuDevicePrimaryCtxRetain);
@@ -29,32 +54,25 @@ pub unsafe fn primary_retain(ctx: *mut CUcontext, dev: CUdevice) -> CUresult {
 pub unsafe fn primary_reset(dev: CUdevice) -> CUresult {
     let f = real_fn!(cuDevicePrimaryCtxReset_v2);
     let s = shim();
-    if let Some(ctx) = s.primary_of(dev) {
-        s.forget_context(ctx);
-    }
     // SAFETY: the caller's argument, passed on.
-    unsafe { f(dev) }
+    destroying(s, s.primary_of(dev), || unsafe { f(dev) }, |r| r.is_success())
 }
 
 pub unsafe fn primary_release(dev: CUdevice) -> CUresult {
     let f = real_fn!(cuDevicePrimaryCtxRelease_v2);
-    // SAFETY: the caller's argument, passed on.
-    let r = unsafe { f(dev) };
-    // The last release destroys the primary context.
     let s = shim();
-    if r.is_success() && real::primary_ctx_active(dev) == Some(false) {
-        if let Some(ctx) = s.primary_of(dev) {
-            s.forget_context(ctx);
-        }
-    }
-    r
+    // The last release destroys the primary context.
+    destroying(
+        s,
+        s.primary_of(dev),
+        // SAFETY: the caller's argument, passed on.
+        || unsafe { f(dev) },
+        |r| r.is_success() && real::primary_ctx_active(dev) == Some(false),
+    )
 }
 
 pub unsafe fn destroy(ctx: CUcontext) -> CUresult {
     let f = real_fn!(cuCtxDestroy_v2);
-    if !ctx.is_null() {
-        shim().forget_context(ctx);
-    }
     // SAFETY: the caller's argument, passed on.
-    unsafe { f(ctx) }
+    destroying(shim(), Some(ctx), || unsafe { f(ctx) }, |r| r.is_success())
 }

@@ -75,7 +75,7 @@ extern "C" fn route(handle: *mut c_void, name: *const c_char, out: *mut *mut c_v
     crate::ffi::guard_or("dlsym", false, || {
         // SAFETY: NUL-terminated per dlsym's contract.
         let Some(id) = (unsafe { hooks::find_export(name) }) else { return false };
-        if !real::driver_ready_or_resolve() {
+        if !real::ensure_driver() {
             return false;
         }
         // SAFETY: NUL-terminated per dlsym's contract.

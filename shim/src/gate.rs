@@ -25,11 +25,25 @@ const MAX_SLEEP_NS: u64 = 2_000_000;
 const POLL_EVERY_LAUNCHES: u32 = 16;
 /// Free events kept per gate.
 const POOL_MAX: usize = 64;
-/// A launch that has waited this long for completions without any being
-/// reported gives up on them (see `Gate::force_complete`): GPU work may wait
-/// for something its host does after the next launch, and the gate must not
-/// turn that into a deadlock.
+/// A launch that has waited for completions without any being reported
+/// gives up on them (see `Gate::force_complete`): GPU work may wait for
+/// something its host does after the next launch, and the gate must not turn
+/// that into a deadlock. Its patience is [`stall_patience_ns`]: at least
+/// this long, more with more work in flight, and twice as long after each
+/// time a completion it had given up on arrived after all.
 const STALL_NS: u64 = 50_000_000;
+/// Most patience: a wedged context costs its process this long per stall.
+const STALL_MAX_NS: u64 = 5_000_000_000;
+/// In-flight work may take this many times its estimate of wall time (other
+/// tenants' turns under time-slicing) before it looks stalled.
+const STALL_INFLIGHT_FACTOR: u64 = 8;
+
+/// How long a launch waits for completions before it stops waiting for
+/// them: `floor` (which grows after false alarms), or the estimated work in
+/// flight stretched by what time-slicing can add, whichever is longer.
+fn stall_patience_ns(floor: u64, inflight_ns: u64) -> u64 {
+    floor.max(inflight_ns.saturating_mul(STALL_INFLIGHT_FACTOR)).min(STALL_MAX_NS)
+}
 
 struct Pending {
     t: Ticket,
@@ -45,6 +59,12 @@ struct Inner {
     /// Free events: (context, event, has timing).
     pool: Vec<(CUcontext, CUevent, bool)>,
     since_poll: u32,
+    /// Least patience before giving up on completions (doubles after each
+    /// false alarm).
+    stall_floor_ns: u64,
+    /// Work submitted when the gate last gave up on completions: a later
+    /// completion of work up to here proves that stall was a false alarm.
+    forced_upto_ns: u64,
 }
 
 // SAFETY: the raw CUevent/CUcontext handles inside are plain driver handles,
@@ -73,6 +93,8 @@ impl DeviceGate {
                 pending: VecDeque::new(),
                 pool: Vec::new(),
                 since_poll: 0,
+                stall_floor_ns: STALL_NS,
+                forced_upto_ns: 0,
             }),
             waited_ns: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
@@ -92,7 +114,7 @@ impl DeviceGate {
         loop {
             let mut read: Option<u64> = None;
             let mut now = || *read.get_or_insert_with(real::now_ns);
-            let (decision, on_completions, progress) = {
+            let (decision, on_completions, progress, patience) = {
                 let mut inner = self.lock();
                 inner.since_poll += 1;
                 if wait_start.is_some() || inner.since_poll >= POLL_EVERY_LAUNCHES {
@@ -101,7 +123,8 @@ impl DeviceGate {
                     inner.poll(t);
                 }
                 let d = inner.gate.admit_with(key, kind, &mut now);
-                (d, inner.gate.waiting_on_completions(), inner.gate.progress())
+                let patience = stall_patience_ns(inner.stall_floor_ns, inner.gate.inflight_ns());
+                (d, inner.gate.waiting_on_completions(), inner.gate.progress(), patience)
             };
             match decision {
                 Decision::Go(t) => {
@@ -116,12 +139,14 @@ impl DeviceGate {
                     wait_start.get_or_insert(t);
                     stall = match stall {
                         _ if !on_completions => None,
-                        Some((since, p)) if p == progress && t.saturating_sub(since) >= STALL_NS => {
+                        Some((since, p)) if p == progress && t.saturating_sub(since) >= patience => {
                             crate::log::warn!(
                                 "no GPU work of this process was seen completing for {} ms; the gate stops waiting for it",
-                                STALL_NS / 1_000_000
+                                patience / 1_000_000
                             );
-                            self.lock().gate.force_complete();
+                            let mut inner = self.lock();
+                            inner.forced_upto_ns = inner.gate.submitted_ns();
+                            inner.gate.force_complete();
                             None
                         }
                         Some((since, p)) if p == progress => Some((since, p)),
@@ -271,6 +296,12 @@ impl Inner {
                 }
                 Ok(true) => {
                     let p = self.pending.remove(i).expect("index checked");
+                    if p.t.cum_ns <= self.forced_upto_ns {
+                        // Work the gate had given up on completed after all:
+                        // it was slow, not wedged. Be more patient next time.
+                        self.forced_upto_ns = 0;
+                        self.stall_floor_ns = (self.stall_floor_ns * 2).min(STALL_MAX_NS);
+                    }
                     if p.start.is_null() {
                         self.gate.completed(p.t.cum_ns);
                         self.recycle(p.ctx, p.end, false);

@@ -24,6 +24,7 @@ use crate::hooks::{orig, real_fn};
 use crate::log;
 use crate::real;
 use crate::state::{shim, Charge, DeviceState, ShardedMap, Shim, FAIL_CLOSED};
+use cuda_abi::driver_types::CUmemPoolProps;
 use cuda_abi::*;
 use std::ffi::{c_uint, c_void};
 use tslice_policy::ledger::{array_bytes, charge_for, mipmapped_bytes};
@@ -42,22 +43,35 @@ fn current_ctx() -> usize {
     real::ctx_get_current().map_or(0, |c| c as usize)
 }
 
-/// The capped current device, if any (allocations without a device argument
-/// go to the current context's device).
-fn current_target(s: &Shim) -> Result<Option<(u16, &DeviceState)>, CUresult> {
-    if !s.mem_on() {
-        return Ok(None);
-    }
-    target(s, real::current_device()?)
+/// The current context's device (allocations without a device argument
+/// live there).
+fn current_device(_: &Shim) -> Result<CUdevice, CUresult> {
+    real::current_device()
 }
 
 /// Reserves `bytes`, runs the real call, rolls back if it fails.
-fn reserve_then(dev: &DeviceState, bytes: u64, what: &str, call: impl FnOnce() -> CUresult) -> CUresult {
+///
+/// A request that could never fit on the device, cap or no cap (an
+/// overflowing size, an absurd array) is the driver's to refuse, with the
+/// driver's own error class (`CUDA_ERROR_INVALID_VALUE` for most); should
+/// the driver ever grant one (managed memory can oversubscribe), `undo`
+/// frees it and the caller gets out-of-memory all the same.
+fn reserve_then(
+    dev: &DeviceState,
+    bytes: u64,
+    what: &str,
+    call: impl FnOnce() -> CUresult,
+    undo: impl FnOnce(),
+) -> CUresult {
     if let Err(d) = dev.ledger.try_reserve(bytes) {
-        log::info!(
-            "{what}: {bytes} bytes refused: {} of the {} byte cap in use",
-            d.used, d.limit
-        );
+        if dev.beyond_device(bytes) {
+            let r = call();
+            if !r.is_success() {
+                return r;
+            }
+            undo();
+        }
+        log::info!("{what}: {bytes} bytes refused: {} of the {} byte cap in use", d.used, d.limit);
         return CUresult::ERROR_OUT_OF_MEMORY;
     }
     let r = call();
@@ -73,19 +87,37 @@ fn give_back(s: &Shim, c: Charge) {
     }
 }
 
-/// Common path of the allocators that return one device pointer.
-fn alloc_ptr(what: &str, dptr: *mut CUdeviceptr, size: usize, call: impl FnOnce() -> CUresult) -> CUresult {
+/// Frees a device pointer the shim never recorded (one the driver granted
+/// beyond the cap).
+fn undo_ptr(dptr: *mut CUdeviceptr) {
+    if let Some(free) = orig::cuMemFree_v2() {
+        // SAFETY: the driver just wrote an allocation to `dptr`, which the
+        // caller passed non-null; it is freed before anyone sees it.
+        unsafe { free(*dptr) };
+    }
+}
+
+/// Common path of the allocators that return one device pointer, charged
+/// to the device `device` names.
+fn alloc_ptr(
+    what: &str,
+    dptr: *mut CUdeviceptr,
+    size: usize,
+    device: impl FnOnce(&Shim) -> Result<CUdevice, CUresult>,
+    call: impl FnOnce() -> CUresult,
+) -> CUresult {
     let s = shim();
     if s.fail_closed {
         return FAIL_CLOSED;
     }
-    if dptr.is_null() || size == 0 {
+    if dptr.is_null() || size == 0 || !s.mem_on() {
         return call();
     }
     flatten((|| {
-        let Some((dev, d)) = current_target(s)? else { return Ok(call()) };
+        let Some((dev, d)) = target(s, device(s)?)? else { return Ok(call()) };
         let bytes = charge_for(size as u64);
-        let r = reserve_then(d, bytes, what, call);
+        let _shared = s.records_shared();
+        let r = reserve_then(d, bytes, what, call, || undo_ptr(dptr));
         if r.is_success() {
             // SAFETY: non-null (checked) and written by the driver on success.
             s.ptrs.insert(unsafe { *dptr }, Charge { dev, bytes, ctx: current_ctx() });
@@ -106,6 +138,7 @@ fn release_record(
     if !s.mem_on() || key == 0 {
         return call();
     }
+    let _shared = s.records_shared();
     let c = table(s).remove(key);
     let r = call();
     match c {
@@ -123,25 +156,37 @@ fn free_ptr(ptr: CUdeviceptr, call: impl FnOnce() -> CUresult) -> CUresult {
 pub unsafe fn mem_alloc(dptr: *mut CUdeviceptr, size: usize) -> CUresult {
     let f = real_fn!(cuMemAlloc_v2);
     // SAFETY: the caller's arguments, passed on.
-    alloc_ptr("cuMemAlloc", dptr, size, || unsafe { f(dptr, size) })
+    alloc_ptr("cuMemAlloc", dptr, size, current_device, || unsafe { f(dptr, size) })
 }
 
 pub unsafe fn mem_alloc_managed(dptr: *mut CUdeviceptr, size: usize, flags: c_uint) -> CUresult {
     let f = real_fn!(cuMemAllocManaged);
     // SAFETY: the caller's arguments, passed on.
-    alloc_ptr("cuMemAllocManaged", dptr, size, || unsafe { f(dptr, size, flags) })
+    alloc_ptr("cuMemAllocManaged", dptr, size, current_device, || unsafe { f(dptr, size, flags) })
+}
+
+/// The device of a stream-ordered allocation: the pool's location when a
+/// pool is given and known, else the stream's device (whose current pool
+/// `cuMemAllocAsync` uses).
+fn async_device(pool: Option<CUmemoryPool>, stream: CUstream, per_thread: bool) -> impl FnOnce(&Shim) -> Result<CUdevice, CUresult> {
+    move |s| match pool.and_then(|p| s.pools.get(p as u64)) {
+        Some(dev) => Ok(dev),
+        None => s.stream_device(stream, per_thread),
+    }
 }
 
 pub unsafe fn mem_alloc_async(dptr: *mut CUdeviceptr, size: usize, stream: CUstream) -> CUresult {
     let f = real_fn!(cuMemAllocAsync);
+    let dev = async_device(None, stream, false);
     // SAFETY: the caller's arguments, passed on.
-    alloc_ptr("cuMemAllocAsync", dptr, size, || unsafe { f(dptr, size, stream) })
+    alloc_ptr("cuMemAllocAsync", dptr, size, dev, || unsafe { f(dptr, size, stream) })
 }
 
 pub unsafe fn mem_alloc_async_ptsz(dptr: *mut CUdeviceptr, size: usize, stream: CUstream) -> CUresult {
     let f = real_fn!(cuMemAllocAsync_ptsz);
+    let dev = async_device(None, stream, true);
     // SAFETY: the caller's arguments, passed on.
-    alloc_ptr("cuMemAllocAsync", dptr, size, || unsafe { f(dptr, size, stream) })
+    alloc_ptr("cuMemAllocAsync", dptr, size, dev, || unsafe { f(dptr, size, stream) })
 }
 
 pub unsafe fn mem_alloc_from_pool_async(
@@ -151,8 +196,9 @@ pub unsafe fn mem_alloc_from_pool_async(
     stream: CUstream,
 ) -> CUresult {
     let f = real_fn!(cuMemAllocFromPoolAsync);
+    let dev = async_device(Some(pool), stream, false);
     // SAFETY: the caller's arguments, passed on.
-    alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, || unsafe { f(dptr, size, pool, stream) })
+    alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, dev, || unsafe { f(dptr, size, pool, stream) })
 }
 
 pub unsafe fn mem_alloc_from_pool_async_ptsz(
@@ -162,8 +208,52 @@ pub unsafe fn mem_alloc_from_pool_async_ptsz(
     stream: CUstream,
 ) -> CUresult {
     let f = real_fn!(cuMemAllocFromPoolAsync_ptsz);
+    let dev = async_device(Some(pool), stream, true);
     // SAFETY: the caller's arguments, passed on.
-    alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, || unsafe { f(dptr, size, pool, stream) })
+    alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, dev, || unsafe { f(dptr, size, pool, stream) })
+}
+
+/// Records where a pool lives, so that allocations from it are charged to
+/// that device whatever stream orders them.
+fn remember_pool(r: CUresult, pool: *mut CUmemoryPool, dev: CUdevice) -> CUresult {
+    if r.is_success() && !pool.is_null() {
+        // SAFETY: written by the driver on success.
+        shim().pools.insert(unsafe { *pool } as u64, dev);
+    }
+    r
+}
+
+pub unsafe fn mem_pool_create(pool: *mut CUmemoryPool, props: *const CUmemPoolProps) -> CUresult {
+    let f = real_fn!(cuMemPoolCreate);
+    // SAFETY: the caller's arguments, passed on.
+    let r = unsafe { f(pool, props) };
+    // SAFETY: read only when non-null; the API requires valid properties.
+    match unsafe { props.as_ref() } {
+        Some(p) if p.location.type_ == CU_MEM_LOCATION_TYPE_DEVICE => remember_pool(r, pool, p.location.id),
+        _ => r,
+    }
+}
+
+pub unsafe fn device_get_default_mem_pool(pool: *mut CUmemoryPool, dev: CUdevice) -> CUresult {
+    let f = real_fn!(cuDeviceGetDefaultMemPool);
+    // SAFETY: the caller's arguments, passed on.
+    remember_pool(unsafe { f(pool, dev) }, pool, dev)
+}
+
+pub unsafe fn device_get_mem_pool(pool: *mut CUmemoryPool, dev: CUdevice) -> CUresult {
+    let f = real_fn!(cuDeviceGetMemPool);
+    // SAFETY: the caller's arguments, passed on.
+    remember_pool(unsafe { f(pool, dev) }, pool, dev)
+}
+
+pub unsafe fn mem_pool_destroy(pool: CUmemoryPool) -> CUresult {
+    let f = real_fn!(cuMemPoolDestroy);
+    // SAFETY: the caller's argument, passed on.
+    let r = unsafe { f(pool) };
+    if r.is_success() {
+        shim().pools.remove(pool as u64);
+    }
+    r
 }
 
 /// Pitch alignment assumed for the reservation; the real pitch is
@@ -184,15 +274,16 @@ pub unsafe fn mem_alloc_pitch(
     }
     // SAFETY: the caller's arguments, passed on.
     let call = || unsafe { f(dptr, pitch, width, height, elem) };
-    if dptr.is_null() || pitch.is_null() || width == 0 || height == 0 {
+    if dptr.is_null() || pitch.is_null() || width == 0 || height == 0 || !s.mem_on() {
         return call();
     }
     flatten((|| {
-        let Some((dev, d)) = current_target(s)? else { return Ok(call()) };
+        let Some((dev, d)) = target(s, real::current_device()?)? else { return Ok(call()) };
         let est = charge_for(
             (width as u64).div_ceil(PITCH_ALIGN).saturating_mul(PITCH_ALIGN).saturating_mul(height as u64),
         );
-        let r = reserve_then(d, est, "cuMemAllocPitch", call);
+        let _shared = s.records_shared();
+        let r = reserve_then(d, est, "cuMemAllocPitch", call, || undo_ptr(dptr));
         if !r.is_success() {
             return Ok(r);
         }
@@ -201,10 +292,7 @@ pub unsafe fn mem_alloc_pitch(
         let actual = charge_for((real_pitch as u64).saturating_mul(height as u64));
         if actual > est && d.ledger.try_reserve(actual - est).is_err() {
             d.ledger.release(est);
-            if let Some(free) = orig::cuMemFree_v2() {
-                // SAFETY: frees the allocation just made.
-                unsafe { free(ptr) };
-            }
+            undo_ptr(dptr);
             return Ok(CUresult::ERROR_OUT_OF_MEMORY);
         }
         if actual < est {
@@ -258,7 +346,13 @@ pub unsafe fn mem_create(
         let Some((dev, d)) = target(s, loc.id)? else { return Ok(call()) };
         let bytes = charge_for(size as u64);
         let mut vmm = lock_vmm(s);
-        let r = reserve_then(d, bytes, "cuMemCreate", call);
+        let undo = || {
+            if let Some(release) = orig::cuMemRelease() {
+                // SAFETY: the handle the driver just wrote (`handle` is non-null).
+                unsafe { release(*handle) };
+            }
+        };
+        let r = reserve_then(d, bytes, "cuMemCreate", call, undo);
         if r.is_success() {
             // SAFETY: written by the driver on success.
             vmm.created(unsafe { *handle }, Charge { dev, bytes, ctx: 0 });
@@ -348,17 +442,25 @@ pub unsafe fn mem_unmap(ptr: CUdeviceptr, size: usize) -> CUresult {
     r
 }
 
-/// Common path of the array creators.
-fn create_array(what: &str, out: *mut *mut c_void, bytes: Option<u64>, call: impl FnOnce() -> CUresult) -> CUresult {
+/// Common path of the array creators; `undo` destroys an array the driver
+/// granted beyond the cap.
+fn create_array(
+    what: &str,
+    out: *mut *mut c_void,
+    bytes: Option<u64>,
+    call: impl FnOnce() -> CUresult,
+    undo: impl FnOnce(),
+) -> CUresult {
     let s = shim();
     if s.fail_closed {
         return FAIL_CLOSED;
     }
-    let Some(bytes) = bytes.filter(|_| !out.is_null()) else { return call() };
+    let Some(bytes) = bytes.filter(|_| !out.is_null() && s.mem_on()) else { return call() };
     flatten((|| {
-        let Some((dev, d)) = current_target(s)? else { return Ok(call()) };
+        let Some((dev, d)) = target(s, real::current_device()?)? else { return Ok(call()) };
         let bytes = charge_for(bytes);
-        let r = reserve_then(d, bytes, what, call);
+        let _shared = s.records_shared();
+        let r = reserve_then(d, bytes, what, call, undo);
         if r.is_success() {
             // SAFETY: non-null (checked) and written by the driver on success.
             s.arrays.insert(unsafe { *out } as u64, Charge { dev, bytes, ctx: current_ctx() });
@@ -373,8 +475,9 @@ pub unsafe fn array_create(array: *mut CUarray, desc: *const CUDA_ARRAY_DESCRIPT
     let bytes = unsafe { desc.as_ref() }.map(|d| {
         array_bytes(d.Width as u64, d.Height as u64, 1, d.NumChannels as u64, array_format_bytes(d.Format))
     });
-    // SAFETY: the caller's arguments, passed on.
-    create_array("cuArrayCreate", array, bytes, || unsafe { f(array, desc) })
+    // SAFETY: the caller's arguments, passed on; the undo destroys the
+    // array the driver just wrote to the non-null `array`.
+    create_array("cuArrayCreate", array, bytes, || unsafe { f(array, desc) }, || unsafe { undo_array(*array) })
 }
 
 pub unsafe fn array3d_create(array: *mut CUarray, desc: *const CUDA_ARRAY3D_DESCRIPTOR) -> CUresult {
@@ -383,8 +486,8 @@ pub unsafe fn array3d_create(array: *mut CUarray, desc: *const CUDA_ARRAY3D_DESC
     let bytes = unsafe { desc.as_ref() }.map(|d| {
         array_bytes(d.Width as u64, d.Height as u64, d.Depth as u64, d.NumChannels as u64, array_format_bytes(d.Format))
     });
-    // SAFETY: the caller's arguments, passed on.
-    create_array("cuArray3DCreate", array, bytes, || unsafe { f(array, desc) })
+    // SAFETY: as in array_create.
+    create_array("cuArray3DCreate", array, bytes, || unsafe { f(array, desc) }, || unsafe { undo_array(*array) })
 }
 
 pub unsafe fn mipmapped_array_create(
@@ -404,8 +507,25 @@ pub unsafe fn mipmapped_array_create(
             array_format_bytes(d.Format),
         )
     });
+    let undo = || {
+        if let Some(destroy) = orig::cuMipmappedArrayDestroy() {
+            // SAFETY: the array the driver just wrote to the non-null `array`.
+            unsafe { destroy(*array) };
+        }
+    };
     // SAFETY: the caller's arguments, passed on.
-    create_array("cuMipmappedArrayCreate", array, bytes, || unsafe { f(array, desc, levels) })
+    create_array("cuMipmappedArrayCreate", array, bytes, || unsafe { f(array, desc, levels) }, undo)
+}
+
+/// Destroys an array the shim never recorded.
+///
+/// # Safety
+/// `array` is an array the driver just created.
+unsafe fn undo_array(array: CUarray) {
+    if let Some(destroy) = orig::cuArrayDestroy() {
+        // SAFETY: the caller's contract.
+        unsafe { destroy(array) };
+    }
 }
 
 fn destroy_array(handle: u64, call: impl FnOnce() -> CUresult) -> CUresult {
@@ -426,20 +546,19 @@ pub unsafe fn mipmapped_array_destroy(array: CUmipmappedArray) -> CUresult {
 
 /// `cuMemGetInfo`: on a capped device, the cap is the total and the free
 /// space is what is left under it (and never more than the device has free).
+/// The driver validates the call first (no context, NULL pointers), so its
+/// errors are its own.
 pub unsafe fn mem_get_info(free: *mut usize, total: *mut usize) -> CUresult {
     let f = real_fn!(cuMemGetInfo_v2);
-    if free.is_null() || total.is_null() {
-        return CUresult::ERROR_INVALID_VALUE;
-    }
-    // SAFETY: valid out-pointers (checked non-null).
+    // SAFETY: the caller's arguments, passed on.
     let r = unsafe { f(free, total) };
     let s = shim();
-    if !r.is_success() || !s.mem_on() {
+    if !r.is_success() || free.is_null() || total.is_null() || !s.mem_on() {
         return r;
     }
-    if let Ok(Some((_, d))) = current_target(s) {
+    if let Ok(Some((_, d))) = real::current_device().and_then(|dev| target(s, dev)) {
         let cap = d.ledger.limit();
-        // SAFETY: valid out-pointers, written by the driver.
+        // SAFETY: valid out-pointers (non-null), written by the driver.
         unsafe {
             *total = (*total).min(cap as usize);
             *free = (*free).min(d.ledger.available() as usize);
@@ -451,17 +570,14 @@ pub unsafe fn mem_get_info(free: *mut usize, total: *mut usize) -> CUresult {
 /// `cuDeviceTotalMem`: a capped device reports its cap.
 pub unsafe fn device_total_mem(bytes: *mut usize, dev: CUdevice) -> CUresult {
     let f = real_fn!(cuDeviceTotalMem_v2);
-    if bytes.is_null() {
-        return CUresult::ERROR_INVALID_VALUE;
-    }
-    // SAFETY: a valid out-pointer (checked non-null).
+    // SAFETY: the caller's arguments, passed on.
     let r = unsafe { f(bytes, dev) };
     let s = shim();
-    if !r.is_success() || !s.mem_on() {
+    if !r.is_success() || bytes.is_null() || !s.mem_on() {
         return r;
     }
     if let Ok(Some((_, d))) = target(s, dev) {
-        // SAFETY: a valid out-pointer, written by the driver.
+        // SAFETY: a valid out-pointer (non-null), written by the driver.
         unsafe { *bytes = (*bytes).min(d.ledger.limit() as usize) };
     }
     r

@@ -12,7 +12,7 @@
 //! Legacy ABIs (`cuMemAlloc` at 2000) have no row and pass through untouched,
 //! as do unknown names and the driver's status and result codes.
 
-use crate::hooks::{self, orig, ORIGINALS};
+use crate::hooks::{self, real_fn, ORIGINALS};
 use crate::log;
 use cuda_abi::*;
 use std::ffi::{c_char, c_int, c_void};
@@ -55,10 +55,7 @@ pub unsafe fn get_proc_address_v2(
     flags: u64,
     status: *mut CUdriverProcAddressQueryResult,
 ) -> CUresult {
-    if !crate::real::ensure_driver() {
-        return CUresult::ERROR_NOT_INITIALIZED;
-    }
-    let Some(f) = orig::cuGetProcAddress_v2() else { return CUresult::ERROR_NOT_FOUND };
+    let f = real_fn!(cuGetProcAddress_v2);
     // SAFETY: the caller's arguments, passed on unchanged.
     let r = unsafe { f(symbol, pfn, version, flags, status) };
     // SAFETY: checked non-null; the driver succeeded, so `symbol` is a
@@ -70,10 +67,7 @@ pub unsafe fn get_proc_address_v2(
 /// # Safety
 /// As the driver's `cuGetProcAddress` (the 4-argument ABI of 11030).
 pub unsafe fn get_proc_address(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: u64) -> CUresult {
-    if !crate::real::ensure_driver() {
-        return CUresult::ERROR_NOT_INITIALIZED;
-    }
-    let Some(f) = orig::cuGetProcAddress() else { return CUresult::ERROR_NOT_FOUND };
+    let f = real_fn!(cuGetProcAddress);
     // SAFETY: the caller's arguments, passed on unchanged.
     let r = unsafe { f(symbol, pfn, version, flags) };
     // SAFETY: as in get_proc_address_v2.

@@ -57,80 +57,76 @@ pub unsafe fn real_dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_voi
 }
 
 const UNINIT: u8 = 0;
-const RESOLVING: u8 = 1;
 const READY: u8 = 2;
 const FAILED: u8 = 3;
 
 static DRIVER_STATE: AtomicU8 = AtomicU8::new(UNINIT);
-static DRIVER: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
 
 thread_local! {
     static RESOLVING_HERE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Makes sure the real driver is loaded and every original resolved. Returns
-/// false if the driver cannot be loaded, or when called re-entrantly from
-/// inside the resolution itself (the driver's constructors looking symbols
-/// up through our `dlsym`), in which case the caller passes the call through.
-/// Waits while another thread resolves.
+/// Makes sure the real driver is loaded and every original resolved.
+/// Returns false if the driver cannot be loaded, or when called
+/// re-entrantly from inside the resolution itself (the driver's
+/// constructors looking symbols up through our `dlsym`), in which case the
+/// caller passes the call through.
+///
+/// Resolution is idempotent (the same `dlopen` handle, the same `dlsym`
+/// answers), so there is no "in progress" state: a thread that finds the
+/// driver unresolved resolves it itself, even while another thread does the
+/// same, and nobody ever waits for anybody. That is what makes first use
+/// safe from every angle: no thread can get an unresolved original (or the
+/// real function, from `dlsym`) because another thread was "still
+/// resolving", none can wait on a thread that waits for the loader lock it
+/// holds, and a child forked in the middle never inherits a resolution that
+/// will not finish.
+#[inline]
 pub fn ensure_driver() -> bool {
-    ensure_driver_inner(true)
-}
-
-/// As [`ensure_driver`], but returns false at once while another thread
-/// resolves: for `dlsym`, which may be called by a thread holding glibc's
-/// loader lock that the resolving thread needs.
-pub fn driver_ready_or_resolve() -> bool {
-    ensure_driver_inner(false)
-}
-
-/// In a forked child: a resolution another thread of the parent had in
-/// progress will never finish there; start over.
-pub fn after_fork_in_child() {
-    let _ = DRIVER_STATE.compare_exchange(RESOLVING, UNINIT, Ordering::AcqRel, Ordering::Acquire);
-}
-
-fn ensure_driver_inner(wait: bool) -> bool {
     match DRIVER_STATE.load(Ordering::Acquire) {
-        READY => return true,
-        FAILED => return false,
-        RESOLVING if !wait => return false,
-        _ => {}
+        READY => true,
+        FAILED => false,
+        _ => ensure_driver_slow(),
     }
-    if RESOLVING_HERE.with(|r| r.get()) {
+}
+
+#[cold]
+#[inline(never)]
+fn ensure_driver_slow() -> bool {
+    if RESOLVING_HERE.with(|r| r.replace(true)) {
         return false;
     }
-    loop {
-        match DRIVER_STATE.compare_exchange(UNINIT, RESOLVING, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => {
-                RESOLVING_HERE.with(|r| r.set(true));
-                let ok = resolve_driver();
-                RESOLVING_HERE.with(|r| r.set(false));
-                DRIVER_STATE.store(if ok { READY } else { FAILED }, Ordering::Release);
-                return ok;
-            }
-            Err(READY) => return true,
-            Err(FAILED) => return false,
-            Err(_) if !wait => return false,
-            // Another thread is resolving (a few dozen dlsym calls): wait.
-            Err(_) => std::thread::yield_now(),
+    let r = resolve_driver();
+    RESOLVING_HERE.with(|r| r.set(false));
+    // The first thread to finish publishes (and says why it failed); the
+    // others resolved the same thing, or failed the same way.
+    let verdict = if r.is_ok() { READY } else { FAILED };
+    if DRIVER_STATE.compare_exchange(UNINIT, verdict, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if let Err(why) = r {
+            log::error!("{why}; CUDA calls in this process return CUDA_ERROR_NOT_INITIALIZED");
         }
     }
+    DRIVER_STATE.load(Ordering::Acquire) == READY
 }
 
-fn resolve_driver() -> bool {
+/// Stores a resolved pointer into an empty slot. A slot is never
+/// overwritten: concurrent resolutions find the same pointer, and one that
+/// `cuGetProcAddress` adopted must not be replaced by an absent export.
+fn fill(slot: &AtomicPtr<c_void>, p: *mut c_void) {
+    if !p.is_null() {
+        let _ = slot.compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+fn resolve_driver() -> Result<(), String> {
     if !ensure_real_dlsym() {
-        log::error!("glibc's dlsym cannot be found; tslice passes every call through");
-        return false;
+        return Err("glibc's dlsym cannot be found".into());
     }
     let path = std::env::var_os("TSLICE_LIBCUDA");
     let cpath = match &path {
         Some(p) => match std::ffi::CString::new(p.as_encoded_bytes()) {
             Ok(c) => c,
-            Err(_) => {
-                log::error!("TSLICE_LIBCUDA contains a NUL byte; accepted: a path to libcuda.so.1");
-                return false;
-            }
+            Err(_) => return Err("TSLICE_LIBCUDA contains a NUL byte; accepted: a path to libcuda.so.1".into()),
         },
         None => c"libcuda.so.1".to_owned(),
     };
@@ -145,10 +141,8 @@ fn resolve_driver() -> bool {
             // SAFETY: non-null dlerror results are NUL-terminated.
             unsafe { std::ffi::CStr::from_ptr(e) }.to_string_lossy().into_owned()
         };
-        log::error!("cannot load the CUDA driver {:?}: {msg}", cpath);
-        return false;
+        return Err(format!("cannot load the CUDA driver {:?}: {msg}", cpath));
     }
-    DRIVER.store(h, Ordering::Release);
     for (i, hook) in hooks::HOOKS.iter().enumerate() {
         // SAFETY: export_c is a NUL-terminated literal.
         let p = unsafe { real_dlsym(h, hook.export_c.as_ptr().cast()) };
@@ -159,12 +153,12 @@ fn resolve_driver() -> bool {
         if p.is_null() {
             log::debug!("the driver does not export {}", hook.export);
         }
-        ORIGINALS[i].store(p, Ordering::Release);
+        fill(&ORIGINALS[i], p);
     }
     for (i, spec) in HELPER_SPECS.iter().enumerate() {
-        HELPERS[i].store(resolve_helper(spec, h), Ordering::Release);
+        fill(&HELPERS[i], resolve_helper(spec, h));
     }
-    true
+    Ok(())
 }
 
 /// Unhooked driver functions the shim calls itself.
@@ -183,6 +177,7 @@ enum Helper {
     StreamIsCapturing,
     ThreadExchangeStreamCaptureMode,
     PrimaryCtxGetState,
+    StreamGetDevice,
 }
 
 /// How to find a helper: through the driver's own `cuGetProcAddress_v2`
@@ -192,7 +187,7 @@ struct HelperSpec {
     version: c_int,
     export: &'static std::ffi::CStr,
 }
-const HELPER_SPECS: [HelperSpec; 12] = [
+const HELPER_SPECS: [HelperSpec; 13] = [
     HelperSpec { base: c"cuCtxGetDevice", version: 2000, export: c"cuCtxGetDevice" },
     HelperSpec { base: c"cuDeviceGetUuid", version: 11040, export: c"cuDeviceGetUuid_v2" },
     HelperSpec { base: c"cuDeviceGetCount", version: 2000, export: c"cuDeviceGetCount" },
@@ -211,8 +206,11 @@ const HELPER_SPECS: [HelperSpec; 12] = [
         export: c"cuThreadExchangeStreamCaptureMode",
     },
     HelperSpec { base: c"cuDevicePrimaryCtxGetState", version: 7000, export: c"cuDevicePrimaryCtxGetState" },
+    // Legacy-stream entry; per-thread callers pass CU_STREAM_PER_THREAD.
+    HelperSpec { base: c"cuStreamGetDevice", version: 12080, export: c"cuStreamGetDevice" },
 ];
-static HELPERS: [AtomicPtr<c_void>; 12] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 12];
+static HELPERS: [AtomicPtr<c_void>; HELPER_SPECS.len()] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; HELPER_SPECS.len()];
 
 fn resolve_helper(h: &HelperSpec, driver: *mut c_void) -> *mut c_void {
     if let Some(gpa) = hooks::orig::cuGetProcAddress_v2() {
@@ -256,6 +254,14 @@ macro_rules! call_helper {
 pub fn current_device() -> Result<CUdevice, CUresult> {
     let mut dev: CUdevice = -1;
     call_helper!(Helper::CtxGetDevice, unsafe extern "C" fn(*mut CUdevice) -> CUresult, &mut dev)?;
+    Ok(dev)
+}
+
+/// The device of a stream (`Err(CUDA_ERROR_NOT_FOUND)` from a driver
+/// older than CUDA 12.8, which lacks `cuStreamGetDevice`).
+pub fn stream_device(stream: CUstream) -> Result<CUdevice, CUresult> {
+    let mut dev: CUdevice = -1;
+    call_helper!(Helper::StreamGetDevice, unsafe extern "C" fn(CUstream, *mut CUdevice) -> CUresult, stream, &mut dev)?;
     Ok(dev)
 }
 

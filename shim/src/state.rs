@@ -3,17 +3,20 @@
 //! Nothing happens at load time: no constructor, no thread, no I/O. The state
 //! is built on the first call of a hooked entry point (parsing the
 //! configuration from the environment), published through an atomic pointer,
-//! and never freed. `fork` is handled by a child handler that only stores two
-//! atomics: the child then builds fresh state on its next CUDA call (its
-//! parent's allocations and contexts are not its own; the old state, whose
-//! locks another thread may have held at the fork, is abandoned).
+//! and never freed. Threads that race to build it each build their own and
+//! the first to publish wins (nobody waits, so a fork in the middle leaves
+//! nothing half-done). `fork` is handled by a child handler, registered
+//! before the state is published, that only stores an atomic: the child then
+//! builds fresh state on its next CUDA call (its parent's allocations and
+//! contexts are not its own; the old state, whose locks another thread may
+//! have held at the fork, is abandoned).
 
 use crate::log;
 use cuda_abi::{CUdevice, CUresult};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tslice_policy::gate::GateConfig;
 use tslice_policy::ledger::MemLedger;
 use tslice_policy::quota::{self, MemLimit, PerDevice, Ppm};
@@ -47,14 +50,21 @@ const LIMITED: u8 = 2;
 pub struct DeviceState {
     pub ledger: MemLedger,
     limit_state: AtomicU8,
+    /// The device's real memory (set with the cap).
+    total: AtomicU64,
 }
 
 impl DeviceState {
     const fn new() -> DeviceState {
-        DeviceState { ledger: MemLedger::new(u64::MAX), limit_state: AtomicU8::new(UNRESOLVED) }
+        DeviceState { ledger: MemLedger::new(u64::MAX), limit_state: AtomicU8::new(UNRESOLVED), total: AtomicU64::new(u64::MAX) }
     }
     pub fn is_limited(&self) -> bool {
         self.limit_state.load(Ordering::Acquire) == LIMITED
+    }
+    /// Whether `bytes` could never fit on the device, cap or no cap: such a
+    /// request is the driver's to refuse, with the driver's error class.
+    pub fn beyond_device(&self, bytes: u64) -> bool {
+        bytes > self.total.load(Ordering::Relaxed)
     }
 }
 
@@ -77,6 +87,13 @@ pub struct Shim {
     /// CUarray and CUmipmappedArray handles.
     pub arrays: ShardedMap<Charge>,
     pub vmm: Mutex<Vmm<Charge>>,
+    /// The device of each memory pool this process created or looked up.
+    pub pools: ShardedMap<CUdevice>,
+    /// Orders context-bound allocation records against context destruction:
+    /// allocations and frees hold it shared from their reservation to their
+    /// record, a destroy holds it exclusively from taking the context's
+    /// records out until the driver has freed them (or refused to).
+    ctx_lock: RwLock<()>,
     /// Stream captures in progress in this process.
     captures: AtomicU32,
     /// Whether the process sees a single device (then every launch is on
@@ -87,14 +104,11 @@ pub struct Shim {
 }
 
 static SHIM: AtomicPtr<Shim> = AtomicPtr::new(std::ptr::null_mut());
-static BUILDING: AtomicBool = AtomicBool::new(false);
 static ATFORK: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn after_fork_in_child() {
-    // Only atomics: the child rebuilds everything on its next CUDA call.
+    // Only an atomic: the child rebuilds everything on its next CUDA call.
     SHIM.store(std::ptr::null_mut(), Ordering::Release);
-    BUILDING.store(false, Ordering::Release);
-    crate::real::after_fork_in_child();
 }
 
 /// The process's state, built on first use.
@@ -111,80 +125,71 @@ pub fn shim() -> &'static Shim {
 #[cold]
 #[inline(never)]
 fn build() -> &'static Shim {
-    loop {
-        let p = SHIM.load(Ordering::Acquire);
-        if !p.is_null() {
+    // Each racing thread builds its own (parsing a few variables); the first
+    // to publish wins and reports what was wrong with the configuration.
+    let (state, problems) = Shim::from_env();
+    let mine = Box::into_raw(Box::new(state));
+    // The fork handler exists before any state does. Two threads may both
+    // register it; it is idempotent.
+    if !ATFORK.load(Ordering::Acquire) {
+        // SAFETY: registers a handler that only stores an atomic.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        ATFORK.store(true, Ordering::Release);
+    }
+    match SHIM.compare_exchange(std::ptr::null_mut(), mine, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            for p in problems {
+                log::always!("{p}; CUDA calls in this process fail with {FAIL_CLOSED}");
+            }
+            // SAFETY: just published; never freed.
+            unsafe { &*mine }
+        }
+        Err(winner) => {
+            // SAFETY: `mine` came from Box::into_raw above and was never shared.
+            drop(unsafe { Box::from_raw(mine) });
             // SAFETY: published once fully built and never freed.
-            return unsafe { &*p };
+            unsafe { &*winner }
         }
-        if BUILDING.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            // Should building panic (a bug), let the next caller try again
-            // rather than leave every thread waiting for it.
-            struct Retry;
-            impl Drop for Retry {
-                fn drop(&mut self) {
-                    if std::thread::panicking() {
-                        BUILDING.store(false, Ordering::Release);
-                    }
-                }
-            }
-            let _retry = Retry;
-            let s: &'static Shim = Box::leak(Box::new(Shim::from_env()));
-            SHIM.store(s as *const Shim as *mut Shim, Ordering::Release);
-            if !ATFORK.swap(true, Ordering::AcqRel) {
-                // SAFETY: registers a handler that only touches atomics.
-                unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-            }
-            return s;
-        }
-        std::thread::yield_now();
     }
 }
 
 impl Shim {
-    fn from_env() -> Shim {
+    /// The state the environment asks for, and what is wrong with it (each
+    /// problem makes the process fail closed).
+    fn from_env() -> (Shim, Vec<String>) {
         log::init_from_env();
-        let mut fail_closed = false;
-        fn read(fail_closed: &mut bool, var: &str) -> Option<String> {
+        let mut problems = Vec::new();
+        fn read(problems: &mut Vec<String>, var: &str) -> Option<String> {
             let v = std::env::var_os(var)?;
             match v.into_string() {
                 Ok(s) => Some(s),
                 Err(v) => {
-                    log::error!(
-                        "{var}={:?} is not valid UTF-8; CUDA calls in this process fail with {}",
-                        v.to_string_lossy(),
-                        FAIL_CLOSED
-                    );
-                    *fail_closed = true;
+                    problems.push(format!("{var}={} is not valid UTF-8", quota::clip(&v.to_string_lossy())));
                     None
                 }
             }
         }
-        let hbm = read(&mut fail_closed, "TSLICE_HBM_LIMIT");
-        let compute = read(&mut fail_closed, "TSLICE_COMPUTE_LIMIT");
-        fn parse_or_fail<T>(fail_closed: &mut bool, r: Result<T, quota::QuotaError>) -> Option<T> {
-            r.map_err(|e| {
-                log::error!("{e}; CUDA calls in this process fail with {FAIL_CLOSED}");
-                *fail_closed = true;
-            })
-            .ok()
+        fn parse_or_fail<T>(problems: &mut Vec<String>, r: Result<T, quota::QuotaError>) -> Option<T> {
+            r.map_err(|e| problems.push(e.to_string())).ok()
         }
+        let hbm = read(&mut problems, "TSLICE_HBM_LIMIT");
+        let compute = read(&mut problems, "TSLICE_COMPUTE_LIMIT");
         let mem_limits =
-            hbm.and_then(|s| parse_or_fail(&mut fail_closed, quota::parse_mem_limits("TSLICE_HBM_LIMIT", &s)));
+            hbm.and_then(|s| parse_or_fail(&mut problems, quota::parse_mem_limits("TSLICE_HBM_LIMIT", &s)));
         let compute_limits = compute
-            .and_then(|s| parse_or_fail(&mut fail_closed, quota::parse_compute_limits("TSLICE_COMPUTE_LIMIT", &s)));
+            .and_then(|s| parse_or_fail(&mut problems, quota::parse_compute_limits("TSLICE_COMPUTE_LIMIT", &s)));
         let defaults = GateConfig::new(Ppm::ONE);
         let mut duration = |var: &str, default: u64| {
-            read(&mut fail_closed, var)
-                .and_then(|s| parse_or_fail(&mut fail_closed, quota::parse_duration(var, &s)))
+            read(&mut problems, var)
+                .and_then(|s| parse_or_fail(&mut problems, quota::parse_duration(var, &s)))
                 .unwrap_or(default)
         };
         let compute_burst_ns = duration("TSLICE_COMPUTE_BURST", defaults.burst_ns);
         let compute_inflight_ns = duration("TSLICE_COMPUTE_INFLIGHT", defaults.max_inflight_ns);
         let compute_quantum_ns = duration("TSLICE_COMPUTE_QUANTUM", defaults.quantum_ns);
         let gpu_timeslice_ns = duration("TSLICE_GPU_TIMESLICE", defaults.timeslice_ns);
-        Shim {
-            fail_closed,
+        let shim = Shim {
+            fail_closed: !problems.is_empty(),
             mem_limits,
             compute_limits,
             compute_burst_ns,
@@ -196,10 +201,13 @@ impl Shim {
             ptrs: ShardedMap::new(),
             arrays: ShardedMap::new(),
             vmm: Mutex::new(Vmm::default()),
+            pools: ShardedMap::new(),
+            ctx_lock: RwLock::new(()),
             captures: AtomicU32::new(0),
             device_count: AtomicU8::new(COUNT_UNKNOWN),
             primary: [const { AtomicUsize::new(0) }; MAX_DEVICES],
-        }
+        };
+        (shim, problems)
     }
 
     /// True when a memory cap is configured for some device.
@@ -219,13 +227,28 @@ impl Shim {
         (p != 0).then_some(p as cuda_abi::CUcontext)
     }
 
-    /// A context is being destroyed: give back the charges of its
-    /// allocations and forget the gates' events in it.
-    pub fn forget_context(&self, ctx: cuda_abi::CUcontext) {
+    /// Held by allocation and free paths from reservation to record.
+    pub fn records_shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.ctx_lock.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Held by a context destroy from taking its records out to giving
+    /// their charges back (or putting them back).
+    pub fn records_exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.ctx_lock.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes out the records of every allocation made in `ctx` (before the
+    /// driver destroys it, while no new context can have its handle value).
+    pub fn take_context_records(&self, ctx: cuda_abi::CUcontext) -> ContextRecords {
         let key = ctx as usize;
-        let mut freed = self.ptrs.take_where(|c| c.ctx == key);
-        freed.extend(self.arrays.take_where(|c| c.ctx == key));
-        for c in &freed {
+        ContextRecords { ptrs: self.ptrs.take_where(|c| c.ctx == key), arrays: self.arrays.take_where(|c| c.ctx == key) }
+    }
+
+    /// The driver destroyed the context and freed its memory: give the
+    /// charges back and forget the gates' events in it.
+    pub fn context_destroyed(&self, ctx: cuda_abi::CUcontext, recs: ContextRecords) {
+        for (_, c) in recs.ptrs.iter().chain(recs.arrays.iter()) {
             if let Some(d) = self.devices.get(c.dev as usize) {
                 d.ledger.release(c.bytes);
             }
@@ -233,8 +256,19 @@ impl Shim {
         for g in self.gates.iter().filter_map(|g| g.get()).flatten() {
             g.forget_context(ctx);
         }
-        if !freed.is_empty() {
-            log::info!("a context was destroyed: {} allocations given back", freed.len());
+        let n = recs.ptrs.len() + recs.arrays.len();
+        if n > 0 {
+            log::info!("a context was destroyed: {n} allocations given back");
+        }
+    }
+
+    /// The context was not destroyed after all: its records go back.
+    pub fn context_kept(&self, recs: ContextRecords) {
+        for (k, c) in recs.ptrs {
+            self.ptrs.insert(k, c);
+        }
+        for (k, c) in recs.arrays {
+            self.arrays.insert(k, c);
         }
     }
 
@@ -252,20 +286,67 @@ impl Shim {
         self.captures.load(Ordering::Acquire) > 0
     }
 
-    /// The device a launch goes to: the current context's device, known
-    /// without a driver call when the process sees a single device.
-    pub fn launch_device(&self) -> Result<CUdevice, CUresult> {
+    /// Whether the process sees a single device (asked of the driver once).
+    fn single_device(&self) -> Result<bool, CUresult> {
         match self.device_count.load(Ordering::Acquire) {
-            COUNT_ONE => Ok(0),
-            COUNT_MANY => crate::real::current_device(),
+            COUNT_ONE => Ok(true),
+            COUNT_MANY => Ok(false),
             _ => {
                 let n = crate::real::device_count()?;
                 self.device_count.store(if n == 1 { COUNT_ONE } else { COUNT_MANY }, Ordering::Release);
-                if n == 1 {
-                    Ok(0)
-                } else {
-                    crate::real::current_device()
-                }
+                Ok(n == 1)
+            }
+        }
+    }
+
+    /// The device a launch goes to: the current context's device, known
+    /// without a driver call when the process sees a single device.
+    pub fn launch_device(&self) -> Result<CUdevice, CUresult> {
+        if self.single_device()? {
+            Ok(0)
+        } else {
+            crate::real::current_device()
+        }
+    }
+
+    /// The device that a stream-ordered allocation on `stream` lives on:
+    /// the stream's own device (not the current one), known without a
+    /// driver call when the process sees a single device. `per_thread`: the
+    /// entry point was a `_ptsz` one, so a NULL stream is the calling
+    /// thread's default stream. A driver without `cuStreamGetDevice`
+    /// (before CUDA 12.8) gives the current device.
+    pub fn stream_device(&self, stream: cuda_abi::CUstream, per_thread: bool) -> Result<CUdevice, CUresult> {
+        if self.single_device()? {
+            return Ok(0);
+        }
+        let stream = if per_thread && stream.is_null() { cuda_abi::CU_STREAM_PER_THREAD } else { stream };
+        match crate::real::stream_device(stream) {
+            Err(CUresult::ERROR_NOT_FOUND) => crate::real::current_device(),
+            r => r,
+        }
+    }
+
+    /// Warns once, after `cuInit`, about per-device entries of the limits
+    /// that match none of the devices this process sees (an unknown UUID,
+    /// an ordinal past the last device): they cap nothing.
+    pub fn check_device_lists(&self) {
+        static CHECKED: AtomicBool = AtomicBool::new(false);
+        if self.mem_limits.is_none() && self.compute_limits.is_none() {
+            return;
+        }
+        if CHECKED.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(n) = crate::real::device_count() else { return };
+        let devices: Vec<(u32, Option<String>)> =
+            (0..n.max(0)).map(|d| (d as u32, crate::real::device_uuid(d).ok())).collect();
+        let lists = [("TSLICE_HBM_LIMIT", self.mem_limits.as_ref().map(|l| l.unmatched(&devices))),
+            ("TSLICE_COMPUTE_LIMIT", self.compute_limits.as_ref().map(|l| l.unmatched(&devices)))];
+        for (var, unmatched) in lists {
+            for sel in unmatched.into_iter().flatten() {
+                log::warn!(
+                    "{var}: the entry for {sel} matches none of the {n} devices this process sees; it caps nothing"
+                );
             }
         }
     }
@@ -305,10 +386,15 @@ impl Shim {
     }
 
     /// The memory state of `dev` if a cap applies to it; resolves the cap
-    /// (which may be a share of the device) on first use.
+    /// (which may be a share of the device) on first use. Threads that race
+    /// here all resolve the same cap; none allocates before it is set.
     pub fn mem_device(&self, dev: CUdevice) -> Result<Option<&DeviceState>, CUresult> {
         let Some(limits) = &self.mem_limits else { return Ok(None) };
-        let Some(d) = usize::try_from(dev).ok().and_then(|i| self.devices.get(i)) else {
+        let Ok(i) = usize::try_from(dev) else {
+            // Not a device: the driver rejects the call.
+            return Ok(None);
+        };
+        let Some(d) = self.devices.get(i) else {
             log::warn!("device {dev} is beyond the {MAX_DEVICES} devices tslice tracks; not capping it");
             return Ok(None);
         };
@@ -319,23 +405,31 @@ impl Shim {
         }
         let total = crate::real::device_total_mem(dev)?;
         let uuid = crate::real::device_uuid(dev).ok();
-        match limits.for_device(dev as u32, uuid.as_deref()) {
+        let (state, cap) = match limits.for_device(dev as u32, uuid.as_deref()) {
             Some(limit) => {
                 let bytes = limit.resolve(total);
+                d.total.store(total, Ordering::Relaxed);
                 d.ledger.set_limit(bytes);
-                d.limit_state.store(LIMITED, Ordering::Release);
+                (LIMITED, Some(bytes))
+            }
+            None => (UNLIMITED, None),
+        };
+        if d.limit_state.compare_exchange(UNRESOLVED, state, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            if let Some(bytes) = cap {
                 log::info!(
                     "device {dev} ({}): HBM cap {bytes} bytes of {total}",
                     uuid.as_deref().unwrap_or("uuid unknown")
                 );
-                Ok(Some(d))
-            }
-            None => {
-                d.limit_state.store(UNLIMITED, Ordering::Release);
-                Ok(None)
             }
         }
+        Ok(cap.map(|_| d))
     }
+}
+
+/// The allocation records of a context being destroyed.
+pub struct ContextRecords {
+    ptrs: Vec<(u64, Charge)>,
+    arrays: Vec<(u64, Charge)>,
 }
 
 /// A u64-keyed hash map split into shards, so threads allocating at once
@@ -359,13 +453,19 @@ impl<V> ShardedMap<V> {
     pub fn remove(&self, key: u64) -> Option<V> {
         self.shard(key).remove(&key)
     }
-    /// Removes and returns every value `pred` selects.
-    pub fn take_where(&self, pred: impl Fn(&V) -> bool) -> Vec<V> {
+    pub fn get(&self, key: u64) -> Option<V>
+    where
+        V: Copy,
+    {
+        self.shard(key).get(&key).copied()
+    }
+    /// Removes and returns every entry whose value `pred` selects.
+    pub fn take_where(&self, pred: impl Fn(&V) -> bool) -> Vec<(u64, V)> {
         let mut out = Vec::new();
         for shard in &self.shards {
             let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
             let keys: Vec<u64> = m.iter().filter(|(_, v)| pred(v)).map(|(k, _)| *k).collect();
-            out.extend(keys.into_iter().filter_map(|k| m.remove(&k)));
+            out.extend(keys.into_iter().filter_map(|k| m.remove(&k).map(|v| (k, v))));
         }
         out
     }

@@ -38,6 +38,7 @@ fn start(gpu: &SimGpu, prog: &Path, args: &[&str], limit: Option<&str>) -> Child
 struct Done {
     pid: u32,
     out: String,
+    err: String,
     t_start: u64,
     t_end: u64,
 }
@@ -56,12 +57,12 @@ fn finish(mut c: Child) -> Done {
     }
     let o = c.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success() && out.contains("OK FAILS=0"), "pid {pid} failed:\n{out}\n{err}");
     let t_start = field(&out, "t_start") as u64;
     // The victim prints no t_end.
     let t_end = if out.contains("t_end=") { field(&out, "t_end") as u64 } else { 0 };
-    Done { pid, out, t_start, t_end }
+    Done { pid, out, err, t_start, t_end }
 }
 
 /// The steady-state window of a run: from 0.6 s after the last tenant
@@ -129,6 +130,25 @@ fn refused_launches_neither_hang_nor_escape_the_share() {
     let s = share(&gpu, &t, window(&[&t]));
     eprintln!("share {s:.2}% ({})", t.out);
     assert!((s - 30.0).abs() <= 2.0, "achieved {s:.2}%, target 30% +/- 2: {}", t.out);
+}
+
+/// Issue 6, defect 5: a healthy kernel longer than the gate's base patience
+/// (50 ms) is not a wedged context. With 60 ms kernels under a 25% limit the
+/// gate used to give up on completions on nearly every launch (lifting the
+/// in-flight bound each time); now its patience scales with the work known
+/// to be in flight, so at most the first, never-measured kernel can look
+/// stalled.
+#[test]
+fn kernels_longer_than_50ms_are_not_taken_for_a_wedged_context() {
+    let _s = serial();
+    let prog = spin_loop();
+    let gpu = SimGpu::new();
+    let t = finish(start(&gpu, &prog, &["kernels", "60000", "4"], Some("25%")));
+    let stalls = t.err.matches("no GPU work of this process was seen completing").count();
+    let s = share(&gpu, &t, window(&[&t]));
+    eprintln!("share {s:.2}%, {stalls} stall warnings ({})", t.out);
+    assert!(stalls <= 1, "{stalls} stall warnings for healthy 60 ms kernels:\n{}", t.err);
+    assert!((s - 25.0).abs() <= 4.0, "achieved {s:.2}%, target 25% +/- 4: {}", t.out);
 }
 
 #[test]

@@ -123,6 +123,11 @@ fn invalid_limits_fail_closed_with_one_clear_line() {
         ("TSLICE_COMPUTE_LIMIT", "fast", "not a percentage"),
         ("TSLICE_COMPUTE_LIMIT", "0%", "less than 0.1%"),
         ("TSLICE_COMPUTE_BURST", "2", "no unit"),
+        // Issue 6, defect 8: caps below one page, overflows, negative durations.
+        ("TSLICE_HBM_LIMIT", "1", "less than one 2 MiB page"),
+        ("TSLICE_HBM_LIMIT", "1KB", "less than one 2 MiB page"),
+        ("TSLICE_HBM_LIMIT", "99999999999999999999", "too large"),
+        ("TSLICE_COMPUTE_BURST", "-1ms", "negative"),
     ];
     for (var, value, problem) in cases {
         let gpu = SimGpu::new().env(var, value).preload(&shim());
@@ -137,4 +142,28 @@ fn invalid_limits_fail_closed_with_one_clear_line() {
         assert!(l.contains(&format!("{var}={value:?} is invalid")), "{l}");
         assert!(l.contains(problem) && l.contains("accepted:") && l.contains("CUDA_ERROR_NOT_PERMITTED"), "{l}");
     }
+}
+
+/// Issue 6, defect 8: the fail-closed line is the only explanation a tenant
+/// gets, so it is printed even with TSLICE_LOG=off; a huge value is cut,
+/// not echoed whole.
+#[test]
+fn the_fail_closed_line_is_printed_whatever_the_log_level_and_stays_short() {
+    let prog = build_cuda(&cuda_src("memcap.cu"), &[]);
+    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "8 gigs").env("TSLICE_LOG", "off").preload(&shim());
+    let o = gpu.run(&prog, &["64"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("tslice")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("TSLICE_HBM_LIMIT=\"8 gigs\" is invalid"), "{stderr}");
+
+    let huge = format!("8{}", "G".repeat(65536));
+    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", &huge).preload(&shim());
+    let o = gpu.run(&prog, &["64"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("tslice")).collect();
+    assert_eq!(lines.len(), 1, "{}", &stderr[..stderr.len().min(2000)]);
+    assert!(lines[0].len() < 1000, "a {} byte line", lines[0].len());
+    assert!(lines[0].contains("(65537 bytes)") && lines[0].contains("accepted:"), "{}", lines[0]);
 }

@@ -27,15 +27,21 @@ pub struct Hook {
     pub per_thread: bool,
 }
 
-/// The real driver's function of a hook, or return `CUDA_ERROR_NOT_FOUND`
-/// from the calling wrapper when the driver lacks it.
+/// The real driver's function of a hook, resolving the driver first (an
+/// atomic load once it is). Returns from the calling wrapper with
+/// `CUDA_ERROR_NOT_INITIALIZED` when the driver cannot be loaded (what a
+/// driver says before a successful `cuInit`), or `CUDA_ERROR_NOT_FOUND` when
+/// it lacks this entry point.
 macro_rules! real_fn {
-    ($name:ident) => {
+    ($name:ident) => {{
+        if !$crate::real::ensure_driver() {
+            return cuda_abi::CUresult::ERROR_NOT_INITIALIZED;
+        }
         match $crate::hooks::orig::$name() {
             Some(f) => f,
             None => return cuda_abi::CUresult::ERROR_NOT_FOUND,
         }
-    };
+    }};
 }
 pub(crate) use real_fn;
 

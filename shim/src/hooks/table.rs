@@ -69,6 +69,18 @@ hook_table! {
         fn(array: *mut CUmipmappedArray, desc: *const CUDA_ARRAY3D_DESCRIPTOR, levels: c_uint)
         = crate::mem::mipmapped_array_create;
 
+    // Where memory pools live: stream-ordered allocations from a pool are
+    // charged to the pool's device, whatever stream orders them.
+    cuMemPoolCreate             ("cuMemPoolCreate", 11020, legacy)
+        fn(pool: *mut CUmemoryPool, props: *const cuda_abi::driver_types::CUmemPoolProps)
+        = crate::mem::mem_pool_create;
+    cuDeviceGetDefaultMemPool   ("cuDeviceGetDefaultMemPool", 11020, legacy)
+        fn(pool: *mut CUmemoryPool, dev: CUdevice) = crate::mem::device_get_default_mem_pool;
+    cuDeviceGetMemPool          ("cuDeviceGetMemPool", 11020, legacy)
+        fn(pool: *mut CUmemoryPool, dev: CUdevice) = crate::mem::device_get_mem_pool;
+    cuMemPoolDestroy            ("cuMemPoolDestroy", 11020, legacy)
+        fn(pool: CUmemoryPool) = crate::mem::mem_pool_destroy;
+
     // Release paths (and the VMM mappings that keep released handles alive).
     cuMemFree_v2                ("cuMemFree", 3020, legacy)
         fn(dptr: CUdeviceptr) = crate::mem::mem_free;
