@@ -22,7 +22,7 @@
 //! within a few samples, and keys whose durations vary are charged as
 //! measured.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Keys are already hashes (the shim mixes function and geometry), so one
@@ -128,11 +128,28 @@ pub struct Plan {
 pub struct Estimator {
     cfg: EstimatorConfig,
     keys: HashMap<u64, KeyStats, BuildHasherDefault<KeyHasher>>,
+    /// Every remembered key, oldest first: eviction takes from the front.
+    order: VecDeque<u64>,
 }
 
 impl Estimator {
     pub fn new(cfg: EstimatorConfig) -> Estimator {
-        Estimator { cfg, keys: HashMap::default() }
+        Estimator { cfg, keys: HashMap::default(), order: VecDeque::new() }
+    }
+
+    /// Forgets the oldest key that is not being measured, in O(1) amortized
+    /// (a key being measured goes to the back and is tried again later; at
+    /// most one pass over the table when every key is being measured).
+    fn evict_one(&mut self) {
+        for _ in 0..self.order.len() {
+            let Some(old) = self.order.pop_front() else { return };
+            if self.keys.get(&old).is_some_and(|k| k.pending > 0) {
+                self.order.push_back(old);
+            } else {
+                self.keys.remove(&old);
+                return;
+            }
+        }
     }
 
     fn default_for(&self, kind: Kind) -> u64 {
@@ -164,11 +181,11 @@ impl Estimator {
 
     /// Commits to a launch of `key`: its cost, and whether to measure it.
     pub fn plan(&mut self, key: u64, kind: Kind) -> Plan {
-        if !self.keys.contains_key(&key) && self.keys.len() >= self.cfg.max_keys {
-            // Forget one key that is not being measured (any will do).
-            if let Some(old) = self.keys.iter().find(|(_, k)| k.pending == 0).map(|(k, _)| *k) {
-                self.keys.remove(&old);
+        if !self.keys.contains_key(&key) {
+            if self.keys.len() >= self.cfg.max_keys {
+                self.evict_one();
             }
+            self.order.push_back(key);
         }
         let default = self.default_for(kind);
         let cfg = &self.cfg;
@@ -329,5 +346,28 @@ mod tests {
             }
         }
         assert!(e.keys.len() <= 16);
+        assert_eq!(e.order.len(), e.keys.len(), "one order entry per key");
+    }
+
+    #[test]
+    fn eviction_takes_the_oldest_key_not_being_measured() {
+        let mut e = Estimator::new(EstimatorConfig { max_keys: 3, ..Default::default() });
+        e.plan(1, Kind::Kernel); // measured: pending
+        for k in [2, 3] {
+            e.plan(k, Kind::Kernel);
+            e.observe(k, Some(5));
+        }
+        e.plan(4, Kind::Kernel);
+        assert!(e.keys.contains_key(&1), "key 1 is being measured: kept");
+        assert!(!e.keys.contains_key(&2), "key 2 was the oldest idle one");
+        assert!(e.keys.contains_key(&3) && e.keys.contains_key(&4));
+        // Every key pending: the table may grow past the bound rather than
+        // forget a measurement in flight.
+        let mut e = Estimator::new(EstimatorConfig { max_keys: 2, ..Default::default() });
+        for k in 0..4 {
+            e.plan(k, Kind::Kernel);
+        }
+        assert_eq!(e.keys.len(), 4);
+        assert_eq!(e.order.len(), 4);
     }
 }

@@ -1,13 +1,12 @@
 //! # tslice-policy
 //!
 //! The decisions tslice makes, as pure code: no FFI, no `unsafe`, no global
-//! state, time passed in through [`clock::Clock`] or as arguments. The shim
+//! state, time passed in as arguments. The shim
 //! (and later the broker) wire these into the driver; everything here is
 //! tested on its own.
 #![forbid(unsafe_code)]
 
 pub mod bucket;
-pub mod clock;
 pub mod estimate;
 pub mod gate;
 pub mod ledger;
