@@ -24,12 +24,13 @@ use std::ffi::{c_char, c_void};
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("the dlsym trampoline is written for x86_64 only; port dlsym.rs to this architecture");
 
-/// The exported `dlsym`.
+/// The exported `dlsym` (not exported from the unit-test runner, whose own
+/// lookups must reach glibc untouched).
 ///
 /// # Safety
 /// As glibc's `dlsym`.
 #[unsafe(naked)]
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void {
     // Entry: rsp = 8 mod 16. Two pushes and 24 bytes keep the call aligned
     // and leave [rsp] as the out-slot for route's answer.

@@ -341,3 +341,17 @@ pub fn kernel_key(f: CUfunction, grid: [u32; 3], block: [u32; 3], shmem: u32) ->
 pub fn graph_key(exec: CUgraphExec) -> u64 {
     (exec as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F) ^ 0x6772_6170_6800_0000
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stall_patience_scales_with_work_in_flight_within_bounds() {
+        assert_eq!(stall_patience_ns(STALL_NS, 0), STALL_NS);
+        assert_eq!(stall_patience_ns(STALL_NS, 100_000), STALL_NS, "short work: the floor");
+        assert_eq!(stall_patience_ns(STALL_NS, 60_000_000), 480_000_000, "a 60 ms kernel: 8 x");
+        assert_eq!(stall_patience_ns(4 * STALL_NS, 0), 4 * STALL_NS, "a raised floor");
+        assert_eq!(stall_patience_ns(STALL_NS, u64::MAX), STALL_MAX_NS);
+    }
+}

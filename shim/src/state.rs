@@ -491,3 +491,34 @@ impl Hasher for MixHasher {
         self.0 = mix(x);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sharded_map_keeps_every_entry_apart() {
+        let m: ShardedMap<u64> = ShardedMap::new();
+        for k in 0..10_000u64 {
+            m.insert(k * 0x20_0000, k);
+        }
+        assert_eq!(m.get(0x20_0000 * 7), Some(7));
+        assert_eq!(m.remove(0x20_0000 * 7), Some(7));
+        assert_eq!(m.remove(0x20_0000 * 7), None);
+        assert_eq!(m.get(1), None);
+        let odd = m.take_where(|v| v % 2 == 1);
+        assert_eq!(odd.len(), 4_999, "7 was removed");
+        assert!(odd.iter().all(|(k, v)| k / 0x20_0000 == *v && v % 2 == 1));
+        assert!(m.take_where(|v| v % 2 == 1).is_empty());
+        assert_eq!(m.take_where(|_| true).len(), 5_000);
+    }
+
+    #[test]
+    fn sharded_map_spreads_aligned_addresses_over_its_shards() {
+        let mut used = [false; 16];
+        for k in 0..64u64 {
+            used[(mix(k << 21) >> 60) as usize] = true;
+        }
+        assert!(used.iter().filter(|u| **u).count() >= 12, "2 MiB-aligned keys spread: {used:?}");
+    }
+}
