@@ -183,12 +183,27 @@ fn without_enforcement_two_saturating_tenants_split_the_device() {
     assert!(sa + sb > 85.0 && sa + sb < 97.0, "switching costs a few percent: {}", sa + sb);
 }
 
+/// Handshake on ground truth: returns once the simulated GPU has run
+/// `busy_ns` of `pid`'s work (a minute at most, then the test fails).
+fn wait_until_busy(gpu: &SimGpu, pid: u32, busy_ns: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(m) = simgpu::Monitor::open(&gpu.dir(), 0) {
+            if m.snapshot().processes.iter().any(|p| p.pid == pid && p.busy_ns >= busy_ns) {
+                return;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "pid {pid} never got {busy_ns} ns of device time");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 fn victim_run(gpu: &SimGpu, neighbour: Option<Option<&str>>, secs: &str) -> (f64, f64) {
     let victim = build_cuda(&cuda_src("victim.cu"), &[]);
     let prog = spin_loop();
     let n = neighbour.map(|limit| start(gpu, &prog, &["kernels", "200", "3.4"], limit));
-    if n.is_some() {
-        std::thread::sleep(std::time::Duration::from_millis(300));
+    if let Some(n) = &n {
+        wait_until_busy(gpu, n.id(), 100_000_000);
     }
     let v = finish(start(gpu, &victim, &["200", secs], None));
     if let Some(n) = n {
