@@ -291,7 +291,10 @@ mod tests {
 
     #[test]
     fn result_names() {
-        assert_eq!(CUresult::ERROR_OUT_OF_MEMORY.name(), Some("CUDA_ERROR_OUT_OF_MEMORY"));
+        assert_eq!(
+            CUresult::ERROR_OUT_OF_MEMORY.name(),
+            Some("CUDA_ERROR_OUT_OF_MEMORY")
+        );
         assert_eq!(CUresult(12345).name(), None);
         assert_eq!(format!("{:?}", CUresult(12345)), "CUresult(12345)");
         assert_eq!(format!("{}", CUresult(2)), "CUDA_ERROR_OUT_OF_MEMORY(2)");
@@ -300,6 +303,9 @@ mod tests {
     #[test]
     fn uuid_string() {
         let u = CUuuid { bytes: [0xab; 16] };
-        assert_eq!(u.to_gpu_string(), "GPU-abababab-abab-abab-abab-abababababab");
+        assert_eq!(
+            u.to_gpu_string(),
+            "GPU-abababab-abab-abab-abab-abababababab"
+        );
     }
 }

@@ -28,7 +28,14 @@ impl TokenBucket {
     /// A full bucket at time `now`.
     pub fn new(rate: Ppm, burst_ns: u64, now_ns: u64) -> TokenBucket {
         let burst = burst_ns.min(i64::MAX as u64) as i64;
-        TokenBucket { rate, burst_ns: burst, tokens_ns: burst, deferred_ns: 0, carry: 0, last_ns: now_ns }
+        TokenBucket {
+            rate,
+            burst_ns: burst,
+            tokens_ns: burst,
+            deferred_ns: 0,
+            carry: 0,
+            last_ns: now_ns,
+        }
     }
 
     pub fn rate(&self) -> Ppm {
@@ -44,15 +51,24 @@ impl TokenBucket {
         self.last_ns = self.last_ns.max(now_ns);
         if dt > 0 && self.tokens_ns < self.burst_ns {
             // u64 arithmetic while it cannot overflow (gaps under ~5 hours).
-            let (add, carry) = match dt.checked_mul(self.rate.0 as u64).and_then(|x| x.checked_add(self.carry)) {
+            let (add, carry) = match dt
+                .checked_mul(self.rate.0 as u64)
+                .and_then(|x| x.checked_add(self.carry))
+            {
                 Some(total) => (total / 1_000_000, total % 1_000_000),
                 None => {
                     let total = dt as u128 * self.rate.0 as u128 + self.carry as u128;
-                    ((total / 1_000_000).min(i64::MAX as u128) as u64, (total % 1_000_000) as u64)
+                    (
+                        (total / 1_000_000).min(i64::MAX as u128) as u64,
+                        (total % 1_000_000) as u64,
+                    )
                 }
             };
             self.carry = carry;
-            self.tokens_ns = self.tokens_ns.saturating_add(add.min(i64::MAX as u64) as i64).min(self.burst_ns);
+            self.tokens_ns = self
+                .tokens_ns
+                .saturating_add(add.min(i64::MAX as u64) as i64)
+                .min(self.burst_ns);
         } else if dt > 0 {
             self.carry = 0;
         }
@@ -65,7 +81,9 @@ impl TokenBucket {
     /// add tokens). Returns false when the caller must decide with the clock.
     pub fn try_admit_stale(&mut self, cost_ns: u64) -> bool {
         if self.tokens_ns.saturating_sub(self.deferred_ns) >= 0 {
-            self.deferred_ns = self.deferred_ns.saturating_add(cost_ns.min(i64::MAX as u64) as i64);
+            self.deferred_ns = self
+                .deferred_ns
+                .saturating_add(cost_ns.min(i64::MAX as u64) as i64);
             true
         } else {
             false
@@ -84,7 +102,9 @@ impl TokenBucket {
     pub fn try_admit(&mut self, cost_ns: u64, now_ns: u64) -> Result<(), u64> {
         self.refill(now_ns);
         if self.tokens_ns >= 0 {
-            self.tokens_ns = self.tokens_ns.saturating_sub(cost_ns.min(i64::MAX as u64) as i64);
+            self.tokens_ns = self
+                .tokens_ns
+                .saturating_sub(cost_ns.min(i64::MAX as u64) as i64);
             Ok(())
         } else {
             Err(self.wait_for_zero())
@@ -156,14 +176,23 @@ mod tests {
         let mut b = TokenBucket::new(Ppm::ONE, MS, 0);
         assert_eq!(b.balance(10_000 * MS), MS as i64);
         b.charge(-(5 * MS as i64), 10_000 * MS);
-        assert_eq!(b.balance(10_000 * MS), MS as i64, "refunds are capped at the burst too");
+        assert_eq!(
+            b.balance(10_000 * MS),
+            MS as i64,
+            "refunds are capped at the burst too"
+        );
     }
 
     /// Over a long run, a saturating client gets exactly its rate, whatever
     /// the cost of each launch.
     #[test]
     fn long_run_rate_is_exact() {
-        for (rate, cost) in [(300_000, 200 * US), (100_000, 10 * US), (700_000, 5 * MS), (250_000, 1)] {
+        for (rate, cost) in [
+            (300_000, 200 * US),
+            (100_000, 10 * US),
+            (700_000, 5 * MS),
+            (250_000, 1),
+        ] {
             let mut b = TokenBucket::new(Ppm(rate), 2 * MS, 0);
             let mut now = 0u64;
             let mut spent = 0u64;
@@ -177,7 +206,10 @@ mod tests {
             }
             let expect = Ppm(rate).of(horizon) + 2 * MS;
             let err = (spent as i64 - expect as i64).unsigned_abs();
-            assert!(err <= cost + 2, "rate {rate} cost {cost}: spent {spent} expected {expect}");
+            assert!(
+                err <= cost + 2,
+                "rate {rate} cost {cost}: spent {spent} expected {expect}"
+            );
         }
     }
 
@@ -190,7 +222,9 @@ mod tests {
         let mut now = 0;
         let mut x = 1u64;
         for _ in 0..100_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let cost = 10 * US + (x >> 40) % (500 * US);
             now += (x >> 20) % (300 * US);
             let fresh = a.try_admit(cost, now).is_ok();
@@ -235,7 +269,11 @@ mod tests {
     fn rate_changes_and_time_going_backwards() {
         let mut b = TokenBucket::new(Ppm(100_000), MS, 1_000 * MS);
         b.try_admit(2 * MS, 1_000 * MS).unwrap();
-        assert_eq!(b.balance(500 * MS), -(MS as i64), "an earlier time refills nothing");
+        assert_eq!(
+            b.balance(500 * MS),
+            -(MS as i64),
+            "an earlier time refills nothing"
+        );
         b.set_rate(Ppm::ONE, 1_000 * MS);
         assert_eq!(b.try_admit(1, 1_000 * MS).unwrap_err(), MS);
     }

@@ -134,7 +134,11 @@ pub struct Estimator {
 
 impl Estimator {
     pub fn new(cfg: EstimatorConfig) -> Estimator {
-        Estimator { cfg, keys: HashMap::default(), order: VecDeque::new() }
+        Estimator {
+            cfg,
+            keys: HashMap::default(),
+            order: VecDeque::new(),
+        }
     }
 
     /// Forgets the oldest key that is not being measured, in O(1) amortized
@@ -142,7 +146,9 @@ impl Estimator {
     /// most one pass over the table when every key is being measured).
     fn evict_one(&mut self) {
         for _ in 0..self.order.len() {
-            let Some(old) = self.order.pop_front() else { return };
+            let Some(old) = self.order.pop_front() else {
+                return;
+            };
             if self.keys.get(&old).is_some_and(|k| k.pending > 0) {
                 self.order.push_back(old);
             } else {
@@ -216,7 +222,9 @@ impl Estimator {
         let k = self.keys.get_mut(&key)?;
         k.pending = k.pending.saturating_sub(1);
         let x = measured_ns?;
-        let typical = k.tight_median().filter(|&med| x > med.saturating_add(med / 4));
+        let typical = k
+            .tight_median()
+            .filter(|&med| x > med.saturating_add(med / 4));
         // The estimate follows the typical value, not the preempted one.
         let basis = typical.unwrap_or(x);
         k.est_ns = if k.samples == 0 {
@@ -229,7 +237,10 @@ impl Estimator {
         };
         k.recent[k.samples as usize % WINDOW] = x;
         k.samples = k.samples.saturating_add(1);
-        Some(Observed { measured_ns: x, typical })
+        Some(Observed {
+            measured_ns: x,
+            typical,
+        })
     }
 }
 
@@ -244,7 +255,13 @@ mod tests {
     #[test]
     fn unknown_keys_use_defaults_and_are_measured() {
         let mut e = est();
-        assert_eq!(e.plan(1, Kind::Kernel), Plan { cost_ns: 100_000, sample: true });
+        assert_eq!(
+            e.plan(1, Kind::Kernel),
+            Plan {
+                cost_ns: 100_000,
+                sample: true
+            }
+        );
         assert!(e.on_probation(1));
         assert_eq!(e.estimate(2, Kind::Graph), 1_000_000);
         e.observe(1, Some(10_000));
@@ -279,7 +296,11 @@ mod tests {
             e.plan(1, Kind::Kernel);
             e.observe(1, Some(x));
         }
-        assert_eq!(e.estimate(1, Kind::Kernel), 200, "mean of the first samples");
+        assert_eq!(
+            e.estimate(1, Kind::Kernel),
+            200,
+            "mean of the first samples"
+        );
         for _ in 0..100 {
             e.plan(1, Kind::Kernel);
             e.observe(1, Some(1000));
@@ -287,7 +308,10 @@ mod tests {
         assert!(e.estimate(1, Kind::Kernel) > 990);
         e.plan(1, Kind::Kernel);
         e.observe(1, None);
-        assert!(e.estimate(1, Kind::Kernel) > 990, "a lost sample changes nothing");
+        assert!(
+            e.estimate(1, Kind::Kernel) > 990,
+            "a lost sample changes nothing"
+        );
     }
 
     fn feed(e: &mut Estimator, key: u64, xs: &[u64]) -> Vec<Option<u64>> {
@@ -306,7 +330,10 @@ mod tests {
         assert!(feed(&mut e, 1, &base).iter().all(Option::is_none));
         let flags = feed(&mut e, 1, &[200_000, 580_000, 201_000, 590_000]);
         assert_eq!(flags, [None, Some(201_000), None, Some(201_000)]);
-        assert!(e.estimate(1, Kind::Kernel).abs_diff(200_000) < 2_000, "the estimate ignores them");
+        assert!(
+            e.estimate(1, Kind::Kernel).abs_diff(200_000) < 2_000,
+            "the estimate ignores them"
+        );
     }
 
     #[test]
@@ -329,7 +356,11 @@ mod tests {
         let xs: Vec<u64> = (0..300)
             .map(|_| {
                 x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                if (x >> 16) % 2 == 0 { 10_000 } else { 5_000_000 }
+                if (x >> 16) % 2 == 0 {
+                    10_000
+                } else {
+                    5_000_000
+                }
             })
             .collect();
         let flagged = feed(&mut e, 1, &xs).iter().filter(|f| f.is_some()).count();
@@ -338,7 +369,10 @@ mod tests {
 
     #[test]
     fn key_table_is_bounded() {
-        let mut e = Estimator::new(EstimatorConfig { max_keys: 16, ..Default::default() });
+        let mut e = Estimator::new(EstimatorConfig {
+            max_keys: 16,
+            ..Default::default()
+        });
         for k in 0..1000 {
             let p = e.plan(k, Kind::Kernel);
             if p.sample {
@@ -351,7 +385,10 @@ mod tests {
 
     #[test]
     fn eviction_takes_the_oldest_key_not_being_measured() {
-        let mut e = Estimator::new(EstimatorConfig { max_keys: 3, ..Default::default() });
+        let mut e = Estimator::new(EstimatorConfig {
+            max_keys: 3,
+            ..Default::default()
+        });
         e.plan(1, Kind::Kernel); // measured: pending
         for k in [2, 3] {
             e.plan(k, Kind::Kernel);
@@ -363,7 +400,10 @@ mod tests {
         assert!(e.keys.contains_key(&3) && e.keys.contains_key(&4));
         // Every key pending: the table may grow past the bound rather than
         // forget a measurement in flight.
-        let mut e = Estimator::new(EstimatorConfig { max_keys: 2, ..Default::default() });
+        let mut e = Estimator::new(EstimatorConfig {
+            max_keys: 2,
+            ..Default::default()
+        });
         for k in 0..4 {
             e.plan(k, Kind::Kernel);
         }

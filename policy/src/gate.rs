@@ -279,13 +279,20 @@ impl Gate {
         let plan = self.est.plan(key, kind);
         debug_assert_eq!(plan.cost_ns, cost);
         self.submitted_ns = self.submitted_ns.saturating_add(cost);
-        let fence = !plan.sample && (turn_over || self.submitted_ns - self.marked_ns >= self.fence_interval_ns());
+        let fence = !plan.sample
+            && (turn_over || self.submitted_ns - self.marked_ns >= self.fence_interval_ns());
         if plan.sample || fence {
             self.marked_ns = self.submitted_ns;
         }
         self.stats.launches += 1;
         self.stats.charged_ns = self.stats.charged_ns.saturating_add(cost);
-        Decision::Go(Ticket { key, cost_ns: cost, sample: plan.sample, fence, cum_ns: self.submitted_ns })
+        Decision::Go(Ticket {
+            key,
+            cost_ns: cost,
+            sample: plan.sample,
+            fence,
+            cum_ns: self.submitted_ns,
+        })
     }
 
     /// The launch let through by `t` failed: give its cost back. A failed
@@ -293,7 +300,8 @@ impl Gate {
     /// fence, the work before it would never be seen completing: count it
     /// complete (what is really still running is less than a fence interval).
     pub fn cancel(&mut self, t: &Ticket, now_ns: u64) {
-        self.bucket.charge(-(t.cost_ns.min(i64::MAX as u64) as i64), now_ns);
+        self.bucket
+            .charge(-(t.cost_ns.min(i64::MAX as u64) as i64), now_ns);
         self.stats.charged_ns = self.stats.charged_ns.saturating_sub(t.cost_ns);
         if t.sample || t.fence {
             self.lost(t, now_ns);
@@ -358,7 +366,10 @@ impl Gate {
     fn charge_for(&mut self, obs: Observed) -> u64 {
         let slice = self.cfg.timeslice_ns.max(1);
         let x = obs.measured_ns;
-        self.forgive_credit_ns = self.forgive_credit_ns.saturating_add(obs.typical.unwrap_or(x)).min(2 * slice);
+        self.forgive_credit_ns = self
+            .forgive_credit_ns
+            .saturating_add(obs.typical.unwrap_or(x))
+            .min(2 * slice);
         let Some(typical) = obs.typical else { return x };
         if self.forgive_credit_ns < slice {
             return x;
@@ -446,20 +457,34 @@ mod tests {
         ] {
             let got = run(share, &durs, 3_000 * MS);
             let want = share as f64 / 1e6;
-            assert!((got - want).abs() < 0.01, "share {want}: got {got} with {durs:?}");
+            assert!(
+                (got - want).abs() < 0.01,
+                "share {want}: got {got} with {durs:?}"
+            );
         }
     }
 
     #[test]
     fn unknown_kernels_are_not_queued_blindly() {
         let mut g = Gate::new(GateConfig::new(Ppm::ONE), 0);
-        let Decision::Go(t) = g.admit(9, Kind::Kernel, 0) else { panic!() };
+        let Decision::Go(t) = g.admit(9, Kind::Kernel, 0) else {
+            panic!()
+        };
         assert!(t.sample);
-        assert_eq!(g.admit(9, Kind::Kernel, 0), Decision::Wait(50 * US), "probation");
-        let Decision::Go(t10) = g.admit(10, Kind::Kernel, 0) else { panic!("other keys are not held up") };
+        assert_eq!(
+            g.admit(9, Kind::Kernel, 0),
+            Decision::Wait(50 * US),
+            "probation"
+        );
+        let Decision::Go(t10) = g.admit(10, Kind::Kernel, 0) else {
+            panic!("other keys are not held up")
+        };
         g.measured(&t, Some(5 * MS), 5 * MS);
         g.measured(&t10, Some(10 * US), 5 * MS);
-        assert!(matches!(g.admit(9, Kind::Kernel, 5 * MS), Decision::Wait(_)), "the 4.9 ms correction is a debt");
+        assert!(
+            matches!(g.admit(9, Kind::Kernel, 5 * MS), Decision::Wait(_)),
+            "the 4.9 ms correction is a debt"
+        );
         assert!(matches!(g.admit(9, Kind::Kernel, 10 * MS), Decision::Go(_)));
     }
 
@@ -468,7 +493,9 @@ mod tests {
         let mut cfg = GateConfig::new(Ppm::ONE);
         cfg.burst_ns = 100 * MS;
         let mut g = Gate::new(cfg, 0);
-        let Decision::Go(first) = g.admit(1, Kind::Kernel, 0) else { panic!() };
+        let Decision::Go(first) = g.admit(1, Kind::Kernel, 0) else {
+            panic!()
+        };
         g.measured(&first, Some(500 * US), 0);
         let mut n = 0;
         while let Decision::Go(_) = g.admit(1, Kind::Kernel, 0) {
@@ -482,9 +509,17 @@ mod tests {
 
         // Cheap unmeasured launches get fences every quarter of the bound,
         // and work after the last completed fence never blocks the next launch.
-        let mut g = Gate::new(GateConfig { burst_ns: 100 * MS, ..GateConfig::new(Ppm::ONE) }, 0);
+        let mut g = Gate::new(
+            GateConfig {
+                burst_ns: 100 * MS,
+                ..GateConfig::new(Ppm::ONE)
+            },
+            0,
+        );
         for _ in 0..3 {
-            let Decision::Go(t) = g.admit(3, Kind::Kernel, 0) else { panic!() };
+            let Decision::Go(t) = g.admit(3, Kind::Kernel, 0) else {
+                panic!()
+            };
             g.measured(&t, Some(100 * US), 0);
         }
         let mut fences = Vec::new();
@@ -504,9 +539,14 @@ mod tests {
         assert!(matches!(g.admit(3, Kind::Kernel, 0), Decision::Go(_)));
         // One launch larger than the bound is let through when nothing is in flight.
         let mut g = Gate::new(GateConfig::new(Ppm::ONE), 0);
-        let Decision::Go(t) = g.admit(2, Kind::Graph, 0) else { panic!() };
+        let Decision::Go(t) = g.admit(2, Kind::Graph, 0) else {
+            panic!()
+        };
         g.measured(&t, Some(50 * MS), 0);
-        assert!(matches!(g.admit(2, Kind::Graph, 0), Decision::Wait(_)), "in debt");
+        assert!(
+            matches!(g.admit(2, Kind::Graph, 0), Decision::Wait(_)),
+            "in debt"
+        );
         assert!(matches!(g.admit(2, Kind::Graph, 100 * MS), Decision::Go(_)));
     }
 
@@ -515,9 +555,17 @@ mod tests {
     /// turn per timeslice of its own time, nor more than one turn per sample.
     #[test]
     fn preemption_is_forgiven_within_physical_bounds() {
-        let mut g = Gate::new(GateConfig { burst_ns: 1_000 * MS, ..GateConfig::new(Ppm::ONE) }, 0);
+        let mut g = Gate::new(
+            GateConfig {
+                burst_ns: 1_000 * MS,
+                ..GateConfig::new(Ppm::ONE)
+            },
+            0,
+        );
         let run = |g: &mut Gate, x: u64| {
-            let Decision::Go(t) = g.admit(1, Kind::Kernel, 0) else { panic!() };
+            let Decision::Go(t) = g.admit(1, Kind::Kernel, 0) else {
+                panic!()
+            };
             if t.sample {
                 g.measured(&t, Some(x), 0);
             } else {
@@ -537,7 +585,13 @@ mod tests {
 
         // Every other sample 2 ms longer: only one turn per own timeslice,
         // each at most one turn (1024 + 2 x 100 us).
-        let mut g = Gate::new(GateConfig { burst_ns: 1_000 * MS, ..GateConfig::new(Ppm::ONE) }, 0);
+        let mut g = Gate::new(
+            GateConfig {
+                burst_ns: 1_000 * MS,
+                ..GateConfig::new(Ppm::ONE)
+            },
+            0,
+        );
         for _ in 0..16 {
             run(&mut g, 200 * US);
         }
@@ -548,7 +602,10 @@ mod tests {
         let s = g.stats();
         let own = 1000 * 200 * US;
         assert!(s.forgiven_samples - before.forgiven_samples <= own / (1_024 * US) + 1);
-        assert!(s.forgiven_ns - before.forgiven_ns <= (s.forgiven_samples - before.forgiven_samples) * 1_224 * US);
+        assert!(
+            s.forgiven_ns - before.forgiven_ns
+                <= (s.forgiven_samples - before.forgiven_samples) * 1_224 * US
+        );
     }
 
     /// A saturating tenant at a low share runs in turns of about a quantum,
@@ -579,7 +636,10 @@ mod tests {
         }
         let q = g.config().quantum_ns;
         let steady = &turns[4..turns.len() - 1];
-        assert!(steady.iter().all(|&t| (q..=q + 100 * US).contains(&t)), "{steady:?}");
+        assert!(
+            steady.iter().all(|&t| (q..=q + 100 * US).contains(&t)),
+            "{steady:?}"
+        );
     }
 
     /// A minority tenant does not start a turn before its previous one has
@@ -587,7 +647,13 @@ mod tests {
     /// keeps its queue full.
     #[test]
     fn turns_wait_for_the_previous_turn_unless_majority() {
-        let mut g = Gate::new(GateConfig { burst_ns: MS, ..GateConfig::new(Ppm(250_000)) }, 0);
+        let mut g = Gate::new(
+            GateConfig {
+                burst_ns: MS,
+                ..GateConfig::new(Ppm(250_000))
+            },
+            0,
+        );
         let mut now = 0;
         let mut pending = Vec::new();
         // Warm the estimate, then spend the burst and one turn.
@@ -616,7 +682,13 @@ mod tests {
         }
         assert!(matches!(g.admit(1, Kind::Kernel, now), Decision::Go(_)));
 
-        let mut g = Gate::new(GateConfig { burst_ns: MS, ..GateConfig::new(Ppm(700_000)) }, 0);
+        let mut g = Gate::new(
+            GateConfig {
+                burst_ns: MS,
+                ..GateConfig::new(Ppm(700_000))
+            },
+            0,
+        );
         assert!(!g.takes_turns());
         let mut now = 0;
         let mut launched = 0;
@@ -634,17 +706,28 @@ mod tests {
                 g.completed(g.submitted_ns);
             }
         }
-        assert!(launched >= 70, "the majority tenant keeps launching at its rate: {launched}");
+        assert!(
+            launched >= 70,
+            "the majority tenant keeps launching at its rate: {launched}"
+        );
     }
 
     /// A failed launch that was to carry the fence of a turn must not leave
     /// the next turn waiting for a completion that will never be reported.
     #[test]
     fn a_failed_marked_launch_does_not_block_the_next_turn() {
-        let mut g = Gate::new(GateConfig { burst_ns: MS, ..GateConfig::new(Ppm(300_000)) }, 0);
+        let mut g = Gate::new(
+            GateConfig {
+                burst_ns: MS,
+                ..GateConfig::new(Ppm(300_000))
+            },
+            0,
+        );
         // Learn a cheap kernel so that most launches are neither sampled nor fenced.
         for _ in 0..3 {
-            let Decision::Go(t) = g.admit(1, Kind::Kernel, 0) else { panic!() };
+            let Decision::Go(t) = g.admit(1, Kind::Kernel, 0) else {
+                panic!()
+            };
             g.measured(&t, Some(10 * US), 0);
         }
         let mut now = 0;
@@ -665,14 +748,19 @@ mod tests {
             }
         }
         assert!(cancelled);
-        assert!(now > 500 * MS, "time moves: the tenant is paced, not stuck at {now}");
+        assert!(
+            now > 500 * MS,
+            "time moves: the tenant is paced, not stuck at {now}"
+        );
         assert!(g.stats().launches > 10_000);
     }
 
     #[test]
     fn force_complete_ends_every_completion_wait() {
         let mut g = Gate::new(GateConfig::new(Ppm(200_000)), 0);
-        let Decision::Go(_lost) = g.admit(5, Kind::Kernel, 0) else { panic!() };
+        let Decision::Go(_lost) = g.admit(5, Kind::Kernel, 0) else {
+            panic!()
+        };
         assert!(matches!(g.admit(5, Kind::Kernel, 0), Decision::Wait(_)));
         assert!(g.waiting_on_completions(), "probation");
         let before = g.progress();
@@ -686,11 +774,16 @@ mod tests {
         let mut g = Gate::new(GateConfig::new(Ppm(500_000)), 0);
         g.hold_until(MS);
         assert_eq!(g.admit(1, Kind::Kernel, 0), Decision::Wait(MS));
-        let Decision::Go(t) = g.admit(1, Kind::Kernel, MS) else { panic!() };
+        let Decision::Go(t) = g.admit(1, Kind::Kernel, MS) else {
+            panic!()
+        };
         assert_eq!(g.inflight_ns(), t.cost_ns);
         g.cancel(&t, MS);
         assert_eq!(g.inflight_ns(), 0);
         assert_eq!(g.stats().charged_ns, 0);
-        assert!(!g.est.on_probation(1), "a cancelled measurement ends probation's wait");
+        assert!(
+            !g.est.on_probation(1),
+            "a cancelled measurement ends probation's wait"
+        );
     }
 }

@@ -30,7 +30,14 @@ pub fn array_bytes(width: u64, height: u64, depth: u64, channels: u64, channel_b
 
 /// Bytes of a mipmapped array: the sum over `levels` levels, each halving
 /// every non-zero dimension (minimum 1).
-pub fn mipmapped_bytes(width: u64, height: u64, depth: u64, levels: u32, channels: u64, channel_bytes: u64) -> u64 {
+pub fn mipmapped_bytes(
+    width: u64,
+    height: u64,
+    depth: u64,
+    levels: u32,
+    channels: u64,
+    channel_bytes: u64,
+) -> u64 {
     let (mut w, mut h, mut d) = (width, height, depth);
     let mut total = 0u64;
     for _ in 0..levels.max(1) {
@@ -111,10 +118,17 @@ impl MemLedger {
                 Some(n) if n <= limit => n,
                 _ => {
                     self.denials.fetch_add(1, Ordering::Relaxed);
-                    return Err(Denied { limit, used, requested: bytes });
+                    return Err(Denied {
+                        limit,
+                        used,
+                        requested: bytes,
+                    });
                 }
             };
-            match self.used.compare_exchange_weak(used, next, Ordering::AcqRel, Ordering::Relaxed) {
+            match self
+                .used
+                .compare_exchange_weak(used, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => {
                     self.peak.fetch_max(next, Ordering::Relaxed);
                     return Ok(());
@@ -129,7 +143,9 @@ impl MemLedger {
     pub fn release(&self, bytes: u64) {
         let _ = self
             .used
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| Some(u.saturating_sub(bytes)));
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(bytes))
+            });
     }
 
     /// Forgets everything (a forked child starts with no allocations).
@@ -153,7 +169,11 @@ mod tests {
         assert_eq!(charge_for(1), 2 * MIB);
         assert_eq!(charge_for(2 * MIB), 2 * MIB);
         assert_eq!(charge_for(2 * MIB + 1), 4 * MIB);
-        assert_eq!(charge_for(u64::MAX), u64::MAX, "saturates, and is then refused");
+        assert_eq!(
+            charge_for(u64::MAX),
+            u64::MAX,
+            "saturates, and is then refused"
+        );
     }
 
     #[test]
@@ -165,7 +185,11 @@ mod tests {
         assert_eq!(mipmapped_bytes(8, 8, 0, 4, 1, 1), 64 + 16 + 4 + 1);
         // 1D: height stays "absent"
         assert_eq!(mipmapped_bytes(8, 0, 0, 2, 1, 1), 8 + 4);
-        assert_eq!(mipmapped_bytes(8, 8, 0, 0, 1, 1), 64, "0 levels counts as 1");
+        assert_eq!(
+            mipmapped_bytes(8, 8, 0, 0, 1, 1),
+            64,
+            "0 levels counts as 1"
+        );
     }
 
     #[test]
@@ -173,7 +197,14 @@ mod tests {
         let l = MemLedger::new(10 * MIB);
         assert_eq!(l.try_reserve(6 * MIB), Ok(()));
         assert_eq!(l.try_reserve(4 * MIB), Ok(()));
-        assert_eq!(l.try_reserve(1), Err(Denied { limit: 10 * MIB, used: 10 * MIB, requested: 1 }));
+        assert_eq!(
+            l.try_reserve(1),
+            Err(Denied {
+                limit: 10 * MIB,
+                used: 10 * MIB,
+                requested: 1
+            })
+        );
         assert_eq!(l.denials(), 1);
         l.release(6 * MIB);
         assert_eq!(l.available(), 6 * MIB);

@@ -106,7 +106,8 @@ fn size_problem(s: &str) -> Result<u64, String> {
             let frac_v: u64 = if frac.is_empty() {
                 0
             } else {
-                frac.parse().map_err(|_| format!("{} is not a number", clip(num)))?
+                frac.parse()
+                    .map_err(|_| format!("{} is not a number", clip(num)))?
             };
             let scale = 10u64.pow(frac.len() as u32);
             let whole = int_v
@@ -243,8 +244,16 @@ fn percent_problem(s: &str, min: Ppm) -> Result<Ppm, String> {
     if frac.len() > 4 {
         return Err(format!("{} has more than 4 decimals", clip(num)));
     }
-    let int_v: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| "it is too large".to_string())? };
-    let frac_v: u64 = if frac.is_empty() { 0 } else { frac.parse().unwrap_or(0) };
+    let int_v: u64 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| "it is too large".to_string())?
+    };
+    let frac_v: u64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().unwrap_or(0)
+    };
     let ppm = int_v
         .checked_mul(10_000)
         .and_then(|v| v.checked_add(frac_v * 10u64.pow(4 - frac.len() as u32)))
@@ -336,12 +345,22 @@ fn parse_device_sel(s: &str) -> Result<DeviceSel, String> {
     if let Some(hex) = lower.strip_prefix("gpu-") {
         let groups: Vec<&str> = hex.split('-').collect();
         let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
-        if lens == [8, 4, 4, 4, 12] && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_hexdigit())) {
+        if lens == [8, 4, 4, 4, 12]
+            && groups
+                .iter()
+                .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+        {
             return Ok(DeviceSel::Uuid(lower));
         }
-        return Err(format!("{} is not a GPU UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", clip(t)));
+        return Err(format!(
+            "{} is not a GPU UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+            clip(t)
+        ));
     }
-    Err(format!("{} is neither a device ordinal nor a GPU UUID", clip(t)))
+    Err(format!(
+        "{} is neither a device ordinal nor a GPU UUID",
+        clip(t)
+    ))
 }
 
 /// Parses a comma-separated per-device list whose values `value` parses.
@@ -351,11 +370,19 @@ fn parse_per_device<T>(
     accepted: &'static str,
     value: impl Fn(&str) -> Result<T, String>,
 ) -> Result<PerDevice<T>, QuotaError> {
-    let err = |problem: String| QuotaError { what: what.into(), value: s.into(), problem, accepted };
+    let err = |problem: String| QuotaError {
+        what: what.into(),
+        value: s.into(),
+        problem,
+        accepted,
+    };
     if s.trim().is_empty() {
         return Err(err("it is empty".into()));
     }
-    let mut out = PerDevice { default: None, devices: Vec::new() };
+    let mut out = PerDevice {
+        default: None,
+        devices: Vec::new(),
+    };
     for entry in s.split(',') {
         let entry = entry.trim();
         if entry.is_empty() {
@@ -407,7 +434,9 @@ SHARE for the others (30%,1=50%)";
 
 /// Parses a compute share list, e.g. `TSLICE_COMPUTE_LIMIT`.
 pub fn parse_compute_limits(what: &str, s: &str) -> Result<PerDevice<Ppm>, QuotaError> {
-    parse_per_device(what, s, COMPUTE_LIMIT_FORMS, |v| percent_problem(v, Ppm(1_000)))
+    parse_per_device(what, s, COMPUTE_LIMIT_FORMS, |v| {
+        percent_problem(v, Ppm(1_000))
+    })
 }
 
 /// Accepted forms of a duration.
@@ -423,7 +452,9 @@ pub fn parse_duration(what: &str, s: &str) -> Result<u64, QuotaError> {
         if t.starts_with('-') {
             return Err("a duration cannot be negative".into());
         }
-        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         if num.is_empty() {
             return Err(format!("{} does not start with a number", clip(t)));
@@ -436,14 +467,21 @@ pub fn parse_duration(what: &str, s: &str) -> Result<u64, QuotaError> {
             "" => return Err(format!("{} has no unit", clip(t))),
             u => return Err(format!("unknown unit {}", clip(u))),
         };
-        let v: f64 = num.parse().map_err(|_| format!("{} is not a number", clip(num)))?;
+        let v: f64 = num
+            .parse()
+            .map_err(|_| format!("{} is not a number", clip(num)))?;
         let ns = v * mult as f64;
         if !(0.0..=3.6e12).contains(&ns) {
             return Err("it is out of range (0 to 1 hour)".into());
         }
         Ok(ns.round() as u64)
     };
-    problem().map_err(|p| QuotaError { what: what.into(), value: s.into(), problem: p, accepted: DURATION_FORMS })
+    problem().map_err(|p| QuotaError {
+        what: what.into(),
+        value: s.into(),
+        problem: p,
+        accepted: DURATION_FORMS,
+    })
 }
 
 #[cfg(test)]
@@ -457,10 +495,22 @@ mod limit_tests {
         let p = parse_mem_limits("L", "8GiB").unwrap();
         assert_eq!(p.default, Some(MemLimit::Bytes(8 * GIB)));
         assert!(p.devices.is_empty());
-        assert_eq!(parse_mem_limits("L", "25%").unwrap().default, Some(MemLimit::Share(Ppm(250_000))));
-        assert_eq!(parse_mem_limits("L", "100%").unwrap().default, Some(MemLimit::Share(Ppm::ONE)));
-        assert_eq!(parse_mem_limits("L", "1%").unwrap().default, Some(MemLimit::Share(Ppm(10_000))));
-        assert_eq!(parse_mem_limits("L", "12.5%").unwrap().default, Some(MemLimit::Share(Ppm(125_000))));
+        assert_eq!(
+            parse_mem_limits("L", "25%").unwrap().default,
+            Some(MemLimit::Share(Ppm(250_000)))
+        );
+        assert_eq!(
+            parse_mem_limits("L", "100%").unwrap().default,
+            Some(MemLimit::Share(Ppm::ONE))
+        );
+        assert_eq!(
+            parse_mem_limits("L", "1%").unwrap().default,
+            Some(MemLimit::Share(Ppm(10_000)))
+        );
+        assert_eq!(
+            parse_mem_limits("L", "12.5%").unwrap().default,
+            Some(MemLimit::Share(Ppm(125_000)))
+        );
     }
 
     #[test]
@@ -469,8 +519,14 @@ mod limit_tests {
         assert_eq!(p.for_device(0, None), Some(MemLimit::Bytes(8 * GIB)));
         assert_eq!(p.for_device(1, None), Some(MemLimit::Bytes(4 * GIB)));
         let u = UUID.to_ascii_lowercase();
-        assert_eq!(p.for_device(1, Some(&u)), Some(MemLimit::Share(Ppm(500_000))));
-        assert_eq!(p.for_device(1, Some(UUID)), Some(MemLimit::Share(Ppm(500_000))));
+        assert_eq!(
+            p.for_device(1, Some(&u)),
+            Some(MemLimit::Share(Ppm(500_000)))
+        );
+        assert_eq!(
+            p.for_device(1, Some(UUID)),
+            Some(MemLimit::Share(Ppm(500_000)))
+        );
         let only = parse_mem_limits("L", "1=4GiB").unwrap();
         assert_eq!(only.for_device(0, None), None);
         assert_eq!(only.for_device(1, None), Some(MemLimit::Bytes(4 * GIB)));
@@ -513,7 +569,10 @@ mod limit_tests {
 
     #[test]
     fn the_smallest_limit_is_one_page() {
-        assert_eq!(parse_mem_limits("L", "2MiB").unwrap().default, Some(MemLimit::Bytes(2 << 20)));
+        assert_eq!(
+            parse_mem_limits("L", "2MiB").unwrap().default,
+            Some(MemLimit::Bytes(2 << 20))
+        );
     }
 
     #[test]
@@ -531,7 +590,13 @@ mod limit_tests {
     #[test]
     fn entries_matching_no_device_are_found() {
         let p = parse_mem_limits("L", &format!("8GiB,1=4GiB,99=1GiB,{UUID}=2GiB")).unwrap();
-        let devs = vec![(0, Some("GPU-00000000-0000-0000-0000-000000000000".to_string())), (1, None)];
+        let devs = vec![
+            (
+                0,
+                Some("GPU-00000000-0000-0000-0000-000000000000".to_string()),
+            ),
+            (1, None),
+        ];
         let un: Vec<String> = p.unmatched(&devs).iter().map(|s| s.to_string()).collect();
         assert_eq!(un, vec!["device 99".to_string(), UUID.to_string()]);
         let devs = vec![(0, Some(UUID.to_ascii_lowercase())), (1, None), (99, None)];
@@ -540,11 +605,23 @@ mod limit_tests {
 
     #[test]
     fn compute_limits() {
-        assert_eq!(parse_compute_limits("C", "30%").unwrap().default, Some(Ppm(300_000)));
-        assert_eq!(parse_compute_limits("C", "0.1%").unwrap().default, Some(Ppm(1_000)));
+        assert_eq!(
+            parse_compute_limits("C", "30%").unwrap().default,
+            Some(Ppm(300_000))
+        );
+        assert_eq!(
+            parse_compute_limits("C", "0.1%").unwrap().default,
+            Some(Ppm(1_000))
+        );
         let p = parse_compute_limits("C", "20%,1=70%").unwrap();
         assert_eq!(p.for_device(1, None), Some(Ppm(700_000)));
-        for (s, needle) in [("30", "not a percentage"), ("0%", "less than 0.1%"), ("150%", "more than 100%"), ("8GiB", "not a percentage"), ("", "empty")] {
+        for (s, needle) in [
+            ("30", "not a percentage"),
+            ("0%", "less than 0.1%"),
+            ("150%", "more than 100%"),
+            ("8GiB", "not a percentage"),
+            ("", "empty"),
+        ] {
             let e = parse_compute_limits("TSLICE_COMPUTE_LIMIT", s).unwrap_err();
             assert!(e.problem.contains(needle), "{s:?}: {e}");
             assert!(e.to_string().starts_with("TSLICE_COMPUTE_LIMIT="), "{e}");
@@ -557,11 +634,29 @@ mod limit_tests {
         assert_eq!(parse_duration("D", "500us"), Ok(500_000));
         assert_eq!(parse_duration("D", "1.5ms"), Ok(1_500_000));
         assert_eq!(parse_duration("D", "7ns"), Ok(7));
-        assert!(parse_duration("D", "5").unwrap_err().problem.contains("no unit"));
-        assert!(parse_duration("D", "5 parsecs").unwrap_err().problem.contains("unknown unit"));
-        assert!(parse_duration("D", "-1ms").unwrap_err().problem.contains("negative"));
-        assert!(parse_duration("D", "").unwrap_err().problem.contains("empty"));
-        assert!(parse_duration("D", "ms").unwrap_err().problem.contains("does not start with a number"));
-        assert!(parse_duration("D", "99999999999999999999s").unwrap_err().problem.contains("out of range"));
+        assert!(parse_duration("D", "5")
+            .unwrap_err()
+            .problem
+            .contains("no unit"));
+        assert!(parse_duration("D", "5 parsecs")
+            .unwrap_err()
+            .problem
+            .contains("unknown unit"));
+        assert!(parse_duration("D", "-1ms")
+            .unwrap_err()
+            .problem
+            .contains("negative"));
+        assert!(parse_duration("D", "")
+            .unwrap_err()
+            .problem
+            .contains("empty"));
+        assert!(parse_duration("D", "ms")
+            .unwrap_err()
+            .problem
+            .contains("does not start with a number"));
+        assert!(parse_duration("D", "99999999999999999999s")
+            .unwrap_err()
+            .problem
+            .contains("out of range"));
     }
 }

@@ -19,7 +19,10 @@ pub struct Vmm<C> {
 
 impl<C> Default for Vmm<C> {
     fn default() -> Self {
-        Vmm { handles: HashMap::new(), maps: BTreeMap::new() }
+        Vmm {
+            handles: HashMap::new(),
+            maps: BTreeMap::new(),
+        }
     }
 }
 
@@ -32,7 +35,14 @@ struct VmmHandle<C> {
 
 impl<C> Vmm<C> {
     pub fn created(&mut self, handle: u64, charge: C) {
-        self.handles.insert(handle, VmmHandle { charge, refs: 1, maps: 0 });
+        self.handles.insert(
+            handle,
+            VmmHandle {
+                charge,
+                refs: 1,
+                maps: 0,
+            },
+        );
     }
     pub fn retained(&mut self, handle: u64) {
         if let Some(h) = self.handles.get_mut(&handle) {
@@ -87,8 +97,14 @@ mod tests {
         v.created(7, 100u64);
         v.mapped(0x1000, 0x100, 7);
         v.retained(7);
-        assert!(v.released(7).is_none(), "the retained reference and the mapping remain");
-        assert!(v.unmapped(0x1000, 0x100).is_empty(), "the retained reference remains");
+        assert!(
+            v.released(7).is_none(),
+            "the retained reference and the mapping remain"
+        );
+        assert!(
+            v.unmapped(0x1000, 0x100).is_empty(),
+            "the retained reference remains"
+        );
         v.mapped(0x2000, 0x100, 7);
         assert!(v.released(7).is_none(), "still mapped");
         assert_eq!(v.unmapped(0x1f00, 0x300), vec![100]);

@@ -54,9 +54,13 @@ pub unsafe extern "C" fn tslice_get_device_stats(device: c_int, out: *mut Device
             return -1;
         }
         // SAFETY: the caller's struct is at least as large as ours (checked).
-        let Some(o) = (unsafe { out.as_mut() }) else { return -1 };
+        let Some(o) = (unsafe { out.as_mut() }) else {
+            return -1;
+        };
         let s = shim();
-        let Some(d) = usize::try_from(device).ok().and_then(|i| s.devices.get(i)) else { return -1 };
+        let Some(d) = usize::try_from(device).ok().and_then(|i| s.devices.get(i)) else {
+            return -1;
+        };
         o.device = device;
         o.hbm_limited = d.is_limited() as u32;
         o.reserved0 = 0;

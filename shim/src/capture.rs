@@ -25,7 +25,11 @@ fn began(r: CUresult) -> CUresult {
 /// captured before the call and no longer does after it (whatever the call
 /// returned; a stray end on a stream that was not capturing changes nothing).
 fn end_with(stream: CUstream, per_thread: bool, call: impl FnOnce() -> CUresult) -> CUresult {
-    let stream = if per_thread && stream.is_null() { CU_STREAM_PER_THREAD } else { stream };
+    let stream = if per_thread && stream.is_null() {
+        CU_STREAM_PER_THREAD
+    } else {
+        stream
+    };
     let was = real::stream_is_capturing(stream);
     let r = call();
     if was && !real::stream_is_capturing(stream) {
@@ -59,7 +63,12 @@ pub unsafe fn begin_ptsz(stream: CUstream, mode: c_uint) -> CUresult {
 }
 
 pub unsafe fn begin_to_graph(
-    stream: CUstream, graph: CUgraph, deps: *const CUgraphNode, edges: *const c_void, n: usize, mode: c_uint,
+    stream: CUstream,
+    graph: CUgraph,
+    deps: *const CUgraphNode,
+    edges: *const c_void,
+    n: usize,
+    mode: c_uint,
 ) -> CUresult {
     let f = real_fn!(cuStreamBeginCaptureToGraph);
     // SAFETY: the caller's arguments, passed on.
@@ -67,7 +76,12 @@ pub unsafe fn begin_to_graph(
 }
 
 pub unsafe fn begin_to_graph_ptsz(
-    stream: CUstream, graph: CUgraph, deps: *const CUgraphNode, edges: *const c_void, n: usize, mode: c_uint,
+    stream: CUstream,
+    graph: CUgraph,
+    deps: *const CUgraphNode,
+    edges: *const c_void,
+    n: usize,
+    mode: c_uint,
 ) -> CUresult {
     let f = real_fn!(cuStreamBeginCaptureToGraph_ptsz);
     // SAFETY: the caller's arguments, passed on.

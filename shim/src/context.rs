@@ -28,7 +28,9 @@ fn destroying(
     call: impl FnOnce() -> CUresult,
     destroyed: impl FnOnce(CUresult) -> bool,
 ) -> CUresult {
-    let Some(ctx) = ctx.filter(|c| !c.is_null()) else { return call() };
+    let Some(ctx) = ctx.filter(|c| !c.is_null()) else {
+        return call();
+    };
     let _exclusive = s.records_exclusive();
     let recs = s.take_context_records(ctx);
     let r = call();
@@ -55,7 +57,12 @@ pub unsafe fn primary_reset(dev: CUdevice) -> CUresult {
     let f = real_fn!(cuDevicePrimaryCtxReset_v2);
     let s = shim();
     // SAFETY: the caller's argument, passed on.
-    destroying(s, s.primary_of(dev), || unsafe { f(dev) }, |r| r.is_success())
+    destroying(
+        s,
+        s.primary_of(dev),
+        || unsafe { f(dev) },
+        |r| r.is_success(),
+    )
 }
 
 pub unsafe fn primary_release(dev: CUdevice) -> CUresult {

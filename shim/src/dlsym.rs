@@ -22,7 +22,9 @@ use crate::real::{self, REAL_DLSYM};
 use std::ffi::{c_char, c_void};
 
 #[cfg(not(target_arch = "x86_64"))]
-compile_error!("the dlsym trampoline is written for x86_64 only; port dlsym.rs to this architecture");
+compile_error!(
+    "the dlsym trampoline is written for x86_64 only; port dlsym.rs to this architecture"
+);
 
 /// The exported `dlsym` (not exported from the unit-test runner, whose own
 /// lookups must reach glibc untouched).
@@ -75,13 +77,19 @@ extern "C" fn route(handle: *mut c_void, name: *const c_char, out: *mut *mut c_v
     }
     crate::ffi::guard_or("dlsym", false, || {
         // SAFETY: NUL-terminated per dlsym's contract.
-        let Some(id) = (unsafe { hooks::find_export(name) }) else { return false };
+        let Some(id) = (unsafe { hooks::find_export(name) }) else {
+            return false;
+        };
         if !real::ensure_driver() {
             return false;
         }
         // SAFETY: NUL-terminated per dlsym's contract.
         let found = unsafe { real::real_dlsym(handle, name) };
-        let answer = if !found.is_null() && found == hooks::original(id) { hooks::wrapper(id) } else { found };
+        let answer = if !found.is_null() && found == hooks::original(id) {
+            hooks::wrapper(id)
+        } else {
+            found
+        };
         // SAFETY: `out` points into the trampoline's stack frame.
         unsafe { *out = answer };
         true

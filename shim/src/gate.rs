@@ -42,7 +42,9 @@ const STALL_INFLIGHT_FACTOR: u64 = 8;
 /// them: `floor` (which grows after false alarms), or the estimated work in
 /// flight stretched by what time-slicing can add, whichever is longer.
 fn stall_patience_ns(floor: u64, inflight_ns: u64) -> u64 {
-    floor.max(inflight_ns.saturating_mul(STALL_INFLIGHT_FACTOR)).min(STALL_MAX_NS)
+    floor
+        .max(inflight_ns.saturating_mul(STALL_INFLIGHT_FACTOR))
+        .min(STALL_MAX_NS)
 }
 
 struct Pending {
@@ -124,12 +126,18 @@ impl DeviceGate {
                 }
                 let d = inner.gate.admit_with(key, kind, &mut now);
                 let patience = stall_patience_ns(inner.stall_floor_ns, inner.gate.inflight_ns());
-                (d, inner.gate.waiting_on_completions(), inner.gate.progress(), patience)
+                (
+                    d,
+                    inner.gate.waiting_on_completions(),
+                    inner.gate.progress(),
+                    patience,
+                )
             };
             match decision {
                 Decision::Go(t) => {
                     if let Some(start) = wait_start {
-                        self.waited_ns.fetch_add(real::now_ns().saturating_sub(start), Ordering::Relaxed);
+                        self.waited_ns
+                            .fetch_add(real::now_ns().saturating_sub(start), Ordering::Relaxed);
                         self.throttled.fetch_add(1, Ordering::Relaxed);
                     }
                     return t;
@@ -139,7 +147,9 @@ impl DeviceGate {
                     wait_start.get_or_insert(t);
                     stall = match stall {
                         _ if !on_completions => None,
-                        Some((since, p)) if p == progress && t.saturating_sub(since) >= patience => {
+                        Some((since, p))
+                            if p == progress && t.saturating_sub(since) >= patience =>
+                        {
                             crate::log::warn!(
                                 "no GPU work of this process was seen completing for {} ms; the gate stops waiting for it",
                                 patience / 1_000_000
@@ -161,7 +171,13 @@ impl DeviceGate {
     /// After the real launch: records the measurement's end event or a
     /// fence on `stream`, or gives the cost back if the launch failed.
     /// `start` is the start event recorded before a measured launch.
-    pub fn launched(&self, t: Ticket, result: CUresult, stream: CUstream, start: Option<(CUcontext, CUevent)>) {
+    pub fn launched(
+        &self,
+        t: Ticket,
+        result: CUresult,
+        stream: CUstream,
+        start: Option<(CUcontext, CUevent)>,
+    ) {
         if !result.is_success() {
             let mut inner = self.lock();
             inner.gate.cancel(&t, real::now_ns());
@@ -225,11 +241,19 @@ impl DeviceGate {
     fn take_event(&self, ctx: CUcontext, timing: bool) -> Option<CUevent> {
         {
             let mut inner = self.lock();
-            if let Some(i) = inner.pool.iter().position(|&(c, _, t)| c == ctx && t == timing) {
+            if let Some(i) = inner
+                .pool
+                .iter()
+                .position(|&(c, _, t)| c == ctx && t == timing)
+            {
                 return Some(inner.pool.swap_remove(i).1);
             }
         }
-        let flags = if timing { CU_EVENT_DEFAULT } else { CU_EVENT_DISABLE_TIMING };
+        let flags = if timing {
+            CU_EVENT_DEFAULT
+        } else {
+            CU_EVENT_DISABLE_TIMING
+        };
         real::event_create(flags).ok()
     }
 
@@ -241,7 +265,9 @@ impl DeviceGate {
         inner.pool.retain(|&(c, _, _)| c != ctx);
         let gone: Vec<Pending> = {
             let (keep, gone): (VecDeque<Pending>, VecDeque<Pending>) =
-                std::mem::take(&mut inner.pending).into_iter().partition(|p| p.ctx != ctx);
+                std::mem::take(&mut inner.pending)
+                    .into_iter()
+                    .partition(|p| p.ctx != ctx);
             inner.pending = keep;
             gone.into_iter().collect()
         };
@@ -278,7 +304,10 @@ impl Inner {
         // Another thread may be capturing a graph in the global mode, where
         // an event query from this thread would invalidate its capture: ask
         // in the relaxed mode while any capture is in progress.
-        let relaxed = crate::state::shim().captures_active().then(real::relax_capture_mode).flatten();
+        let relaxed = crate::state::shim()
+            .captures_active()
+            .then(real::relax_capture_mode)
+            .flatten();
         self.poll_events(now);
         if let Some(mode) = relaxed {
             real::restore_capture_mode(mode);
@@ -307,7 +336,11 @@ impl Inner {
                         self.recycle(p.ctx, p.end, false);
                     } else {
                         let m = real::event_elapsed_ns(p.start, p.end).ok();
-                        crate::log::debug!("measured launch: estimate {} ns, span {:?} ns", p.t.cost_ns, m);
+                        crate::log::debug!(
+                            "measured launch: estimate {} ns, span {:?} ns",
+                            p.t.cost_ns,
+                            m
+                        );
                         self.gate.measured(&p.t, m, now);
                         self.recycle(p.ctx, p.start, true);
                         self.recycle(p.ctx, p.end, true);
@@ -331,8 +364,14 @@ impl Inner {
 /// The estimation key of a kernel launch: the function and its geometry.
 pub fn kernel_key(f: CUfunction, grid: [u32; 3], block: [u32; 3], shmem: u32) -> u64 {
     let mut h = f as u64;
-    for x in grid.iter().chain(block.iter()).chain(std::iter::once(&shmem)) {
-        h = (h ^ *x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    for x in grid
+        .iter()
+        .chain(block.iter())
+        .chain(std::iter::once(&shmem))
+    {
+        h = (h ^ *x as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
     }
     h
 }
@@ -349,9 +388,21 @@ mod tests {
     #[test]
     fn stall_patience_scales_with_work_in_flight_within_bounds() {
         assert_eq!(stall_patience_ns(STALL_NS, 0), STALL_NS);
-        assert_eq!(stall_patience_ns(STALL_NS, 100_000), STALL_NS, "short work: the floor");
-        assert_eq!(stall_patience_ns(STALL_NS, 60_000_000), 480_000_000, "a 60 ms kernel: 8 x");
-        assert_eq!(stall_patience_ns(4 * STALL_NS, 0), 4 * STALL_NS, "a raised floor");
+        assert_eq!(
+            stall_patience_ns(STALL_NS, 100_000),
+            STALL_NS,
+            "short work: the floor"
+        );
+        assert_eq!(
+            stall_patience_ns(STALL_NS, 60_000_000),
+            480_000_000,
+            "a 60 ms kernel: 8 x"
+        );
+        assert_eq!(
+            stall_patience_ns(4 * STALL_NS, 0),
+            4 * STALL_NS,
+            "a raised floor"
+        );
         assert_eq!(stall_patience_ns(STALL_NS, u64::MAX), STALL_MAX_NS);
     }
 }

@@ -19,7 +19,13 @@ use tslice_policy::estimate::Kind;
 /// `per_thread`: the entry point was a `_ptsz` one, so a NULL stream is the
 /// calling thread's default stream.
 #[inline(always)]
-fn gated(stream: CUstream, per_thread: bool, kind: Kind, key: impl FnOnce() -> u64, launch: impl FnOnce() -> CUresult) -> CUresult {
+fn gated(
+    stream: CUstream,
+    per_thread: bool,
+    kind: Kind,
+    key: impl FnOnce() -> u64,
+    launch: impl FnOnce() -> CUresult,
+) -> CUresult {
     let s = shim();
     if s.fail_closed {
         return FAIL_CLOSED;
@@ -39,14 +45,26 @@ fn gated_slow(
     key: impl FnOnce() -> u64,
     launch: impl FnOnce() -> CUresult,
 ) -> CUresult {
-    let Ok(dev) = s.launch_device() else { return launch() };
-    let Some(gate) = s.gate(dev) else { return launch() };
-    let stream = if per_thread && stream.is_null() { CU_STREAM_PER_THREAD } else { stream };
+    let Ok(dev) = s.launch_device() else {
+        return launch();
+    };
+    let Some(gate) = s.gate(dev) else {
+        return launch();
+    };
+    let stream = if per_thread && stream.is_null() {
+        CU_STREAM_PER_THREAD
+    } else {
+        stream
+    };
     if s.captures_active() && real::stream_is_capturing(stream) {
         return launch();
     }
     let t = gate.admit(key(), kind);
-    let start = if t.sample { gate.record_start(stream) } else { None };
+    let start = if t.sample {
+        gate.record_start(stream)
+    } else {
+        None
+    };
     let r = launch();
     gate.launched(t, r, stream, start);
     r
@@ -54,24 +72,52 @@ fn gated_slow(
 
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn launch_kernel(
-    f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
-    shmem: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void,
+    f: CUfunction,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    shmem: c_uint,
+    stream: CUstream,
+    params: *mut *mut c_void,
+    extra: *mut *mut c_void,
 ) -> CUresult {
     let real = real_fn!(cuLaunchKernel);
-    gated(stream, false, Kind::Kernel, || kernel_key(f, [gx, gy, gz], [bx, by, bz], shmem),
+    gated(
+        stream,
+        false,
+        Kind::Kernel,
+        || kernel_key(f, [gx, gy, gz], [bx, by, bz], shmem),
         // SAFETY: the caller's arguments, passed on.
-        || unsafe { real(f, gx, gy, gz, bx, by, bz, shmem, stream, params, extra) })
+        || unsafe { real(f, gx, gy, gz, bx, by, bz, shmem, stream, params, extra) },
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn launch_kernel_ptsz(
-    f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
-    shmem: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void,
+    f: CUfunction,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    shmem: c_uint,
+    stream: CUstream,
+    params: *mut *mut c_void,
+    extra: *mut *mut c_void,
 ) -> CUresult {
     let real = real_fn!(cuLaunchKernel_ptsz);
-    gated(stream, true, Kind::Kernel, || kernel_key(f, [gx, gy, gz], [bx, by, bz], shmem),
+    gated(
+        stream,
+        true,
+        Kind::Kernel,
+        || kernel_key(f, [gx, gy, gz], [bx, by, bz], shmem),
         // SAFETY: the caller's arguments, passed on.
-        || unsafe { real(f, gx, gy, gz, bx, by, bz, shmem, stream, params, extra) })
+        || unsafe { real(f, gx, gy, gz, bx, by, bz, shmem, stream, params, extra) },
+    )
 }
 
 /// The stream and key of a `cuLaunchKernelEx` configuration (None: let the
@@ -82,12 +128,20 @@ pub unsafe fn launch_kernel_ptsz(
 unsafe fn ex_parts(config: *const CUlaunchConfig, f: CUfunction) -> Option<(CUstream, u64)> {
     // SAFETY: the caller's contract.
     let c = unsafe { config.as_ref() }?;
-    let key = kernel_key(f, [c.gridDimX, c.gridDimY, c.gridDimZ], [c.blockDimX, c.blockDimY, c.blockDimZ], c.sharedMemBytes);
+    let key = kernel_key(
+        f,
+        [c.gridDimX, c.gridDimY, c.gridDimZ],
+        [c.blockDimX, c.blockDimY, c.blockDimZ],
+        c.sharedMemBytes,
+    );
     Some((c.hStream, key))
 }
 
 pub unsafe fn launch_kernel_ex(
-    config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void,
+    config: *const CUlaunchConfig,
+    f: CUfunction,
+    params: *mut *mut c_void,
+    extra: *mut *mut c_void,
 ) -> CUresult {
     let real = real_fn!(cuLaunchKernelEx);
     // SAFETY: the caller's arguments, passed on.
@@ -100,7 +154,10 @@ pub unsafe fn launch_kernel_ex(
 }
 
 pub unsafe fn launch_kernel_ex_ptsz(
-    config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void,
+    config: *const CUlaunchConfig,
+    f: CUfunction,
+    params: *mut *mut c_void,
+    extra: *mut *mut c_void,
 ) -> CUresult {
     let real = real_fn!(cuLaunchKernelEx_ptsz);
     // SAFETY: the caller's arguments, passed on.
@@ -114,34 +171,72 @@ pub unsafe fn launch_kernel_ex_ptsz(
 
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn launch_cooperative(
-    f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
-    shmem: c_uint, stream: CUstream, params: *mut *mut c_void,
+    f: CUfunction,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    shmem: c_uint,
+    stream: CUstream,
+    params: *mut *mut c_void,
 ) -> CUresult {
     let real = real_fn!(cuLaunchCooperativeKernel);
-    gated(stream, false, Kind::Kernel, || kernel_key(f, [gx, gy, gz], [bx, by, bz], shmem),
+    gated(
+        stream,
+        false,
+        Kind::Kernel,
+        || kernel_key(f, [gx, gy, gz], [bx, by, bz], shmem),
         // SAFETY: the caller's arguments, passed on.
-        || unsafe { real(f, gx, gy, gz, bx, by, bz, shmem, stream, params) })
+        || unsafe { real(f, gx, gy, gz, bx, by, bz, shmem, stream, params) },
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn launch_cooperative_ptsz(
-    f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
-    shmem: c_uint, stream: CUstream, params: *mut *mut c_void,
+    f: CUfunction,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    shmem: c_uint,
+    stream: CUstream,
+    params: *mut *mut c_void,
 ) -> CUresult {
     let real = real_fn!(cuLaunchCooperativeKernel_ptsz);
-    gated(stream, true, Kind::Kernel, || kernel_key(f, [gx, gy, gz], [bx, by, bz], shmem),
+    gated(
+        stream,
+        true,
+        Kind::Kernel,
+        || kernel_key(f, [gx, gy, gz], [bx, by, bz], shmem),
         // SAFETY: the caller's arguments, passed on.
-        || unsafe { real(f, gx, gy, gz, bx, by, bz, shmem, stream, params) })
+        || unsafe { real(f, gx, gy, gz, bx, by, bz, shmem, stream, params) },
+    )
 }
 
 pub unsafe fn graph_launch(exec: CUgraphExec, stream: CUstream) -> CUresult {
     let real = real_fn!(cuGraphLaunch);
     // SAFETY: the caller's arguments, passed on.
-    gated(stream, false, Kind::Graph, || graph_key(exec), || unsafe { real(exec, stream) })
+    gated(
+        stream,
+        false,
+        Kind::Graph,
+        || graph_key(exec),
+        || unsafe { real(exec, stream) },
+    )
 }
 
 pub unsafe fn graph_launch_ptsz(exec: CUgraphExec, stream: CUstream) -> CUresult {
     let real = real_fn!(cuGraphLaunch_ptsz);
     // SAFETY: the caller's arguments, passed on.
-    gated(stream, true, Kind::Graph, || graph_key(exec), || unsafe { real(exec, stream) })
+    gated(
+        stream,
+        true,
+        Kind::Graph,
+        || graph_key(exec),
+        || unsafe { real(exec, stream) },
+    )
 }

@@ -31,7 +31,9 @@ pub fn enabled(level: u8) -> bool {
 
 /// Applies `TSLICE_LOG`. An invalid value is reported and the default kept.
 pub fn init_from_env() {
-    let Some(v) = std::env::var_os("TSLICE_LOG") else { return };
+    let Some(v) = std::env::var_os("TSLICE_LOG") else {
+        return;
+    };
     let level = match v.to_string_lossy().trim().to_ascii_lowercase().as_str() {
         "off" | "none" | "0" => ALWAYS,
         "error" => ERROR,
@@ -78,7 +80,10 @@ pub fn emit_counted(level: u8, count: &AtomicU64, args: fmt::Arguments<'_>) {
         return;
     }
     if n > BURST {
-        emit(level, format_args!("{args} (seen {n} times; repeats are shown at powers of ten)"));
+        emit(
+            level,
+            format_args!("{args} (seen {n} times; repeats are shown at powers of ten)"),
+        );
     } else {
         emit(level, args);
     }

@@ -71,7 +71,11 @@ fn reserve_then(
             }
             undo();
         }
-        log::info!("{what}: {bytes} bytes refused: {} of the {} byte cap in use", d.used, d.limit);
+        log::info!(
+            "{what}: {bytes} bytes refused: {} of the {} byte cap in use",
+            d.used,
+            d.limit
+        );
         return CUresult::ERROR_OUT_OF_MEMORY;
     }
     let r = call();
@@ -114,13 +118,22 @@ fn alloc_ptr(
         return call();
     }
     flatten((|| {
-        let Some((dev, d)) = target(s, device(s)?)? else { return Ok(call()) };
+        let Some((dev, d)) = target(s, device(s)?)? else {
+            return Ok(call());
+        };
         let bytes = charge_for(size as u64);
         let _shared = s.records_shared();
         let r = reserve_then(d, bytes, what, call, || undo_ptr(dptr));
         if r.is_success() {
             // SAFETY: non-null (checked) and written by the driver on success.
-            s.ptrs.insert(unsafe { *dptr }, Charge { dev, bytes, ctx: current_ctx() });
+            s.ptrs.insert(
+                unsafe { *dptr },
+                Charge {
+                    dev,
+                    bytes,
+                    ctx: current_ctx(),
+                },
+            );
         }
         Ok(r)
     })())
@@ -156,19 +169,27 @@ fn free_ptr(ptr: CUdeviceptr, call: impl FnOnce() -> CUresult) -> CUresult {
 pub unsafe fn mem_alloc(dptr: *mut CUdeviceptr, size: usize) -> CUresult {
     let f = real_fn!(cuMemAlloc_v2);
     // SAFETY: the caller's arguments, passed on.
-    alloc_ptr("cuMemAlloc", dptr, size, current_device, || unsafe { f(dptr, size) })
+    alloc_ptr("cuMemAlloc", dptr, size, current_device, || unsafe {
+        f(dptr, size)
+    })
 }
 
 pub unsafe fn mem_alloc_managed(dptr: *mut CUdeviceptr, size: usize, flags: c_uint) -> CUresult {
     let f = real_fn!(cuMemAllocManaged);
     // SAFETY: the caller's arguments, passed on.
-    alloc_ptr("cuMemAllocManaged", dptr, size, current_device, || unsafe { f(dptr, size, flags) })
+    alloc_ptr("cuMemAllocManaged", dptr, size, current_device, || unsafe {
+        f(dptr, size, flags)
+    })
 }
 
 /// The device of a stream-ordered allocation: the pool's location when a
 /// pool is given and known, else the stream's device (whose current pool
 /// `cuMemAllocAsync` uses).
-fn async_device(pool: Option<CUmemoryPool>, stream: CUstream, per_thread: bool) -> impl FnOnce(&Shim) -> Result<CUdevice, CUresult> {
+fn async_device(
+    pool: Option<CUmemoryPool>,
+    stream: CUstream,
+    per_thread: bool,
+) -> impl FnOnce(&Shim) -> Result<CUdevice, CUresult> {
     move |s| match pool.and_then(|p| s.pools.get(p as u64)) {
         Some(dev) => Ok(dev),
         None => s.stream_device(stream, per_thread),
@@ -179,14 +200,22 @@ pub unsafe fn mem_alloc_async(dptr: *mut CUdeviceptr, size: usize, stream: CUstr
     let f = real_fn!(cuMemAllocAsync);
     let dev = async_device(None, stream, false);
     // SAFETY: the caller's arguments, passed on.
-    alloc_ptr("cuMemAllocAsync", dptr, size, dev, || unsafe { f(dptr, size, stream) })
+    alloc_ptr("cuMemAllocAsync", dptr, size, dev, || unsafe {
+        f(dptr, size, stream)
+    })
 }
 
-pub unsafe fn mem_alloc_async_ptsz(dptr: *mut CUdeviceptr, size: usize, stream: CUstream) -> CUresult {
+pub unsafe fn mem_alloc_async_ptsz(
+    dptr: *mut CUdeviceptr,
+    size: usize,
+    stream: CUstream,
+) -> CUresult {
     let f = real_fn!(cuMemAllocAsync_ptsz);
     let dev = async_device(None, stream, true);
     // SAFETY: the caller's arguments, passed on.
-    alloc_ptr("cuMemAllocAsync", dptr, size, dev, || unsafe { f(dptr, size, stream) })
+    alloc_ptr("cuMemAllocAsync", dptr, size, dev, || unsafe {
+        f(dptr, size, stream)
+    })
 }
 
 pub unsafe fn mem_alloc_from_pool_async(
@@ -198,7 +227,9 @@ pub unsafe fn mem_alloc_from_pool_async(
     let f = real_fn!(cuMemAllocFromPoolAsync);
     let dev = async_device(Some(pool), stream, false);
     // SAFETY: the caller's arguments, passed on.
-    alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, dev, || unsafe { f(dptr, size, pool, stream) })
+    alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, dev, || unsafe {
+        f(dptr, size, pool, stream)
+    })
 }
 
 pub unsafe fn mem_alloc_from_pool_async_ptsz(
@@ -210,7 +241,9 @@ pub unsafe fn mem_alloc_from_pool_async_ptsz(
     let f = real_fn!(cuMemAllocFromPoolAsync_ptsz);
     let dev = async_device(Some(pool), stream, true);
     // SAFETY: the caller's arguments, passed on.
-    alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, dev, || unsafe { f(dptr, size, pool, stream) })
+    alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, dev, || unsafe {
+        f(dptr, size, pool, stream)
+    })
 }
 
 /// Records where a pool lives, so that allocations from it are charged to
@@ -229,7 +262,9 @@ pub unsafe fn mem_pool_create(pool: *mut CUmemoryPool, props: *const CUmemPoolPr
     let r = unsafe { f(pool, props) };
     // SAFETY: read only when non-null; the API requires valid properties.
     match unsafe { props.as_ref() } {
-        Some(p) if p.location.type_ == CU_MEM_LOCATION_TYPE_DEVICE => remember_pool(r, pool, p.location.id),
+        Some(p) if p.location.type_ == CU_MEM_LOCATION_TYPE_DEVICE => {
+            remember_pool(r, pool, p.location.id)
+        }
         _ => r,
     }
 }
@@ -278,9 +313,14 @@ pub unsafe fn mem_alloc_pitch(
         return call();
     }
     flatten((|| {
-        let Some((dev, d)) = target(s, real::current_device()?)? else { return Ok(call()) };
+        let Some((dev, d)) = target(s, real::current_device()?)? else {
+            return Ok(call());
+        };
         let est = charge_for(
-            (width as u64).div_ceil(PITCH_ALIGN).saturating_mul(PITCH_ALIGN).saturating_mul(height as u64),
+            (width as u64)
+                .div_ceil(PITCH_ALIGN)
+                .saturating_mul(PITCH_ALIGN)
+                .saturating_mul(height as u64),
         );
         let _shared = s.records_shared();
         let r = reserve_then(d, est, "cuMemAllocPitch", call, || undo_ptr(dptr));
@@ -298,7 +338,14 @@ pub unsafe fn mem_alloc_pitch(
         if actual < est {
             d.ledger.release(est - actual);
         }
-        s.ptrs.insert(ptr, Charge { dev, bytes: actual, ctx: current_ctx() });
+        s.ptrs.insert(
+            ptr,
+            Charge {
+                dev,
+                bytes: actual,
+                ctx: current_ctx(),
+            },
+        );
         Ok(r)
     })())
 }
@@ -343,7 +390,9 @@ pub unsafe fn mem_create(
         return call(); // host memory
     }
     flatten((|| {
-        let Some((dev, d)) = target(s, loc.id)? else { return Ok(call()) };
+        let Some((dev, d)) = target(s, loc.id)? else {
+            return Ok(call());
+        };
         let bytes = charge_for(size as u64);
         let mut vmm = lock_vmm(s);
         let undo = || {
@@ -385,7 +434,10 @@ pub unsafe fn mem_release(handle: CUmemGenericAllocationHandle) -> CUresult {
     r
 }
 
-pub unsafe fn mem_retain_allocation_handle(handle: *mut CUmemGenericAllocationHandle, addr: *mut c_void) -> CUresult {
+pub unsafe fn mem_retain_allocation_handle(
+    handle: *mut CUmemGenericAllocationHandle,
+    addr: *mut c_void,
+) -> CUresult {
     let f = real_fn!(cuMemRetainAllocationHandle);
     let s = shim();
     if !s.mem_on() || handle.is_null() {
@@ -455,15 +507,26 @@ fn create_array(
     if s.fail_closed {
         return FAIL_CLOSED;
     }
-    let Some(bytes) = bytes.filter(|_| !out.is_null() && s.mem_on()) else { return call() };
+    let Some(bytes) = bytes.filter(|_| !out.is_null() && s.mem_on()) else {
+        return call();
+    };
     flatten((|| {
-        let Some((dev, d)) = target(s, real::current_device()?)? else { return Ok(call()) };
+        let Some((dev, d)) = target(s, real::current_device()?)? else {
+            return Ok(call());
+        };
         let bytes = charge_for(bytes);
         let _shared = s.records_shared();
         let r = reserve_then(d, bytes, what, call, undo);
         if r.is_success() {
             // SAFETY: non-null (checked) and written by the driver on success.
-            s.arrays.insert(unsafe { *out } as u64, Charge { dev, bytes, ctx: current_ctx() });
+            s.arrays.insert(
+                unsafe { *out } as u64,
+                Charge {
+                    dev,
+                    bytes,
+                    ctx: current_ctx(),
+                },
+            );
         }
         Ok(r)
     })())
@@ -473,21 +536,48 @@ pub unsafe fn array_create(array: *mut CUarray, desc: *const CUDA_ARRAY_DESCRIPT
     let f = real_fn!(cuArrayCreate_v2);
     // SAFETY: read only when non-null; the API requires a valid descriptor.
     let bytes = unsafe { desc.as_ref() }.map(|d| {
-        array_bytes(d.Width as u64, d.Height as u64, 1, d.NumChannels as u64, array_format_bytes(d.Format))
+        array_bytes(
+            d.Width as u64,
+            d.Height as u64,
+            1,
+            d.NumChannels as u64,
+            array_format_bytes(d.Format),
+        )
     });
     // SAFETY: the caller's arguments, passed on; the undo destroys the
     // array the driver just wrote to the non-null `array`.
-    create_array("cuArrayCreate", array, bytes, || unsafe { f(array, desc) }, || unsafe { undo_array(*array) })
+    create_array(
+        "cuArrayCreate",
+        array,
+        bytes,
+        || unsafe { f(array, desc) },
+        || unsafe { undo_array(*array) },
+    )
 }
 
-pub unsafe fn array3d_create(array: *mut CUarray, desc: *const CUDA_ARRAY3D_DESCRIPTOR) -> CUresult {
+pub unsafe fn array3d_create(
+    array: *mut CUarray,
+    desc: *const CUDA_ARRAY3D_DESCRIPTOR,
+) -> CUresult {
     let f = real_fn!(cuArray3DCreate_v2);
     // SAFETY: read only when non-null; the API requires a valid descriptor.
     let bytes = unsafe { desc.as_ref() }.map(|d| {
-        array_bytes(d.Width as u64, d.Height as u64, d.Depth as u64, d.NumChannels as u64, array_format_bytes(d.Format))
+        array_bytes(
+            d.Width as u64,
+            d.Height as u64,
+            d.Depth as u64,
+            d.NumChannels as u64,
+            array_format_bytes(d.Format),
+        )
     });
     // SAFETY: as in array_create.
-    create_array("cuArray3DCreate", array, bytes, || unsafe { f(array, desc) }, || unsafe { undo_array(*array) })
+    create_array(
+        "cuArray3DCreate",
+        array,
+        bytes,
+        || unsafe { f(array, desc) },
+        || unsafe { undo_array(*array) },
+    )
 }
 
 pub unsafe fn mipmapped_array_create(
@@ -514,7 +604,13 @@ pub unsafe fn mipmapped_array_create(
         }
     };
     // SAFETY: the caller's arguments, passed on.
-    create_array("cuMipmappedArrayCreate", array, bytes, || unsafe { f(array, desc, levels) }, undo)
+    create_array(
+        "cuMipmappedArrayCreate",
+        array,
+        bytes,
+        || unsafe { f(array, desc, levels) },
+        undo,
+    )
 }
 
 /// Destroys an array the shim never recorded.

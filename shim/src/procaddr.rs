@@ -26,7 +26,12 @@ pub const KNOWN_CUDA_VERSION: c_int = 13050;
 ///
 /// # Safety
 /// `symbol` must be NUL-terminated.
-unsafe fn route(symbol: *const c_char, p: *mut c_void, version: c_int, flags: u64) -> Option<*mut c_void> {
+unsafe fn route(
+    symbol: *const c_char,
+    p: *mut c_void,
+    version: c_int,
+    flags: u64,
+) -> Option<*mut c_void> {
     if let Some(id) = hooks::find_original(p) {
         return Some(hooks::wrapper(id));
     }
@@ -37,7 +42,12 @@ unsafe fn route(symbol: *const c_char, p: *mut c_void, version: c_int, flags: u6
     let id = unsafe { hooks::find_by_version(symbol, version, flags) }?;
     // The driver answers with a function it does not export by this name:
     // adopt it as the original if we have none, and wrap it.
-    let _ = ORIGINALS[id].compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire);
+    let _ = ORIGINALS[id].compare_exchange(
+        std::ptr::null_mut(),
+        p,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
     log::debug!(
         "cuGetProcAddress({}, {version}, {flags}) returned an unexported function; wrapping it as {}",
         hooks::HOOKS[id].base,
@@ -66,7 +76,12 @@ pub unsafe fn get_proc_address_v2(
 
 /// # Safety
 /// As the driver's `cuGetProcAddress` (the 4-argument ABI of 11030).
-pub unsafe fn get_proc_address(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: u64) -> CUresult {
+pub unsafe fn get_proc_address(
+    symbol: *const c_char,
+    pfn: *mut *mut c_void,
+    version: c_int,
+    flags: u64,
+) -> CUresult {
     let f = real_fn!(cuGetProcAddress);
     // SAFETY: the caller's arguments, passed on unchanged.
     let r = unsafe { f(symbol, pfn, version, flags) };
@@ -77,7 +92,13 @@ pub unsafe fn get_proc_address(symbol: *const c_char, pfn: *mut *mut c_void, ver
 
 /// # Safety
 /// `pfn`, when non-null and `r` is success, points to a pointer the driver wrote.
-unsafe fn rewrite(r: CUresult, symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: u64) {
+unsafe fn rewrite(
+    r: CUresult,
+    symbol: *const c_char,
+    pfn: *mut *mut c_void,
+    version: c_int,
+    flags: u64,
+) {
     if !r.is_success() || symbol.is_null() || pfn.is_null() {
         return;
     }

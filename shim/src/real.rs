@@ -101,7 +101,10 @@ fn ensure_driver_slow() -> bool {
     // The first thread to finish publishes (and says why it failed); the
     // others resolved the same thing, or failed the same way.
     let verdict = if r.is_ok() { READY } else { FAILED };
-    if DRIVER_STATE.compare_exchange(UNINIT, verdict, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+    if DRIVER_STATE
+        .compare_exchange(UNINIT, verdict, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
         if let Err(why) = r {
             log::error!("{why}; CUDA calls in this process return CUDA_ERROR_NOT_INITIALIZED");
         }
@@ -126,7 +129,11 @@ fn resolve_driver() -> Result<(), String> {
     let cpath = match &path {
         Some(p) => match std::ffi::CString::new(p.as_encoded_bytes()) {
             Ok(c) => c,
-            Err(_) => return Err("TSLICE_LIBCUDA contains a NUL byte; accepted: a path to libcuda.so.1".into()),
+            Err(_) => {
+                return Err(
+                    "TSLICE_LIBCUDA contains a NUL byte; accepted: a path to libcuda.so.1".into(),
+                )
+            }
         },
         None => c"libcuda.so.1".to_owned(),
     };
@@ -139,7 +146,9 @@ fn resolve_driver() -> Result<(), String> {
             "unknown error".into()
         } else {
             // SAFETY: non-null dlerror results are NUL-terminated.
-            unsafe { std::ffi::CStr::from_ptr(e) }.to_string_lossy().into_owned()
+            unsafe { std::ffi::CStr::from_ptr(e) }
+                .to_string_lossy()
+                .into_owned()
         };
         return Err(format!("cannot load the CUDA driver {:?}: {msg}", cpath));
     }
@@ -147,7 +156,11 @@ fn resolve_driver() -> Result<(), String> {
         // SAFETY: export_c is a NUL-terminated literal.
         let p = unsafe { real_dlsym(h, hook.export_c.as_ptr().cast()) };
         if p == hooks::wrapper(i) {
-            log::error!("{} in {:?} resolves to tslice itself; not hooking it", hook.export, cpath);
+            log::error!(
+                "{} in {:?} resolves to tslice itself; not hooking it",
+                hook.export,
+                cpath
+            );
             continue;
         }
         if p.is_null() {
@@ -188,26 +201,74 @@ struct HelperSpec {
     export: &'static std::ffi::CStr,
 }
 const HELPER_SPECS: [HelperSpec; 13] = [
-    HelperSpec { base: c"cuCtxGetDevice", version: 2000, export: c"cuCtxGetDevice" },
-    HelperSpec { base: c"cuDeviceGetUuid", version: 11040, export: c"cuDeviceGetUuid_v2" },
-    HelperSpec { base: c"cuDeviceGetCount", version: 2000, export: c"cuDeviceGetCount" },
-    HelperSpec { base: c"cuCtxGetCurrent", version: 4000, export: c"cuCtxGetCurrent" },
-    HelperSpec { base: c"cuEventCreate", version: 2000, export: c"cuEventCreate" },
+    HelperSpec {
+        base: c"cuCtxGetDevice",
+        version: 2000,
+        export: c"cuCtxGetDevice",
+    },
+    HelperSpec {
+        base: c"cuDeviceGetUuid",
+        version: 11040,
+        export: c"cuDeviceGetUuid_v2",
+    },
+    HelperSpec {
+        base: c"cuDeviceGetCount",
+        version: 2000,
+        export: c"cuDeviceGetCount",
+    },
+    HelperSpec {
+        base: c"cuCtxGetCurrent",
+        version: 4000,
+        export: c"cuCtxGetCurrent",
+    },
+    HelperSpec {
+        base: c"cuEventCreate",
+        version: 2000,
+        export: c"cuEventCreate",
+    },
     // The legacy-stream entry: events go on the launch's stream, with
     // CU_STREAM_PER_THREAD standing for a per-thread launch's default stream.
-    HelperSpec { base: c"cuEventRecord", version: 2000, export: c"cuEventRecord" },
-    HelperSpec { base: c"cuEventQuery", version: 2000, export: c"cuEventQuery" },
-    HelperSpec { base: c"cuEventElapsedTime", version: 2000, export: c"cuEventElapsedTime" },
-    HelperSpec { base: c"cuEventDestroy", version: 4000, export: c"cuEventDestroy_v2" },
-    HelperSpec { base: c"cuStreamIsCapturing", version: 10000, export: c"cuStreamIsCapturing" },
+    HelperSpec {
+        base: c"cuEventRecord",
+        version: 2000,
+        export: c"cuEventRecord",
+    },
+    HelperSpec {
+        base: c"cuEventQuery",
+        version: 2000,
+        export: c"cuEventQuery",
+    },
+    HelperSpec {
+        base: c"cuEventElapsedTime",
+        version: 2000,
+        export: c"cuEventElapsedTime",
+    },
+    HelperSpec {
+        base: c"cuEventDestroy",
+        version: 4000,
+        export: c"cuEventDestroy_v2",
+    },
+    HelperSpec {
+        base: c"cuStreamIsCapturing",
+        version: 10000,
+        export: c"cuStreamIsCapturing",
+    },
     HelperSpec {
         base: c"cuThreadExchangeStreamCaptureMode",
         version: 10010,
         export: c"cuThreadExchangeStreamCaptureMode",
     },
-    HelperSpec { base: c"cuDevicePrimaryCtxGetState", version: 7000, export: c"cuDevicePrimaryCtxGetState" },
+    HelperSpec {
+        base: c"cuDevicePrimaryCtxGetState",
+        version: 7000,
+        export: c"cuDevicePrimaryCtxGetState",
+    },
     // Legacy-stream entry; per-thread callers pass CU_STREAM_PER_THREAD.
-    HelperSpec { base: c"cuStreamGetDevice", version: 12080, export: c"cuStreamGetDevice" },
+    HelperSpec {
+        base: c"cuStreamGetDevice",
+        version: 12080,
+        export: c"cuStreamGetDevice",
+    },
 ];
 static HELPERS: [AtomicPtr<c_void>; HELPER_SPECS.len()] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; HELPER_SPECS.len()];
@@ -217,7 +278,15 @@ fn resolve_helper(h: &HelperSpec, driver: *mut c_void) -> *mut c_void {
         let mut p: *mut c_void = std::ptr::null_mut();
         let mut status: CUdriverProcAddressQueryResult = 0;
         // SAFETY: the real cuGetProcAddress_v2 with a static name and valid out-pointers.
-        let r = unsafe { gpa(h.base.as_ptr(), &mut p, h.version, CU_GET_PROC_ADDRESS_DEFAULT, &mut status) };
+        let r = unsafe {
+            gpa(
+                h.base.as_ptr(),
+                &mut p,
+                h.version,
+                CU_GET_PROC_ADDRESS_DEFAULT,
+                &mut status,
+            )
+        };
         if r.is_success() && !p.is_null() {
             return p;
         }
@@ -249,11 +318,14 @@ macro_rules! call_helper {
     }};
 }
 
-
 /// The device of the calling thread's current context.
 pub fn current_device() -> Result<CUdevice, CUresult> {
     let mut dev: CUdevice = -1;
-    call_helper!(Helper::CtxGetDevice, unsafe extern "C" fn(*mut CUdevice) -> CUresult, &mut dev)?;
+    call_helper!(
+        Helper::CtxGetDevice,
+        unsafe extern "C" fn(*mut CUdevice) -> CUresult,
+        &mut dev
+    )?;
     Ok(dev)
 }
 
@@ -261,14 +333,24 @@ pub fn current_device() -> Result<CUdevice, CUresult> {
 /// older than CUDA 12.8, which lacks `cuStreamGetDevice`).
 pub fn stream_device(stream: CUstream) -> Result<CUdevice, CUresult> {
     let mut dev: CUdevice = -1;
-    call_helper!(Helper::StreamGetDevice, unsafe extern "C" fn(CUstream, *mut CUdevice) -> CUresult, stream, &mut dev)?;
+    call_helper!(
+        Helper::StreamGetDevice,
+        unsafe extern "C" fn(CUstream, *mut CUdevice) -> CUresult,
+        stream,
+        &mut dev
+    )?;
     Ok(dev)
 }
 
 /// The UUID of a device as `nvidia-smi -L` prints it.
 pub fn device_uuid(dev: CUdevice) -> Result<String, CUresult> {
     let mut u = CUuuid::default();
-    call_helper!(Helper::DeviceGetUuid, unsafe extern "C" fn(*mut CUuuid, CUdevice) -> CUresult, &mut u, dev)?;
+    call_helper!(
+        Helper::DeviceGetUuid,
+        unsafe extern "C" fn(*mut CUuuid, CUdevice) -> CUresult,
+        &mut u,
+        dev
+    )?;
     Ok(u.to_gpu_string())
 }
 
@@ -287,29 +369,51 @@ pub fn device_total_mem(dev: CUdevice) -> Result<u64, CUresult> {
 
 pub fn device_count() -> Result<c_int, CUresult> {
     let mut n: c_int = 0;
-    call_helper!(Helper::DeviceGetCount, unsafe extern "C" fn(*mut c_int) -> CUresult, &mut n)?;
+    call_helper!(
+        Helper::DeviceGetCount,
+        unsafe extern "C" fn(*mut c_int) -> CUresult,
+        &mut n
+    )?;
     Ok(n)
 }
 
 pub fn ctx_get_current() -> Result<CUcontext, CUresult> {
     let mut c: CUcontext = std::ptr::null_mut();
-    call_helper!(Helper::CtxGetCurrent, unsafe extern "C" fn(*mut CUcontext) -> CUresult, &mut c)?;
+    call_helper!(
+        Helper::CtxGetCurrent,
+        unsafe extern "C" fn(*mut CUcontext) -> CUresult,
+        &mut c
+    )?;
     Ok(c)
 }
 
 pub fn event_create(flags: u32) -> Result<CUevent, CUresult> {
     let mut e: CUevent = std::ptr::null_mut();
-    call_helper!(Helper::EventCreate, unsafe extern "C" fn(*mut CUevent, u32) -> CUresult, &mut e, flags)?;
+    call_helper!(
+        Helper::EventCreate,
+        unsafe extern "C" fn(*mut CUevent, u32) -> CUresult,
+        &mut e,
+        flags
+    )?;
     Ok(e)
 }
 
 pub fn event_record(e: CUevent, stream: CUstream) -> Result<(), CUresult> {
-    call_helper!(Helper::EventRecord, unsafe extern "C" fn(CUevent, CUstream) -> CUresult, e, stream)
+    call_helper!(
+        Helper::EventRecord,
+        unsafe extern "C" fn(CUevent, CUstream) -> CUresult,
+        e,
+        stream
+    )
 }
 
 /// Ok(true) when complete, Ok(false) while not ready.
 pub fn event_query(e: CUevent) -> Result<bool, CUresult> {
-    match call_helper!(Helper::EventQuery, unsafe extern "C" fn(CUevent) -> CUresult, e) {
+    match call_helper!(
+        Helper::EventQuery,
+        unsafe extern "C" fn(CUevent) -> CUresult,
+        e
+    ) {
         Ok(()) => Ok(true),
         Err(CUresult::ERROR_NOT_READY) => Ok(false),
         Err(r) => Err(r),
@@ -319,19 +423,34 @@ pub fn event_query(e: CUevent) -> Result<bool, CUresult> {
 /// Nanoseconds between two completed timing events.
 pub fn event_elapsed_ns(start: CUevent, end: CUevent) -> Result<u64, CUresult> {
     let mut ms: f32 = 0.0;
-    call_helper!(Helper::EventElapsedTime, unsafe extern "C" fn(*mut f32, CUevent, CUevent) -> CUresult, &mut ms, start, end)?;
+    call_helper!(
+        Helper::EventElapsedTime,
+        unsafe extern "C" fn(*mut f32, CUevent, CUevent) -> CUresult,
+        &mut ms,
+        start,
+        end
+    )?;
     Ok((ms.max(0.0) as f64 * 1e6) as u64)
 }
 
 pub fn event_destroy(e: CUevent) {
-    let _ = call_helper!(Helper::EventDestroy, unsafe extern "C" fn(CUevent) -> CUresult, e);
+    let _ = call_helper!(
+        Helper::EventDestroy,
+        unsafe extern "C" fn(CUevent) -> CUresult,
+        e
+    );
 }
 
 /// Whether `stream` is being captured into a graph (errors count as yes:
 /// such a launch is passed through untouched).
 pub fn stream_is_capturing(stream: CUstream) -> bool {
     let mut status: u32 = 0;
-    match call_helper!(Helper::StreamIsCapturing, unsafe extern "C" fn(CUstream, *mut u32) -> CUresult, stream, &mut status) {
+    match call_helper!(
+        Helper::StreamIsCapturing,
+        unsafe extern "C" fn(CUstream, *mut u32) -> CUresult,
+        stream,
+        &mut status
+    ) {
         Ok(()) => status != 0,
         Err(CUresult::ERROR_NOT_FOUND) => false,
         Err(_) => true,
@@ -341,7 +460,14 @@ pub fn stream_is_capturing(stream: CUstream) -> bool {
 /// Whether a device's primary context is active (None if unknown).
 pub fn primary_ctx_active(dev: CUdevice) -> Option<bool> {
     let (mut flags, mut active): (u32, c_int) = (0, 0);
-    call_helper!(Helper::PrimaryCtxGetState, unsafe extern "C" fn(CUdevice, *mut u32, *mut c_int) -> CUresult, dev, &mut flags, &mut active).ok()?;
+    call_helper!(
+        Helper::PrimaryCtxGetState,
+        unsafe extern "C" fn(CUdevice, *mut u32, *mut c_int) -> CUresult,
+        dev,
+        &mut flags,
+        &mut active
+    )
+    .ok()?;
     Some(active != 0)
 }
 
@@ -352,18 +478,30 @@ const CAPTURE_MODE_RELAXED: u32 = 2;
 /// previous mode to restore, or None if the driver cannot.
 pub fn relax_capture_mode() -> Option<u32> {
     let mut mode = CAPTURE_MODE_RELAXED;
-    call_helper!(Helper::ThreadExchangeStreamCaptureMode, unsafe extern "C" fn(*mut u32) -> CUresult, &mut mode).ok()?;
+    call_helper!(
+        Helper::ThreadExchangeStreamCaptureMode,
+        unsafe extern "C" fn(*mut u32) -> CUresult,
+        &mut mode
+    )
+    .ok()?;
     Some(mode)
 }
 
 pub fn restore_capture_mode(mut mode: u32) {
-    let _ = call_helper!(Helper::ThreadExchangeStreamCaptureMode, unsafe extern "C" fn(*mut u32) -> CUresult, &mut mode);
+    let _ = call_helper!(
+        Helper::ThreadExchangeStreamCaptureMode,
+        unsafe extern "C" fn(*mut u32) -> CUresult,
+        &mut mode
+    );
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds (the clock the simulated GPU uses too).
 #[inline]
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid timespec out-pointer; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

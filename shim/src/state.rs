@@ -15,7 +15,9 @@ use crate::log;
 use cuda_abi::{CUdevice, CUresult};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 use std::sync::{Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tslice_policy::gate::GateConfig;
 use tslice_policy::ledger::MemLedger;
@@ -56,7 +58,11 @@ pub struct DeviceState {
 
 impl DeviceState {
     const fn new() -> DeviceState {
-        DeviceState { ledger: MemLedger::new(u64::MAX), limit_state: AtomicU8::new(UNRESOLVED), total: AtomicU64::new(u64::MAX) }
+        DeviceState {
+            ledger: MemLedger::new(u64::MAX),
+            limit_state: AtomicU8::new(UNRESOLVED),
+            total: AtomicU64::new(u64::MAX),
+        }
     }
     pub fn is_limited(&self) -> bool {
         self.limit_state.load(Ordering::Acquire) == LIMITED
@@ -136,7 +142,12 @@ fn build() -> &'static Shim {
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
         ATFORK.store(true, Ordering::Release);
     }
-    match SHIM.compare_exchange(std::ptr::null_mut(), mine, Ordering::AcqRel, Ordering::Acquire) {
+    match SHIM.compare_exchange(
+        std::ptr::null_mut(),
+        mine,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
         Ok(_) => {
             for p in problems {
                 log::always!("{p}; CUDA calls in this process fail with {FAIL_CLOSED}");
@@ -164,20 +175,34 @@ impl Shim {
             match v.into_string() {
                 Ok(s) => Some(s),
                 Err(v) => {
-                    problems.push(format!("{var}={} is not valid UTF-8", quota::clip(&v.to_string_lossy())));
+                    problems.push(format!(
+                        "{var}={} is not valid UTF-8",
+                        quota::clip(&v.to_string_lossy())
+                    ));
                     None
                 }
             }
         }
-        fn parse_or_fail<T>(problems: &mut Vec<String>, r: Result<T, quota::QuotaError>) -> Option<T> {
+        fn parse_or_fail<T>(
+            problems: &mut Vec<String>,
+            r: Result<T, quota::QuotaError>,
+        ) -> Option<T> {
             r.map_err(|e| problems.push(e.to_string())).ok()
         }
         let hbm = read(&mut problems, "TSLICE_HBM_LIMIT");
         let compute = read(&mut problems, "TSLICE_COMPUTE_LIMIT");
-        let mem_limits =
-            hbm.and_then(|s| parse_or_fail(&mut problems, quota::parse_mem_limits("TSLICE_HBM_LIMIT", &s)));
-        let compute_limits = compute
-            .and_then(|s| parse_or_fail(&mut problems, quota::parse_compute_limits("TSLICE_COMPUTE_LIMIT", &s)));
+        let mem_limits = hbm.and_then(|s| {
+            parse_or_fail(
+                &mut problems,
+                quota::parse_mem_limits("TSLICE_HBM_LIMIT", &s),
+            )
+        });
+        let compute_limits = compute.and_then(|s| {
+            parse_or_fail(
+                &mut problems,
+                quota::parse_compute_limits("TSLICE_COMPUTE_LIMIT", &s),
+            )
+        });
         let defaults = GateConfig::new(Ppm::ONE);
         let mut duration = |var: &str, default: u64| {
             read(&mut problems, var)
@@ -223,7 +248,10 @@ impl Shim {
     }
 
     pub fn primary_of(&self, dev: CUdevice) -> Option<cuda_abi::CUcontext> {
-        let p = self.primary.get(usize::try_from(dev).ok()?)?.load(Ordering::Acquire);
+        let p = self
+            .primary
+            .get(usize::try_from(dev).ok()?)?
+            .load(Ordering::Acquire);
         (p != 0).then_some(p as cuda_abi::CUcontext)
     }
 
@@ -242,7 +270,10 @@ impl Shim {
     /// driver destroys it, while no new context can have its handle value).
     pub fn take_context_records(&self, ctx: cuda_abi::CUcontext) -> ContextRecords {
         let key = ctx as usize;
-        ContextRecords { ptrs: self.ptrs.take_where(|c| c.ctx == key), arrays: self.arrays.take_where(|c| c.ctx == key) }
+        ContextRecords {
+            ptrs: self.ptrs.take_where(|c| c.ctx == key),
+            arrays: self.arrays.take_where(|c| c.ctx == key),
+        }
     }
 
     /// The driver destroyed the context and freed its memory: give the
@@ -277,7 +308,11 @@ impl Shim {
     }
 
     pub fn capture_ended(&self) {
-        let _ = self.captures.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
+        let _ = self
+            .captures
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            });
     }
 
     /// Whether some stream of this process may be capturing.
@@ -293,7 +328,10 @@ impl Shim {
             COUNT_MANY => Ok(false),
             _ => {
                 let n = crate::real::device_count()?;
-                self.device_count.store(if n == 1 { COUNT_ONE } else { COUNT_MANY }, Ordering::Release);
+                self.device_count.store(
+                    if n == 1 { COUNT_ONE } else { COUNT_MANY },
+                    Ordering::Release,
+                );
                 Ok(n == 1)
             }
         }
@@ -315,11 +353,19 @@ impl Shim {
     /// entry point was a `_ptsz` one, so a NULL stream is the calling
     /// thread's default stream. A driver without `cuStreamGetDevice`
     /// (before CUDA 12.8) gives the current device.
-    pub fn stream_device(&self, stream: cuda_abi::CUstream, per_thread: bool) -> Result<CUdevice, CUresult> {
+    pub fn stream_device(
+        &self,
+        stream: cuda_abi::CUstream,
+        per_thread: bool,
+    ) -> Result<CUdevice, CUresult> {
         if self.single_device()? {
             return Ok(0);
         }
-        let stream = if per_thread && stream.is_null() { cuda_abi::CU_STREAM_PER_THREAD } else { stream };
+        let stream = if per_thread && stream.is_null() {
+            cuda_abi::CU_STREAM_PER_THREAD
+        } else {
+            stream
+        };
         match crate::real::stream_device(stream) {
             Err(CUresult::ERROR_NOT_FOUND) => crate::real::current_device(),
             r => r,
@@ -337,11 +383,22 @@ impl Shim {
         if CHECKED.swap(true, Ordering::AcqRel) {
             return;
         }
-        let Ok(n) = crate::real::device_count() else { return };
-        let devices: Vec<(u32, Option<String>)> =
-            (0..n.max(0)).map(|d| (d as u32, crate::real::device_uuid(d).ok())).collect();
-        let lists = [("TSLICE_HBM_LIMIT", self.mem_limits.as_ref().map(|l| l.unmatched(&devices))),
-            ("TSLICE_COMPUTE_LIMIT", self.compute_limits.as_ref().map(|l| l.unmatched(&devices)))];
+        let Ok(n) = crate::real::device_count() else {
+            return;
+        };
+        let devices: Vec<(u32, Option<String>)> = (0..n.max(0))
+            .map(|d| (d as u32, crate::real::device_uuid(d).ok()))
+            .collect();
+        let lists = [
+            (
+                "TSLICE_HBM_LIMIT",
+                self.mem_limits.as_ref().map(|l| l.unmatched(&devices)),
+            ),
+            (
+                "TSLICE_COMPUTE_LIMIT",
+                self.compute_limits.as_ref().map(|l| l.unmatched(&devices)),
+            ),
+        ];
         for (var, unmatched) in lists {
             for sel in unmatched.into_iter().flatten() {
                 log::warn!(
@@ -389,13 +446,17 @@ impl Shim {
     /// (which may be a share of the device) on first use. Threads that race
     /// here all resolve the same cap; none allocates before it is set.
     pub fn mem_device(&self, dev: CUdevice) -> Result<Option<&DeviceState>, CUresult> {
-        let Some(limits) = &self.mem_limits else { return Ok(None) };
+        let Some(limits) = &self.mem_limits else {
+            return Ok(None);
+        };
         let Ok(i) = usize::try_from(dev) else {
             // Not a device: the driver rejects the call.
             return Ok(None);
         };
         let Some(d) = self.devices.get(i) else {
-            log::warn!("device {dev} is beyond the {MAX_DEVICES} devices tslice tracks; not capping it");
+            log::warn!(
+                "device {dev} is beyond the {MAX_DEVICES} devices tslice tracks; not capping it"
+            );
             return Ok(None);
         };
         match d.limit_state.load(Ordering::Acquire) {
@@ -414,7 +475,10 @@ impl Shim {
             }
             None => (UNLIMITED, None),
         };
-        if d.limit_state.compare_exchange(UNRESOLVED, state, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if d.limit_state
+            .compare_exchange(UNRESOLVED, state, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             if let Some(bytes) = cap {
                 log::info!(
                     "device {dev} ({}): HBM cap {bytes} bytes of {total}",
@@ -440,7 +504,9 @@ pub struct ShardedMap<V> {
 
 impl<V> ShardedMap<V> {
     fn new() -> Self {
-        ShardedMap { shards: std::array::from_fn(|_| Mutex::new(HashMap::default())) }
+        ShardedMap {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::default())),
+        }
     }
     fn shard(&self, key: u64) -> MutexGuard<'_, HashMap<u64, V, BuildHasherDefault<MixHasher>>> {
         let i = (mix(key) >> 60) as usize;
@@ -465,7 +531,10 @@ impl<V> ShardedMap<V> {
         for shard in &self.shards {
             let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
             let keys: Vec<u64> = m.iter().filter(|(_, v)| pred(v)).map(|(k, _)| *k).collect();
-            out.extend(keys.into_iter().filter_map(|k| m.remove(&k).map(|v| (k, v))));
+            out.extend(
+                keys.into_iter()
+                    .filter_map(|k| m.remove(&k).map(|v| (k, v))),
+            );
         }
         out
     }
@@ -519,6 +588,9 @@ mod tests {
         for k in 0..64u64 {
             used[(mix(k << 21) >> 60) as usize] = true;
         }
-        assert!(used.iter().filter(|u| **u).count() >= 12, "2 MiB-aligned keys spread: {used:?}");
+        assert!(
+            used.iter().filter(|u| **u).count() >= 12,
+            "2 MiB-aligned keys spread: {used:?}"
+        );
     }
 }

@@ -50,21 +50,47 @@ fn lookups_and_rtld_next_are_unchanged() {
     let prog = dir.join("prog");
     let next = dir.join("libnext.so");
     common::gcc(&prog, &[dir.join("prog.c").to_str().unwrap(), "-ldl"]);
-    common::gcc(&next, &["-shared", "-fPIC", dir.join("next.c").to_str().unwrap(), "-ldl"]);
+    common::gcc(
+        &next,
+        &[
+            "-shared",
+            "-fPIC",
+            dir.join("next.c").to_str().unwrap(),
+            "-ldl",
+        ],
+    );
     let shim = common::shim_path();
-    let baseline = Command::new(&prog).env("LD_PRELOAD", &next).output().unwrap();
+    let baseline = Command::new(&prog)
+        .env("LD_PRELOAD", &next)
+        .output()
+        .unwrap();
     assert!(baseline.status.success());
     let base_err = String::from_utf8_lossy(&baseline.stderr).into_owned();
     assert!(base_err.contains("interposed puts calls: "), "{base_err}");
-    for preload in [format!("{}:{}", shim.display(), next.display()), format!("{}:{}", next.display(), shim.display())] {
-        let out = Command::new(&prog).env("LD_PRELOAD", &preload).output().unwrap();
+    for preload in [
+        format!("{}:{}", shim.display(), next.display()),
+        format!("{}:{}", next.display(), shim.display()),
+    ] {
+        let out = Command::new(&prog)
+            .env("LD_PRELOAD", &preload)
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "LD_PRELOAD={preload}: {stdout}{stderr}");
-        assert!(stdout.contains("hello through the interposer") && stdout.contains("OK"), "{stdout}");
+        assert!(
+            out.status.success(),
+            "LD_PRELOAD={preload}: {stdout}{stderr}"
+        );
+        assert!(
+            stdout.contains("hello through the interposer") && stdout.contains("OK"),
+            "{stdout}"
+        );
         assert_eq!(stderr, base_err, "LD_PRELOAD={preload}");
         assert_eq!(out.stdout, baseline.stdout);
-        assert!(!stderr.contains("tslice"), "the shim must stay silent: {stderr}");
+        assert!(
+            !stderr.contains("tslice"),
+            "the shim must stay silent: {stderr}"
+        );
     }
 }
 
@@ -72,7 +98,13 @@ fn lookups_and_rtld_next_are_unchanged() {
 fn processes_that_never_use_cuda_are_untouched() {
     let shim = common::shim_path();
     // Even an invalid limit is not reported by a process that never calls CUDA.
-    for (cmd, args) in [("ls", vec!["/"]), ("python3", vec!["-c", "import ctypes; ctypes.CDLL(None).getpid(); print(1)"])] {
+    for (cmd, args) in [
+        ("ls", vec!["/"]),
+        (
+            "python3",
+            vec!["-c", "import ctypes; ctypes.CDLL(None).getpid(); print(1)"],
+        ),
+    ] {
         let plain = Command::new(cmd).args(&args).output().expect(cmd);
         let pre = Command::new(cmd)
             .args(&args)
@@ -93,7 +125,14 @@ fn processes_that_never_use_cuda_are_untouched() {
 fn rust_program_with_threads_is_untouched() {
     let exe = std::env::current_exe().unwrap();
     let out = Command::new(&exe)
-        .args(["--ignored", "--exact", "threads_child", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "threads_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env("LD_PRELOAD", common::shim_path())
         .env("TSLICE_THREADS_CHILD", "1")
         .env("TSLICE_HBM_LIMIT", "not a size")
@@ -110,7 +149,10 @@ fn rust_program_with_threads_is_untouched() {
 #[test]
 #[ignore = "run by rust_program_with_threads_is_untouched under LD_PRELOAD"]
 fn threads_child() {
-    assert!(std::env::var_os("TSLICE_THREADS_CHILD").is_some(), "run through rust_program_with_threads_is_untouched");
+    assert!(
+        std::env::var_os("TSLICE_THREADS_CHILD").is_some(),
+        "run through rust_program_with_threads_is_untouched"
+    );
     let handles: Vec<_> = (0..8u64)
         .map(|i| {
             std::thread::spawn(move || {

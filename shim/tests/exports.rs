@@ -19,12 +19,20 @@ macro_rules! hook_table {
 include!("../src/hooks/table.rs");
 
 /// tslice's own ABI (include/tslice.h).
-const OWN_ABI: &[&str] = &["tslice_abi_version", "tslice_version", "tslice_get_device_stats"];
+const OWN_ABI: &[&str] = &[
+    "tslice_abi_version",
+    "tslice_version",
+    "tslice_get_device_stats",
+];
 
 #[test]
 fn exported_symbols_match_the_hook_table() {
     let lib = common::shim_path();
-    let out = Command::new("nm").args(["-D", "--defined-only"]).arg(&lib).output().expect("nm (binutils) must be installed");
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&lib)
+        .output()
+        .expect("nm (binutils) must be installed");
     assert!(out.status.success());
     let exported: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -39,7 +47,10 @@ fn exported_symbols_match_the_hook_table() {
     expected.insert("dlsym".into());
     let missing: Vec<_> = expected.difference(&exported).collect();
     let extra: Vec<_> = exported.difference(&expected).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing exports {missing:?}, unexpected exports {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing exports {missing:?}, unexpected exports {extra:?}"
+    );
 }
 
 #[test]
@@ -48,17 +59,26 @@ fn table_is_consistent() {
     for &(name, base, since, variant) in ROWS {
         assert!(seen.insert(name), "{name} is listed twice");
         assert!(name.starts_with(base), "{name} is not a version of {base}");
-        assert!((2000..=13050).contains(&since), "{name}: odd ABI version {since}");
+        assert!(
+            (2000..=13050).contains(&since),
+            "{name}: odd ABI version {since}"
+        );
         match variant {
             "per_thread" => assert!(name.ends_with("_ptsz") || name.ends_with("_ptds"), "{name}"),
-            "legacy" => assert!(!name.ends_with("_ptsz") && !name.ends_with("_ptds"), "{name}"),
+            "legacy" => assert!(
+                !name.ends_with("_ptsz") && !name.ends_with("_ptds"),
+                "{name}"
+            ),
             v => panic!("{name}: unknown variant {v}"),
         }
     }
     // Every per-thread row has its legacy sibling.
     for &(name, base, _, variant) in ROWS {
         if variant == "per_thread" {
-            assert!(ROWS.iter().any(|r| r.1 == base && r.3 == "legacy"), "{name} has no legacy row");
+            assert!(
+                ROWS.iter().any(|r| r.1 == base && r.3 == "legacy"),
+                "{name} has no legacy row"
+            );
         }
     }
 }

@@ -50,7 +50,8 @@ fn extent_ok(d: &CUDA_ARRAY3D_DESCRIPTOR, levels: u32, mipmapped: bool) -> bool 
     let fits = if d.Flags & LAYERED != 0 {
         w <= 32768 && h <= 32768 && (1..=2048).contains(&z)
     } else if z > 0 {
-        h > 0 && ((w <= 16384 && h <= 16384 && z <= 16384) || (w <= 8192 && h <= 8192 && z <= 32768))
+        h > 0
+            && ((w <= 16384 && h <= 16384 && z <= 16384) || (w <= 8192 && h <= 8192 && z <= 32768))
     } else if mipmapped {
         w <= 32768 && h <= 32768
     } else if h > 0 {
@@ -60,7 +61,10 @@ fn extent_ok(d: &CUDA_ARRAY3D_DESCRIPTOR, levels: u32, mipmapped: bool) -> bool 
     };
     // A mipmapped array has at most one level per halving of its largest
     // dimension, down to 1.
-    let largest = w.max(h).max(if d.Flags & LAYERED != 0 { 0 } else { z }).max(1);
+    let largest = w
+        .max(h)
+        .max(if d.Flags & LAYERED != 0 { 0 } else { z })
+        .max(1);
     let max_levels = usize::BITS - largest.leading_zeros();
     fits && (!mipmapped || levels <= max_levels)
 }
@@ -71,7 +75,11 @@ fn create(
     levels: u32,
     mipmapped: bool,
 ) -> Res<Arc<Array>> {
-    if d.Width == 0 || !matches!(d.NumChannels, 1 | 2 | 4) || levels == 0 || !extent_ok(&d, levels, mipmapped) {
+    if d.Width == 0
+        || !matches!(d.NumChannels, 1 | 2 | 4)
+        || levels == 0
+        || !extent_ok(&d, levels, mipmapped)
+    {
         return Err(INVALID_VALUE);
     }
     let p = process::get();

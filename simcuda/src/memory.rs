@@ -156,7 +156,14 @@ pub fn alloc(p: &Process, ctx: &Arc<Ctx>, size: u64, charge_bytes: u64, kind: Ki
 
 /// As [`alloc`], on `device` rather than the context's own (a stream-ordered
 /// allocation from a pool located on another device).
-pub fn alloc_on(p: &Process, ctx: &Arc<Ctx>, device: i32, size: u64, charge_bytes: u64, kind: Kind) -> Res<u64> {
+pub fn alloc_on(
+    p: &Process,
+    ctx: &Arc<Ctx>,
+    device: i32,
+    size: u64,
+    charge_bytes: u64,
+    kind: Kind,
+) -> Res<u64> {
     if size == 0 {
         return Err(INVALID_VALUE);
     }

@@ -11,8 +11,8 @@ use crate::entry::{Res, INVALID_HANDLE};
 use cuda_abi::CUresult;
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 /// A magic number kept in every object whose address is handed out as a

@@ -36,10 +36,12 @@ impl<T> RaceCell<T> {
             return unsafe { &*p };
         }
         let mine = Box::into_raw(Box::new(f()));
-        match self
-            .p
-            .compare_exchange(std::ptr::null_mut(), mine, Ordering::AcqRel, Ordering::Acquire)
-        {
+        match self.p.compare_exchange(
+            std::ptr::null_mut(),
+            mine,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             // SAFETY: just published; never freed.
             Ok(_) => unsafe { &*mine },
             Err(winner) => {

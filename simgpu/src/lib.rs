@@ -283,7 +283,8 @@ fn check_and_reap(shm: &Shm, cands: &Candidates) {
     for c in cands.as_slice() {
         // Dead: the process is gone, or its image is (exec ends a program's
         // use of the device as exit does: its image lock is released).
-        let image_gone = c.check_start && c.image_locked && shm.image_slot_held(c.slot) == Some(false);
+        let image_gone =
+            c.check_start && c.image_locked && shm.image_slot_held(c.slot) == Some(false);
         if image_gone || sys::is_dead(c.pid, c.start_time, c.check_start) {
             dead.push(*c);
         }

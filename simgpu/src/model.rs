@@ -607,8 +607,15 @@ impl<'a> Core<'a> {
 
     /// `process_slot` for tests: every image lock counts as held.
     #[cfg(test)]
-    pub fn register_for_test(&mut self, hint: usize, pid: u32, start_time: u64, now: u64) -> Result<usize, Full> {
-        self.process_slot(hint, pid, start_time, now, &mut |_| true).map(|r| r.0)
+    pub fn register_for_test(
+        &mut self,
+        hint: usize,
+        pid: u32,
+        start_time: u64,
+        now: u64,
+    ) -> Result<usize, Full> {
+        self.process_slot(hint, pid, start_time, now, &mut |_| true)
+            .map(|r| r.0)
     }
 
     /// Records that the image registered in `slot` holds its image lock.
@@ -818,8 +825,15 @@ impl<'a> Core<'a> {
         // which runs only while the context is resident: they need the
         // device (a marker, or a kernel of duration 0, for MIN_DEVICE_NS).
         // Copies run on the copy engines, which are not modelled.
-        let on_device = matches!(work.kind, WorkKind::Kernel | WorkKind::Graph | WorkKind::Marker);
-        let dur = if on_device { work.duration_ns.max(MIN_DEVICE_NS) } else { 0 };
+        let on_device = matches!(
+            work.kind,
+            WorkKind::Kernel | WorkKind::Graph | WorkKind::Marker
+        );
+        let dur = if on_device {
+            work.duration_ns.max(MIN_DEVICE_NS)
+        } else {
+            0
+        };
         let pos = m.len as usize;
         let (_, _, mut w) = self.parts();
         match w.item(c, pos) {
@@ -1525,7 +1539,10 @@ mod tests {
         let m0 = core.record_event(a.0, a.1, e0, 5 * US).unwrap();
         assert_eq!(core.event_time(a.0, a.1, e0, m0).unwrap(), None);
         core.advance(5 * US + MIN_DEVICE_NS);
-        assert_eq!(core.event_time(a.0, a.1, e0, m0).unwrap(), Some(5 * US + MIN_DEVICE_NS));
+        assert_eq!(
+            core.event_time(a.0, a.1, e0, m0).unwrap(),
+            Some(5 * US + MIN_DEVICE_NS)
+        );
         let k1 = core
             .enqueue(a.0, a.1, kernel(100 * US), NO_EVENT, 10 * US)
             .unwrap();
@@ -1555,13 +1572,22 @@ mod tests {
         // The marker right behind the kernel, then the copy behind it.
         assert!(core.is_complete(a.0, a.1, c1).unwrap());
         assert!(!core.is_complete(a.0, a.1, k2).unwrap());
-        assert_eq!(core.event_time(a.0, a.1, e1, m1).unwrap(), Some(110 * US + MIN_DEVICE_NS));
+        assert_eq!(
+            core.event_time(a.0, a.1, e1, m1).unwrap(),
+            Some(110 * US + MIN_DEVICE_NS)
+        );
         core.advance(MS);
-        assert_eq!(core.event_time(a.0, a.1, e2, m2).unwrap(), Some(160 * US + 2 * MIN_DEVICE_NS));
+        assert_eq!(
+            core.event_time(a.0, a.1, e2, m2).unwrap(),
+            Some(160 * US + 2 * MIN_DEVICE_NS)
+        );
         // Re-recording an event: the latest record wins.
         let m3 = core.record_event(a.0, a.1, e2, MS).unwrap();
         core.advance(MS + MIN_DEVICE_NS);
-        assert_eq!(core.event_time(a.0, a.1, e2, m3).unwrap(), Some(MS + MIN_DEVICE_NS));
+        assert_eq!(
+            core.event_time(a.0, a.1, e2, m3).unwrap(),
+            Some(MS + MIN_DEVICE_NS)
+        );
         assert_eq!(core.event_time(a.0, a.1, e2, m2).unwrap(), None);
         // Unallocated slots are refused.
         core.free_event(a.0, a.1, e1);
@@ -1743,22 +1769,34 @@ mod tests {
     fn an_image_that_exec_d_is_dead_to_its_successor() {
         let mut sim = Sim::new(cfg(), 0);
         let mut core = sim.core();
-        let (old, new) = core.process_slot(usize::MAX, 7, 70, 0, &mut |_| true).unwrap();
+        let (old, new) = core
+            .process_slot(usize::MAX, 7, 70, 0, &mut |_| true)
+            .unwrap();
         assert!(new);
         core.set_image_locked(old);
         core.mem_charge(old, 300).unwrap();
         // The same image (another attachment) finds its slot while the lock is held.
-        assert_eq!(core.process_slot(usize::MAX, 7, 70, 1, &mut |_| true), Ok((old, false)));
+        assert_eq!(
+            core.process_slot(usize::MAX, 7, 70, 1, &mut |_| true),
+            Ok((old, false))
+        );
         // After exec (same pid and start time) the lock is gone: the old
         // image's slot dies with its memory, and the new image gets its own.
-        let (fresh, new) = core.process_slot(usize::MAX, 7, 70, 2, &mut |s| s != old).unwrap();
+        let (fresh, new) = core
+            .process_slot(usize::MAX, 7, 70, 2, &mut |s| s != old)
+            .unwrap();
         assert!(new);
         assert_ne!(fresh, old);
         assert_eq!(core.st.procs[old].state, P_DEAD);
         assert_eq!(core.st.ledger.used, 0);
         // A slot that never took its lock is not judged by it.
-        let (unlocked, _) = core.process_slot(usize::MAX, 8, 80, 3, &mut |_| true).unwrap();
-        assert_eq!(core.process_slot(usize::MAX, 8, 80, 4, &mut |_| false), Ok((unlocked, false)));
+        let (unlocked, _) = core
+            .process_slot(usize::MAX, 8, 80, 3, &mut |_| true)
+            .unwrap();
+        assert_eq!(
+            core.process_slot(usize::MAX, 8, 80, 4, &mut |_| false),
+            Ok((unlocked, false))
+        );
     }
 
     #[test]

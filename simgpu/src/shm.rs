@@ -153,7 +153,13 @@ impl Shm {
     /// Whether some process image holds the lock of slot `slot` (None if
     /// the probe fails).
     pub fn image_slot_held(&self, slot: u32) -> Option<bool> {
-        let fl = ofd_lock(self.probe.as_raw_fd(), slot, libc::F_OFD_GETLK, libc::F_WRLCK).ok()?;
+        let fl = ofd_lock(
+            self.probe.as_raw_fd(),
+            slot,
+            libc::F_OFD_GETLK,
+            libc::F_WRLCK,
+        )
+        .ok()?;
         Some(fl.l_type != libc::F_UNLCK as libc::c_short)
     }
 }

@@ -163,7 +163,10 @@ fn real_time_kernels_markers_and_events() {
     assert_eq!(m.busy_between(pid, 0, u64::MAX), blocker + 5 * MS + markers);
     assert_eq!(m.busy_between(pid, a, a + MS), MS);
     let around = m.busy_between(pid, a - MS, b + MS);
-    assert!((6 * MS - markers..=6 * MS + markers).contains(&around), "{around}");
+    assert!(
+        (6 * MS - markers..=6 * MS + markers).contains(&around),
+        "{around}"
+    );
     let r = m.busy_report(pid, 0, u64::MAX).unwrap();
     assert!(r.complete);
     let me = m

@@ -17,7 +17,11 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 fn shim() -> PathBuf {
     let p = profile_dir().join("libtslice.so");
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        p.display()
+    );
     p
 }
 
@@ -58,18 +62,37 @@ fn finish(mut c: Child) -> Done {
     let o = c.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success() && out.contains("OK FAILS=0"), "pid {pid} failed:\n{out}\n{err}");
+    assert!(
+        o.status.success() && out.contains("OK FAILS=0"),
+        "pid {pid} failed:\n{out}\n{err}"
+    );
     let t_start = field(&out, "t_start") as u64;
     // The victim prints no t_end.
-    let t_end = if out.contains("t_end=") { field(&out, "t_end") as u64 } else { 0 };
-    Done { pid, out, err, t_start, t_end }
+    let t_end = if out.contains("t_end=") {
+        field(&out, "t_end") as u64
+    } else {
+        0
+    };
+    Done {
+        pid,
+        out,
+        err,
+        t_start,
+        t_end,
+    }
 }
 
 /// The steady-state window of a run: from 0.6 s after the last tenant
 /// started to 0.1 s before the first one stopped.
 fn window(runs: &[&Done]) -> (u64, u64) {
     let from = runs.iter().map(|d| d.t_start).max().unwrap() + 600_000_000;
-    let to = runs.iter().filter(|d| d.t_end > 0).map(|d| d.t_end).min().unwrap() - 100_000_000;
+    let to = runs
+        .iter()
+        .filter(|d| d.t_end > 0)
+        .map(|d| d.t_end)
+        .min()
+        .unwrap()
+        - 100_000_000;
     assert!(to > from + SEC, "window too short: {from}..{to}");
     (from, to)
 }
@@ -98,7 +121,10 @@ fn one_process_at_30_percent_with_200us_kernels() {
     let _s = serial();
     let (s, out) = one_tenant("kernels", "200", "30%");
     eprintln!("share {s:.2}% ({out})");
-    assert!((s - 30.0).abs() <= 2.0, "achieved {s:.2}%, target 30% +/- 2: {out}");
+    assert!(
+        (s - 30.0).abs() <= 2.0,
+        "achieved {s:.2}%, target 30% +/- 2: {out}"
+    );
 }
 
 #[test]
@@ -106,7 +132,10 @@ fn graphs_are_held_to_their_share() {
     let _s = serial();
     let (s, out) = one_tenant("graph", "200", "30%");
     eprintln!("share {s:.2}% ({out})");
-    assert!((s - 30.0).abs() <= 3.0, "achieved {s:.2}%, target 30% +/- 3: {out}");
+    assert!(
+        (s - 30.0).abs() <= 3.0,
+        "achieved {s:.2}%, target 30% +/- 3: {out}"
+    );
 }
 
 #[test]
@@ -114,7 +143,10 @@ fn a_mix_of_10us_and_5ms_kernels_is_held_to_its_share() {
     let _s = serial();
     let (s, out) = one_tenant("mix", "0", "30%");
     eprintln!("share {s:.2}% ({out})");
-    assert!((s - 30.0).abs() <= 3.0, "achieved {s:.2}%, target 30% +/- 3: {out}");
+    assert!(
+        (s - 30.0).abs() <= 3.0,
+        "achieved {s:.2}%, target 30% +/- 3: {out}"
+    );
 }
 
 /// Launches the driver refuses (an autotuner trying a configuration that
@@ -129,7 +161,11 @@ fn refused_launches_neither_hang_nor_escape_the_share() {
     let t = finish(t);
     let s = share(&gpu, &t, window(&[&t]));
     eprintln!("share {s:.2}% ({})", t.out);
-    assert!((s - 30.0).abs() <= 2.0, "achieved {s:.2}%, target 30% +/- 2: {}", t.out);
+    assert!(
+        (s - 30.0).abs() <= 2.0,
+        "achieved {s:.2}%, target 30% +/- 2: {}",
+        t.out
+    );
 }
 
 /// Issue 6, defect 5: a healthy kernel longer than the gate's base patience
@@ -144,11 +180,22 @@ fn kernels_longer_than_50ms_are_not_taken_for_a_wedged_context() {
     let prog = spin_loop();
     let gpu = SimGpu::new();
     let t = finish(start(&gpu, &prog, &["kernels", "60000", "4"], Some("25%")));
-    let stalls = t.err.matches("no GPU work of this process was seen completing").count();
+    let stalls = t
+        .err
+        .matches("no GPU work of this process was seen completing")
+        .count();
     let s = share(&gpu, &t, window(&[&t]));
     eprintln!("share {s:.2}%, {stalls} stall warnings ({})", t.out);
-    assert!(stalls <= 1, "{stalls} stall warnings for healthy 60 ms kernels:\n{}", t.err);
-    assert!((s - 25.0).abs() <= 4.0, "achieved {s:.2}%, target 25% +/- 4: {}", t.out);
+    assert!(
+        stalls <= 1,
+        "{stalls} stall warnings for healthy 60 ms kernels:\n{}",
+        t.err
+    );
+    assert!(
+        (s - 25.0).abs() <= 4.0,
+        "achieved {s:.2}%, target 25% +/- 4: {}",
+        t.out
+    );
 }
 
 #[test]
@@ -180,7 +227,11 @@ fn without_enforcement_two_saturating_tenants_split_the_device() {
     let (sa, sb) = (share(&gpu, &a, w), share(&gpu, &b, w));
     eprintln!("shares {sa:.2}% / {sb:.2}%");
     assert!((sa - sb).abs() <= 6.0, "{sa:.2} vs {sb:.2}");
-    assert!(sa + sb > 85.0 && sa + sb < 97.0, "switching costs a few percent: {}", sa + sb);
+    assert!(
+        sa + sb > 85.0 && sa + sb < 97.0,
+        "switching costs a few percent: {}",
+        sa + sb
+    );
 }
 
 /// Handshake on ground truth: returns once the simulated GPU has run
@@ -189,11 +240,18 @@ fn wait_until_busy(gpu: &SimGpu, pid: u32, busy_ns: u64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         if let Ok(m) = simgpu::Monitor::open(&gpu.dir(), 0) {
-            if m.snapshot().processes.iter().any(|p| p.pid == pid && p.busy_ns >= busy_ns) {
+            if m.snapshot()
+                .processes
+                .iter()
+                .any(|p| p.pid == pid && p.busy_ns >= busy_ns)
+            {
                 return;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "pid {pid} never got {busy_ns} ns of device time");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} never got {busy_ns} ns of device time"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
@@ -219,7 +277,16 @@ fn a_capped_neighbour_keeps_the_victims_latency() {
     let (open50, open99) = victim_run(&SimGpu::new(), Some(None), "2.5");
     let (cap50, cap99) = victim_run(&SimGpu::new(), Some(Some("50%")), "2.5");
     eprintln!("victim p50/p99 us: solo {solo50}/{solo99}, neighbour unenforced {open50}/{open99}, neighbour at 50% {cap50}/{cap99}");
-    assert!(open50 > solo50 + 200.0, "an unenforced neighbour must hurt (the model is time-sliced): {open50} vs {solo50}");
-    assert!(cap99 <= 1.5 * solo99 + TIMESLICE_US, "p99 {cap99} us > 1.5 x {solo99} + {TIMESLICE_US}");
-    assert!(cap50 < open50, "p50 with enforcement {cap50} must beat no enforcement {open50}");
+    assert!(
+        open50 > solo50 + 200.0,
+        "an unenforced neighbour must hurt (the model is time-sliced): {open50} vs {solo50}"
+    );
+    assert!(
+        cap99 <= 1.5 * solo99 + TIMESLICE_US,
+        "p99 {cap99} us > 1.5 x {solo99} + {TIMESLICE_US}"
+    );
+    assert!(
+        cap50 < open50,
+        "p50 with enforcement {cap50} must beat no enforcement {open50}"
+    );
 }

@@ -14,7 +14,11 @@ const GIB: u64 = 1 << 30;
 
 fn shim() -> PathBuf {
     let p = profile_dir().join("libtslice.so");
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        p.display()
+    );
     p
 }
 
@@ -24,7 +28,10 @@ fn firstuse() -> PathBuf {
 
 fn hardening() -> PathBuf {
     let libdir = format!("-L{}", profile_dir().display());
-    build_cuda(&cuda_src("hardening.c"), &[&libdir, "-lcuda", "-lpthread", "-ldl"])
+    build_cuda(
+        &cuda_src("hardening.c"),
+        &[&libdir, "-lcuda", "-lpthread", "-ldl"],
+    )
 }
 
 /// Waits for `c`, killing it (and failing) after `limit`: a hang is a
@@ -56,8 +63,16 @@ fn run_limited(gpu: &SimGpu, prog: &Path, args: &[&str], limit: Duration) -> (u3
         .expect("spawn");
     let pid = c.id();
     let o = wait_limited(c, limit, &format!("{} {args:?}", prog.display()));
-    let (out, err) = (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned());
-    assert!(o.status.success(), "{} {args:?} failed ({}):\n{out}\n{err}", prog.display(), o.status);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(
+        o.status.success(),
+        "{} {args:?} failed ({}):\n{out}\n{err}",
+        prog.display(),
+        o.status
+    );
     (pid, out, err)
 }
 
@@ -68,11 +83,21 @@ fn run_limited(gpu: &SimGpu, prog: &Path, args: &[&str], limit: Duration) -> (u3
 fn first_use_race(lookup: &str) {
     let prog = firstuse();
     for run in 0..6 {
-        let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "1GiB").preload(&shim());
-        let (_, out, err) = run_limited(&gpu, &prog, &["32", "64", lookup], Duration::from_secs(60));
+        let gpu = SimGpu::new()
+            .env("TSLICE_HBM_LIMIT", "1GiB")
+            .preload(&shim());
+        let (_, out, err) =
+            run_limited(&gpu, &prog, &["32", "64", lookup], Duration::from_secs(60));
         let peak = gpu.monitor(0).snapshot().mem_peak;
-        assert!(peak <= GIB, "run {run} ({lookup}): the device held {peak} bytes under a 1 GiB cap: {out}{err}");
-        assert_eq!(field(&out, "other"), 0.0, "run {run} ({lookup}): a thread failed otherwise: {out}{err}");
+        assert!(
+            peak <= GIB,
+            "run {run} ({lookup}): the device held {peak} bytes under a 1 GiB cap: {out}{err}"
+        );
+        assert_eq!(
+            field(&out, "other"),
+            0.0,
+            "run {run} ({lookup}): a thread failed otherwise: {out}{err}"
+        );
         assert_eq!(field(&out, "ok"), 16.0, "run {run} ({lookup}): {out}{err}");
         assert_eq!(field(&out, "oom"), 16.0, "run {run} ({lookup}): {out}{err}");
     }
@@ -101,11 +126,22 @@ fn threads_racing_through_first_use_with_mixed_lookups_never_pass_the_cap() {
 /// the driver has freed, so the device never holds two caps.
 fn destroy_race(mode: &str) {
     let prog = hardening();
-    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "1GiB").preload(&shim());
-    let (_, out, err) = run_limited(&gpu, &prog, &[mode, "1024", "150"], Duration::from_secs(120));
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "1GiB")
+        .preload(&shim());
+    let (_, out, err) = run_limited(
+        &gpu,
+        &prog,
+        &[mode, "1024", "150"],
+        Duration::from_secs(120),
+    );
     assert!(out.contains("OK FAILS=0"), "{out}{err}");
     let peak = gpu.monitor(0).snapshot().mem_peak;
-    assert!(peak <= GIB, "{mode}: the device peaked at {} MiB under a 1 GiB cap: {out}", peak / MIB);
+    assert!(
+        peak <= GIB,
+        "{mode}: the device peaked at {} MiB under a 1 GiB cap: {out}",
+        peak / MIB
+    );
 }
 
 #[test]
@@ -123,28 +159,53 @@ fn primary_context_reset_gives_the_charge_back_only_after_the_driver_freed() {
 #[test]
 fn threads_using_a_context_while_it_is_destroyed_leak_no_charge() {
     let prog = hardening();
-    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "1GiB").preload(&shim());
-    let (pid, out, err) = run_limited(&gpu, &prog, &["storm", "48", "1024", "6"], Duration::from_secs(120));
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "1GiB")
+        .preload(&shim());
+    let (pid, out, err) = run_limited(
+        &gpu,
+        &prog,
+        &["storm", "48", "1024", "6"],
+        Duration::from_secs(120),
+    );
     assert!(out.contains("OK FAILS=0"), "{out}{err}");
     assert_eq!(field(&out, "shim_used"), 0.0, "{out}");
     let snap = gpu.monitor(0).snapshot();
-    let me = snap.processes.iter().find(|p| p.pid == pid).expect("the driver saw the process");
-    assert!(me.mem_peak <= GIB, "the device peaked at {} MiB: {out}", me.mem_peak / MIB);
+    let me = snap
+        .processes
+        .iter()
+        .find(|p| p.pid == pid)
+        .expect("the driver saw the process");
+    assert!(
+        me.mem_peak <= GIB,
+        "the device peaked at {} MiB: {out}",
+        me.mem_peak / MIB
+    );
 }
 
 /// Defect 3: a fork while 16 threads are inside their first CUDA calls; the
 /// child's own cuInit must not hang, with the shim and on the bare driver.
 fn fork_during_first_use(with_shim: bool) {
     let prog = hardening();
-    for spin in [0u64, 1_000, 10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000] {
+    for spin in [
+        0u64, 1_000, 10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000,
+    ] {
         for _ in 0..2 {
             let mut gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "1GiB");
             if with_shim {
                 gpu = gpu.preload(&shim());
             }
             let spin = spin.to_string();
-            let (_, out, err) = run_limited(&gpu, &prog, &["forkinit", "16", &spin], Duration::from_secs(60));
-            assert!(out.contains("child_hung=0") && out.contains("OK FAILS=0"), "spin {spin}: {out}{err}");
+            let (_, out, err) = run_limited(
+                &gpu,
+                &prog,
+                &["forkinit", "16", &spin],
+                Duration::from_secs(60),
+            );
+            assert!(
+                out.contains("child_hung=0") && out.contains("OK FAILS=0"),
+                "spin {spin}: {out}{err}"
+            );
         }
     }
 }
@@ -172,7 +233,11 @@ fn stream_ordered_allocations_are_charged_to_their_device() {
     let (_, out, err) = run_limited(&gpu, &prog, &["twogpu"], Duration::from_secs(60));
     assert!(out.contains("OK FAILS=0"), "{out}{err}");
     let peak1 = gpu.monitor(1).snapshot().mem_peak;
-    assert!(peak1 <= GIB, "device 1 peaked at {} MiB under its 1 GiB cap", peak1 / MIB);
+    assert!(
+        peak1 <= GIB,
+        "device 1 peaked at {} MiB under its 1 GiB cap",
+        peak1 / MIB
+    );
 }
 
 /// Defect 7: invalid arguments get the driver's error class, not "out of
@@ -180,7 +245,9 @@ fn stream_ordered_allocations_are_charged_to_their_device() {
 #[test]
 fn invalid_arguments_get_the_drivers_error_class() {
     let prog = hardening();
-    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "1GiB").preload(&shim());
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "1GiB")
+        .preload(&shim());
     let (_, out, err) = run_limited(&gpu, &prog, &["errors"], Duration::from_secs(60));
     assert!(out.contains("OK FAILS=0"), "{out}{err}");
     let bare = SimGpu::new();
@@ -199,11 +266,23 @@ fn without_a_driver_every_call_is_not_initialized() {
         .preload(&shim());
     let (_, out, err) = run_limited(&gpu, &hardening(), &["nodriver"], Duration::from_secs(30));
     assert!(out.contains("OK FAILS=0"), "{out}{err}");
-    assert!(err.contains("cannot load the CUDA driver"), "one line says why: {err}");
+    assert!(
+        err.contains("cannot load the CUDA driver"),
+        "one line says why: {err}"
+    );
     // Racing threads see the same.
-    let (_, out, err) = run_limited(&gpu, &firstuse(), &["4", "2", "default"], Duration::from_secs(30));
+    let (_, out, err) = run_limited(
+        &gpu,
+        &firstuse(),
+        &["4", "2", "default"],
+        Duration::from_secs(30),
+    );
     assert_eq!(field(&out, "other"), 4.0, "{out}{err}");
-    assert_eq!(field(&out, "first_other"), 10_003.0, "cuInit: CUDA_ERROR_NOT_INITIALIZED: {out}{err}");
+    assert_eq!(
+        field(&out, "first_other"),
+        10_003.0,
+        "cuInit: CUDA_ERROR_NOT_INITIALIZED: {out}{err}"
+    );
 }
 
 /// Defect 8: the stats ABI before the first CUDA call says "no cap" as the
@@ -211,9 +290,14 @@ fn without_a_driver_every_call_is_not_initialized() {
 #[test]
 fn stats_before_the_first_cuda_call_report_no_cap() {
     let prog = build_cuda(&cuda_src("stats0.c"), &["-ldl"]);
-    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "1GiB").preload(&shim());
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "1GiB")
+        .preload(&shim());
     let (_, out, err) = run_limited(&gpu, &prog, &[], Duration::from_secs(30));
-    assert!(out.contains(&format!("hbm_limit={}", u64::MAX)), "{out}{err}");
+    assert!(
+        out.contains(&format!("hbm_limit={}", u64::MAX)),
+        "{out}{err}"
+    );
     assert!(out.contains("hbm_limited=0"), "{out}{err}");
 }
 
@@ -222,7 +306,10 @@ fn stats_before_the_first_cuda_call_report_no_cap() {
 /// once, and the new program starts from nothing under the same pid.
 #[test]
 fn exec_releases_the_old_programs_memory() {
-    let prog = build_cuda(&cuda_src("execself.c"), &[&format!("-L{}", profile_dir().display()), "-lcuda"]);
+    let prog = build_cuda(
+        &cuda_src("execself.c"),
+        &[&format!("-L{}", profile_dir().display()), "-lcuda"],
+    );
     let gpu = SimGpu::new();
     let mut c = gpu
         .command(&prog)
@@ -243,7 +330,11 @@ fn exec_releases_the_old_programs_memory() {
     expect_line("held");
     let used = |gpu: &SimGpu| {
         let snap = gpu.monitor(0).snapshot();
-        snap.processes.iter().filter(|p| p.pid == pid && p.alive).map(|p| p.mem_used).sum::<u64>()
+        snap.processes
+            .iter()
+            .filter(|p| p.pid == pid && p.alive)
+            .map(|p| p.mem_used)
+            .sum::<u64>()
     };
     assert_eq!(used(&gpu), 64 * MIB, "before exec the program holds 64 MiB");
     writeln!(stdin, "go").unwrap();
@@ -253,7 +344,11 @@ fn exec_releases_the_old_programs_memory() {
     assert_eq!(gpu.monitor(0).snapshot().mem_used, 0);
     writeln!(stdin, "go").unwrap();
     expect_line("held");
-    assert_eq!(used(&gpu), 32 * MIB, "the new image holds only its own 32 MiB");
+    assert_eq!(
+        used(&gpu),
+        32 * MIB,
+        "the new image holds only its own 32 MiB"
+    );
     writeln!(stdin, "go").unwrap();
     let o = wait_limited(c, Duration::from_secs(30), "execself");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -264,14 +359,36 @@ fn exec_releases_the_old_programs_memory() {
 /// driver's to reject and is not called "beyond the 64 devices".
 #[test]
 fn repeated_warnings_are_rate_limited() {
-    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "1GiB").preload(&shim());
-    let (_, out, err) = run_limited(&gpu, &hardening(), &["badcreate", "1000"], Duration::from_secs(60));
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "1GiB")
+        .preload(&shim());
+    let (_, out, err) = run_limited(
+        &gpu,
+        &hardening(),
+        &["badcreate", "1000"],
+        Duration::from_secs(60),
+    );
     assert!(out.contains("OK FAILS=0"), "{out}{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("tslice[")).collect();
-    assert!(lines.len() <= 10, "{} lines for 2000 bad calls:\n{err}", lines.len());
-    assert!(lines.iter().any(|l| l.contains("device 70 is beyond the 64 devices")), "{err}");
-    assert!(lines.iter().any(|l| l.contains("seen 1000 times")), "the count is reported: {err}");
-    assert!(!err.contains("device -1"), "a negative device is the driver's to reject: {err}");
+    assert!(
+        lines.len() <= 10,
+        "{} lines for 2000 bad calls:\n{err}",
+        lines.len()
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("device 70 is beyond the 64 devices")),
+        "{err}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("seen 1000 times")),
+        "the count is reported: {err}"
+    );
+    assert!(
+        !err.contains("device -1"),
+        "a negative device is the driver's to reject: {err}"
+    );
 }
 
 /// Defect 8: per-device entries that match none of the process's devices
@@ -280,11 +397,21 @@ fn repeated_warnings_are_rate_limited() {
 fn entries_for_devices_the_process_does_not_have_are_reported() {
     let prog = build_cuda(&cuda_src("hello.cu"), &[]);
     let uuid = "GPU-01234567-89ab-cdef-0123-456789abcdef";
-    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", &format!("8GiB,99=1GiB,{uuid}=2GiB")).preload(&shim());
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", &format!("8GiB,99=1GiB,{uuid}=2GiB"))
+        .preload(&shim());
     let (_, out, err) = run_limited(&gpu, &prog, &[], Duration::from_secs(60));
     assert!(out.contains("OK FAILS=0"), "{out}{err}");
-    let warns: Vec<&str> = err.lines().filter(|l| l.contains("matches none of the 1 devices")).collect();
+    let warns: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("matches none of the 1 devices"))
+        .collect();
     assert_eq!(warns.len(), 2, "{err}");
-    assert!(warns.iter().any(|l| l.contains("TSLICE_HBM_LIMIT") && l.contains("device 99")), "{err}");
+    assert!(
+        warns
+            .iter()
+            .any(|l| l.contains("TSLICE_HBM_LIMIT") && l.contains("device 99")),
+        "{err}"
+    );
     assert!(warns.iter().any(|l| l.contains(uuid)), "{err}");
 }

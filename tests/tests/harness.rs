@@ -9,17 +9,32 @@ fn concurrent_builds_of_one_program_all_succeed() {
     // A source no earlier run has built, so every thread really compiles it.
     let dir = tempdir();
     let src = dir.join("concurrent.c");
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    std::fs::write(&src, format!("int main(void) {{ return {stamp} % 1 == 0 ? 0 : 1; }}\n")).unwrap();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::fs::write(
+        &src,
+        format!("int main(void) {{ return {stamp} % 1 == 0 ? 0 : 1; }}\n"),
+    )
+    .unwrap();
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let src = src.clone();
             std::thread::spawn(move || build_cuda(&src, &[]))
         })
         .collect();
-    let built: Vec<_> = threads.into_iter().map(|t| t.join().expect("a build panicked")).collect();
-    assert!(built.windows(2).all(|w| w[0] == w[1]), "one program, one path: {built:?}");
-    let status = std::process::Command::new(&built[0]).status().expect("run the built program");
+    let built: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().expect("a build panicked"))
+        .collect();
+    assert!(
+        built.windows(2).all(|w| w[0] == w[1]),
+        "one program, one path: {built:?}"
+    );
+    let status = std::process::Command::new(&built[0])
+        .status()
+        .expect("run the built program");
     assert!(status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }

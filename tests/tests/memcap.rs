@@ -7,7 +7,11 @@ use tslice_tests::{build_cuda, cuda_src, field, profile_dir, SimGpu};
 
 fn shim() -> PathBuf {
     let p = profile_dir().join("libtslice.so");
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        p.display()
+    );
     p
 }
 
@@ -16,61 +20,110 @@ const MIB: u64 = 1 << 20;
 #[test]
 fn every_allocation_path_is_capped_and_meminfo_shows_the_cap() {
     let prog = build_cuda(&cuda_src("memcap.cu"), &[]);
-    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "64MiB").preload(&shim());
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "64MiB")
+        .preload(&shim());
     let out = gpu.run_ok(&prog, &["64"]);
     assert!(out.contains("OK FAILS=0"), "{out}");
     assert_eq!(field(&out, "info_total") as u64, 64 * MIB);
     assert_eq!(field(&out, "hbm_limit") as u64, 64 * MIB);
     assert!(field(&out, "hbm_denials") >= 10.0, "{out}");
     let snap = gpu.monitor(0).snapshot();
-    assert!(snap.mem_peak <= 64 * MIB, "the driver saw {} bytes in use under a 64 MiB cap", snap.mem_peak);
-    assert!(snap.mem_peak >= 62 * MIB, "the cap was used up to its last page: {}", snap.mem_peak);
+    assert!(
+        snap.mem_peak <= 64 * MIB,
+        "the driver saw {} bytes in use under a 64 MiB cap",
+        snap.mem_peak
+    );
+    assert!(
+        snap.mem_peak >= 62 * MIB,
+        "the cap was used up to its last page: {}",
+        snap.mem_peak
+    );
 
     // Control: without the shim the same program sees the whole device.
     let plain = SimGpu::new().env("SIMCUDA_MEM", "1GiB");
     let o = plain.run(&prog, &["64"]);
     assert!(!o.status.success(), "the checks must fail without the shim");
-    assert_eq!(field(&String::from_utf8_lossy(&o.stdout), "info_total") as u64, 1 << 30);
+    assert_eq!(
+        field(&String::from_utf8_lossy(&o.stdout), "info_total") as u64,
+        1 << 30
+    );
 }
 
 #[test]
 fn sixteen_threads_never_push_the_drivers_ledger_over_the_cap() {
     let prog = build_cuda(&cuda_src("memcap_threads.cu"), &[]);
     let cap = 128 * MIB;
-    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "128MiB").preload(&shim());
-    let child = gpu.command(&prog).arg("300").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "128MiB")
+        .preload(&shim());
+    let child = gpu
+        .command(&prog)
+        .arg("300")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     let o = child.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && out.contains("OK FAILS=0"), "{out}");
     // Typically 1000-1600 succeed; fewer when other tests load the CPU.
     assert!(field(&out, "ok_allocs") > 100.0, "{out}");
-    assert!(field(&out, "oom") > 50.0, "the cap must actually be contended: {out}");
+    assert!(
+        field(&out, "oom") > 50.0,
+        "the cap must actually be contended: {out}"
+    );
     let snap = gpu.monitor(0).snapshot();
-    let me = snap.processes.iter().find(|p| p.pid == pid).expect("the driver saw the process");
-    assert!(me.mem_peak <= cap, "ledger peak {} > cap {cap}", me.mem_peak);
-    assert!(me.mem_peak > cap - 24 * MIB, "the threads pressed against the cap: {}", me.mem_peak);
+    let me = snap
+        .processes
+        .iter()
+        .find(|p| p.pid == pid)
+        .expect("the driver saw the process");
+    assert!(
+        me.mem_peak <= cap,
+        "ledger peak {} > cap {cap}",
+        me.mem_peak
+    );
+    assert!(
+        me.mem_peak > cap - 24 * MIB,
+        "the threads pressed against the cap: {}",
+        me.mem_peak
+    );
     assert_eq!(me.mem_used, 0);
 }
 
 #[test]
 fn driver_api_lookups_get_the_wrapper_of_the_same_abi() {
     let prog = build_cuda(&cuda_src("drvapi.c"), &["-ldl"]);
-    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "64MiB").preload(&shim());
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "64MiB")
+        .preload(&shim());
     let out = gpu.run_ok(&prog, &["64"]);
-    assert!(out.contains("shim=1") && out.contains("OK FAILS=0"), "{out}");
+    assert!(
+        out.contains("shim=1") && out.contains("OK FAILS=0"),
+        "{out}"
+    );
     assert_eq!(field(&out, "info_total") as u64, 64 * MIB);
-    assert_eq!(field(&out, "over_cap_result") as u32, 2, "CUDA_ERROR_OUT_OF_MEMORY");
+    assert_eq!(
+        field(&out, "over_cap_result") as u32,
+        2,
+        "CUDA_ERROR_OUT_OF_MEMORY"
+    );
     // And on the bare driver the same lookups give the driver's own functions.
     let out = SimGpu::new().run_ok(&prog, &["64"]);
-    assert!(out.contains("shim=0") && out.contains("OK FAILS=0"), "{out}");
+    assert!(
+        out.contains("shim=0") && out.contains("OK FAILS=0"),
+        "{out}"
+    );
 }
 
 #[test]
 fn program_linked_against_libcuda_is_capped() {
     let libdir = format!("-L{}", profile_dir().display());
     let prog = build_cuda(&cuda_src("linked.c"), &[&libdir, "-lcuda"]);
-    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "32MiB").preload(&shim());
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "32MiB")
+        .preload(&shim());
     let out = gpu.run_ok(&prog, &["32"]);
     assert!(out.contains("OK FAILS=0"), "{out}");
     assert_eq!(field(&out, "device_total") as u64, 32 * MIB);
@@ -79,7 +132,9 @@ fn program_linked_against_libcuda_is_capped() {
 #[test]
 fn per_thread_default_stream_build_is_capped() {
     let prog = build_cuda(&cuda_src("ptds.cu"), &["--default-stream", "per-thread"]);
-    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "64MiB").preload(&shim());
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "64MiB")
+        .preload(&shim());
     let out = gpu.run_ok(&prog, &["64"]);
     assert!(out.contains("OK FAILS=0"), "{out}");
     assert_eq!(field(&out, "hbm_denials") as u64, 1);
@@ -89,12 +144,21 @@ fn per_thread_default_stream_build_is_capped() {
 fn forked_child_initialises_cuda_again_under_its_own_budget() {
     let libdir = format!("-L{}", profile_dir().display());
     let prog = build_cuda(&cuda_src("forkchild.c"), &[&libdir, "-lcuda"]);
-    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "64MiB").preload(&shim());
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "64MiB")
+        .preload(&shim());
     let out = gpu.run_ok(&prog, &["64"]);
-    assert!(out.contains("child_fails=0") && out.contains("OK FAILS=0"), "{out}");
+    assert!(
+        out.contains("child_fails=0") && out.contains("OK FAILS=0"),
+        "{out}"
+    );
     assert_eq!(field(&out, "child_total") as u64, 64 * MIB);
     let snap = gpu.monitor(0).snapshot();
-    assert_eq!(snap.processes.len(), 2, "parent and child each used the device");
+    assert_eq!(
+        snap.processes.len(),
+        2,
+        "parent and child each used the device"
+    );
     assert!(snap.processes.iter().all(|p| p.mem_peak <= 64 * MIB));
 }
 
@@ -102,7 +166,9 @@ fn forked_child_initialises_cuda_again_under_its_own_budget() {
 fn destroyed_contexts_give_their_memory_back() {
     let libdir = format!("-L{}", profile_dir().display());
     let prog = build_cuda(&cuda_src("ctxlife.c"), &[&libdir, "-lcuda"]);
-    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "64MiB").preload(&shim());
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "64MiB")
+        .preload(&shim());
     let out = gpu.run_ok(&prog, &["64"]);
     assert!(out.contains("OK FAILS=0"), "{out}");
     assert!(gpu.monitor(0).snapshot().mem_peak <= 64 * MIB);
@@ -135,12 +201,20 @@ fn invalid_limits_fail_closed_with_one_clear_line() {
         let stdout = String::from_utf8_lossy(&o.stdout);
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{var}={value:?} must fail: {stdout}");
-        assert!(stdout.contains("FAIL") && stdout.contains("cudaFree(0)"), "the first CUDA call fails: {stdout}");
+        assert!(
+            stdout.contains("FAIL") && stdout.contains("cudaFree(0)"),
+            "the first CUDA call fails: {stdout}"
+        );
         let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("tslice")).collect();
         assert_eq!(lines.len(), 1, "{var}={value:?}: {stderr}");
         let l = lines[0];
         assert!(l.contains(&format!("{var}={value:?} is invalid")), "{l}");
-        assert!(l.contains(problem) && l.contains("accepted:") && l.contains("CUDA_ERROR_NOT_PERMITTED"), "{l}");
+        assert!(
+            l.contains(problem)
+                && l.contains("accepted:")
+                && l.contains("CUDA_ERROR_NOT_PERMITTED"),
+            "{l}"
+        );
     }
 }
 
@@ -150,20 +224,32 @@ fn invalid_limits_fail_closed_with_one_clear_line() {
 #[test]
 fn the_fail_closed_line_is_printed_whatever_the_log_level_and_stays_short() {
     let prog = build_cuda(&cuda_src("memcap.cu"), &[]);
-    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", "8 gigs").env("TSLICE_LOG", "off").preload(&shim());
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "8 gigs")
+        .env("TSLICE_LOG", "off")
+        .preload(&shim());
     let o = gpu.run(&prog, &["64"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("tslice")).collect();
     assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].contains("TSLICE_HBM_LIMIT=\"8 gigs\" is invalid"), "{stderr}");
+    assert!(
+        lines[0].contains("TSLICE_HBM_LIMIT=\"8 gigs\" is invalid"),
+        "{stderr}"
+    );
 
     let huge = format!("8{}", "G".repeat(65536));
-    let gpu = SimGpu::new().env("TSLICE_HBM_LIMIT", &huge).preload(&shim());
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", &huge)
+        .preload(&shim());
     let o = gpu.run(&prog, &["64"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("tslice")).collect();
     assert_eq!(lines.len(), 1, "{}", &stderr[..stderr.len().min(2000)]);
     assert!(lines[0].len() < 1000, "a {} byte line", lines[0].len());
-    assert!(lines[0].contains("(65537 bytes)") && lines[0].contains("accepted:"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("(65537 bytes)") && lines[0].contains("accepted:"),
+        "{}",
+        lines[0]
+    );
 }

@@ -137,7 +137,8 @@ unsafe impl Sync for FnAddr {}
 
 /// The real driver's function for each hook (null until resolved, or when the
 /// driver lacks it).
-pub static ORIGINALS: [AtomicPtr<c_void>; COUNT] = [const { AtomicPtr::new(std::ptr::null_mut()) }; COUNT];
+pub static ORIGINALS: [AtomicPtr<c_void>; COUNT] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; COUNT];
 
 /// The exported wrapper of a hook.
 pub fn wrapper(id: usize) -> *mut c_void {
@@ -172,7 +173,12 @@ const fn sorted_by_export() -> [u8; COUNT] {
     let mut i = 1;
     while i < COUNT {
         let mut j = i;
-        while j > 0 && str_less(HOOK_LIST[idx[j] as usize].export, HOOK_LIST[idx[j - 1] as usize].export) {
+        while j > 0
+            && str_less(
+                HOOK_LIST[idx[j] as usize].export,
+                HOOK_LIST[idx[j - 1] as usize].export,
+            )
+        {
             let t = idx[j];
             idx[j] = idx[j - 1];
             idx[j - 1] = t;
@@ -267,7 +273,9 @@ pub unsafe fn find_by_version(base: *const c_char, version: i32, flags: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cuda_abi::{CU_GET_PROC_ADDRESS_LEGACY_STREAM, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM};
+    use cuda_abi::{
+        CU_GET_PROC_ADDRESS_LEGACY_STREAM, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM,
+    };
     use std::ffi::CString;
 
     fn export(name: &str) -> Option<&'static str> {
@@ -288,34 +296,87 @@ mod tests {
             assert_eq!(export(h.export), Some(h.export));
             assert_eq!(&h.export_c[..h.export_c.len() - 1], h.export);
         }
-        for name in ["", "c", "cu", "cuMemAlloc", "cuMemAlloc_v2x", "cuMemAlloc_v", "cuMemAllocPitch", "dlsym", "cuInit_"] {
+        for name in [
+            "",
+            "c",
+            "cu",
+            "cuMemAlloc",
+            "cuMemAlloc_v2x",
+            "cuMemAlloc_v",
+            "cuMemAllocPitch",
+            "dlsym",
+            "cuInit_",
+        ] {
             assert_eq!(export(name), None, "{name:?}");
         }
-        assert!(BY_EXPORT.windows(2).all(|w| str_less(HOOK_LIST[w[0] as usize].export, HOOK_LIST[w[1] as usize].export)));
+        assert!(BY_EXPORT.windows(2).all(|w| str_less(
+            HOOK_LIST[w[0] as usize].export,
+            HOOK_LIST[w[1] as usize].export
+        )));
     }
 
     #[test]
     fn versioned_lookups_pick_the_newest_row_at_or_before_the_version() {
         assert_eq!(by_version("cuMemAlloc", 3020, 0), Some("cuMemAlloc_v2"));
         assert_eq!(by_version("cuMemAlloc", 13050, 0), Some("cuMemAlloc_v2"));
-        assert_eq!(by_version("cuMemAlloc", 2000, 0), None, "the legacy 32-bit ABI passes through");
-        assert_eq!(by_version("cuGetProcAddress", 11030, 0), Some("cuGetProcAddress"));
-        assert_eq!(by_version("cuGetProcAddress", 12000, 0), Some("cuGetProcAddress_v2"));
-        assert_eq!(by_version("cuStreamBeginCapture", 10000, 0), Some("cuStreamBeginCapture"));
-        assert_eq!(by_version("cuStreamBeginCapture", 12000, 0), Some("cuStreamBeginCapture_v2"));
+        assert_eq!(
+            by_version("cuMemAlloc", 2000, 0),
+            None,
+            "the legacy 32-bit ABI passes through"
+        );
+        assert_eq!(
+            by_version("cuGetProcAddress", 11030, 0),
+            Some("cuGetProcAddress")
+        );
+        assert_eq!(
+            by_version("cuGetProcAddress", 12000, 0),
+            Some("cuGetProcAddress_v2")
+        );
+        assert_eq!(
+            by_version("cuStreamBeginCapture", 10000, 0),
+            Some("cuStreamBeginCapture")
+        );
+        assert_eq!(
+            by_version("cuStreamBeginCapture", 12000, 0),
+            Some("cuStreamBeginCapture_v2")
+        );
         assert_eq!(by_version("cuNotHooked", 12000, 0), None);
     }
 
     #[test]
     fn per_thread_flags_pick_the_per_thread_row_or_fall_back_to_legacy() {
         let pt = CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM;
-        assert_eq!(by_version("cuLaunchKernel", 12000, pt), Some("cuLaunchKernel_ptsz"));
-        assert_eq!(by_version("cuLaunchKernel", 12000, 0), Some("cuLaunchKernel"));
-        assert_eq!(by_version("cuLaunchKernel", 12000, pt | CU_GET_PROC_ADDRESS_LEGACY_STREAM), Some("cuLaunchKernel"));
-        assert_eq!(by_version("cuLaunchKernel", 6050, pt), Some("cuLaunchKernel"), "before _ptsz existed");
-        assert_eq!(by_version("cuLaunchKernel", 3000, pt), None, "older than every row");
+        assert_eq!(
+            by_version("cuLaunchKernel", 12000, pt),
+            Some("cuLaunchKernel_ptsz")
+        );
+        assert_eq!(
+            by_version("cuLaunchKernel", 12000, 0),
+            Some("cuLaunchKernel")
+        );
+        assert_eq!(
+            by_version(
+                "cuLaunchKernel",
+                12000,
+                pt | CU_GET_PROC_ADDRESS_LEGACY_STREAM
+            ),
+            Some("cuLaunchKernel")
+        );
+        assert_eq!(
+            by_version("cuLaunchKernel", 6050, pt),
+            Some("cuLaunchKernel"),
+            "before _ptsz existed"
+        );
+        assert_eq!(
+            by_version("cuLaunchKernel", 3000, pt),
+            None,
+            "older than every row"
+        );
         // No per-thread variant: the legacy row, as the driver answers.
         assert_eq!(by_version("cuMemAlloc", 12000, pt), Some("cuMemAlloc_v2"));
-        assert_eq!(by_version("cuStreamBeginCapture", 12000, pt), Some("cuStreamBeginCapture_v2_ptsz"));
+        assert_eq!(
+            by_version("cuStreamBeginCapture", 12000, pt),
+            Some("cuStreamBeginCapture_v2_ptsz")
+        );
     }
 }

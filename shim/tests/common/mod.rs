@@ -8,18 +8,30 @@ use std::process::Command;
 /// lives in `target/<profile>/deps`).
 pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().and_then(|p| p.parent()).expect("target/<profile>").to_path_buf()
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target/<profile>")
+        .to_path_buf()
 }
 
 pub fn shim_path() -> PathBuf {
     let p = profile_dir().join("libtslice.so");
-    assert!(p.exists(), "{} is missing: run `cargo build -p tslice-shim` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p tslice-shim` first",
+        p.display()
+    );
     p
 }
 
 /// Compiles C sources with gcc into `out` (a shared library with `-shared`).
 pub fn gcc(out: &std::path::Path, args: &[&str]) {
-    let st = Command::new("gcc").args(args).arg("-o").arg(out).status().expect("gcc must be installed");
+    let st = Command::new("gcc")
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .status()
+        .expect("gcc must be installed");
     assert!(st.success(), "gcc {args:?} failed");
 }
 
