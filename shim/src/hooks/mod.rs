@@ -145,6 +145,7 @@ pub fn wrapper(id: usize) -> *mut c_void {
     WRAPPERS[id].0 as *mut c_void
 }
 
+#[cfg_attr(test, allow(dead_code))] // used by dlsym, absent from unit tests
 pub fn original(id: usize) -> *mut c_void {
     ORIGINALS[id].load(Ordering::Acquire)
 }
