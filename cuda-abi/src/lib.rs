@@ -10,6 +10,7 @@
 use std::ffi::c_void;
 use std::fmt;
 
+pub mod abi;
 pub mod driver_types;
 
 /// A driver result code. Kept as a `u32` newtype, never an enum: a newer

@@ -356,7 +356,7 @@ mod tests {
         let xs: Vec<u64> = (0..300)
             .map(|_| {
                 x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                if (x >> 16) % 2 == 0 {
+                if (x >> 16).is_multiple_of(2) {
                     10_000
                 } else {
                     5_000_000

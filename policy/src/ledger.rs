@@ -232,7 +232,7 @@ mod tests {
                         x ^= x << 13;
                         x ^= x >> 7;
                         x ^= x << 17;
-                        if x % 3 == 0 && !held.is_empty() {
+                        if x.is_multiple_of(3) && !held.is_empty() {
                             l.release(held.pop().unwrap());
                         } else {
                             let n = charge_for(x % (9 * MIB));

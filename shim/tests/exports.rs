@@ -9,11 +9,10 @@ use std::process::Command;
 // Expand the single source of truth with a macro that only keeps the names.
 macro_rules! hook_table {
     ($(
-        $name:ident ($base:literal, $since:literal, $variant:ident)
+        $name:ident
             fn($($arg:ident : $ty:ty),* $(,)?) = $imp:path;
     )*) => {
         const HOOKED: &[&str] = &[$(stringify!($name)),*];
-        const ROWS: &[(&str, &str, i32, &str)] = &[$((stringify!($name), $base, $since, stringify!($variant))),*];
     };
 }
 include!("../src/hooks/table.rs");
@@ -56,27 +55,24 @@ fn exported_symbols_match_the_hook_table() {
 #[test]
 fn table_is_consistent() {
     let mut seen = BTreeSet::new();
-    for &(name, base, since, variant) in ROWS {
+    for &name in HOOKED {
         assert!(seen.insert(name), "{name} is listed twice");
-        assert!(name.starts_with(base), "{name} is not a version of {base}");
+        let (abi, per_thread) =
+            cuda_abi::abi::by_export(name).expect("every hook is in cuda_abi::abi::ABIS");
         assert!(
-            (2000..=13050).contains(&since),
-            "{name}: odd ABI version {since}"
+            name.starts_with(abi.base),
+            "{name} is not a version of {}",
+            abi.base
         );
-        match variant {
-            "per_thread" => assert!(name.ends_with("_ptsz") || name.ends_with("_ptds"), "{name}"),
-            "legacy" => assert!(
-                !name.ends_with("_ptsz") && !name.ends_with("_ptds"),
-                "{name}"
-            ),
-            v => panic!("{name}: unknown variant {v}"),
-        }
-    }
-    // Every per-thread row has its legacy sibling.
-    for &(name, base, _, variant) in ROWS {
-        if variant == "per_thread" {
+        assert_eq!(
+            per_thread,
+            name.ends_with("_ptsz") || name.ends_with("_ptds"),
+            "{name}"
+        );
+        // Every per-thread hook has its legacy sibling hooked too.
+        if per_thread {
             assert!(
-                ROWS.iter().any(|r| r.1 == base && r.3 == "legacy"),
+                HOOKED.contains(&abi.export.unwrap()),
                 "{name} has no legacy row"
             );
         }

@@ -85,7 +85,7 @@ impl Inner {
 }
 
 fn granular(size: u64) -> bool {
-    size > 0 && size % PAGE == 0
+    size > 0 && size.is_multiple_of(PAGE)
 }
 
 export! {
@@ -200,7 +200,7 @@ export! {
         let p = process::initialized()?;
         let size64 = size as u64;
         let mut st = p.vmm.lock();
-        if flags != 0 || !granular(size64) || offset as u64 % PAGE != 0 {
+        if flags != 0 || !granular(size64) || !(offset as u64).is_multiple_of(PAGE) {
             return Err(INVALID_VALUE);
         }
         st.reservation_of(ptr, size64).ok_or(INVALID_VALUE)?;

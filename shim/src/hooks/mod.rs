@@ -45,18 +45,9 @@ macro_rules! real_fn {
 }
 pub(crate) use real_fn;
 
-macro_rules! stream_variant {
-    (legacy) => {
-        false
-    };
-    (per_thread) => {
-        true
-    };
-}
-
 macro_rules! hook_table {
     ($(
-        $name:ident ($base:literal, $since:literal, $variant:ident)
+        $name:ident
             fn($($arg:ident : $ty:ty),* $(,)?) = $imp:path;
     )*) => {
         /// Index of each hooked entry point in [`HOOKS`] and [`ORIGINALS`].
@@ -70,9 +61,9 @@ macro_rules! hook_table {
             Hook {
                 export: stringify!($name),
                 export_c: concat!(stringify!($name), "\0"),
-                base: $base,
-                since: $since,
-                per_thread: stream_variant!($variant),
+                base: cuda_abi::abi::expect_export(stringify!($name)).0.base,
+                since: cuda_abi::abi::expect_export(stringify!($name)).0.since,
+                per_thread: cuda_abi::abi::expect_export(stringify!($name)).1,
             }
         ),*];
 
@@ -362,11 +353,6 @@ mod tests {
                 pt | CU_GET_PROC_ADDRESS_LEGACY_STREAM
             ),
             Some("cuLaunchKernel")
-        );
-        assert_eq!(
-            by_version("cuLaunchKernel", 6050, pt),
-            Some("cuLaunchKernel"),
-            "before _ptsz existed"
         );
         assert_eq!(
             by_version("cuLaunchKernel", 3000, pt),

@@ -5,159 +5,160 @@
 // `dlsym` routing, and the `cuGetProcAddress` routing. `shim/tests/exports.rs`
 // expands it with another macro to check `nm -D` of the built library.
 //
-// Each row: exported name (the driver's own versioned export), then
-//   (base name as cuGetProcAddress knows it, CUDA version that introduced this
-//    ABI per cudaTypedefs.h, `legacy` or `per_thread` default-stream variant),
-// then the C signature and the implementing function.
+// Each row: exported name (the driver's own versioned export), the C
+// signature and the implementing function. The base name `cuGetProcAddress`
+// knows it by, the CUDA version that introduced the ABI and its stream
+// variant come from `cuda_abi::abi::ABIS` (checked against cudaTypedefs.h);
+// a name missing there does not compile.
 //
 // Legacy ABIs (e.g. the 32-bit `cuMemAlloc` of version 2000) are deliberately
 // absent: lookups of them pass through to the driver untouched.
 hook_table! {
     // Initialisation and entry-point lookup.
-    cuInit                      ("cuInit", 2000, legacy)
+    cuInit
         fn(flags: c_uint) = crate::init::cu_init;
-    cuGetProcAddress            ("cuGetProcAddress", 11030, legacy)
+    cuGetProcAddress
         fn(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: u64)
         = crate::procaddr::get_proc_address;
-    cuGetProcAddress_v2         ("cuGetProcAddress", 12000, legacy)
+    cuGetProcAddress_v2
         fn(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: u64,
            status: *mut CUdriverProcAddressQueryResult)
         = crate::procaddr::get_proc_address_v2;
 
     // Context life cycle: destroying a context frees its memory and events.
-    cuDevicePrimaryCtxRetain    ("cuDevicePrimaryCtxRetain", 7000, legacy)
+    cuDevicePrimaryCtxRetain
         fn(ctx: *mut CUcontext, dev: CUdevice) = crate::context::primary_retain;
-    cuDevicePrimaryCtxRelease_v2 ("cuDevicePrimaryCtxRelease", 11000, legacy)
+    cuDevicePrimaryCtxRelease_v2
         fn(dev: CUdevice) = crate::context::primary_release;
-    cuDevicePrimaryCtxReset_v2  ("cuDevicePrimaryCtxReset", 11000, legacy)
+    cuDevicePrimaryCtxReset_v2
         fn(dev: CUdevice) = crate::context::primary_reset;
-    cuCtxDestroy_v2             ("cuCtxDestroy", 4000, legacy)
+    cuCtxDestroy_v2
         fn(ctx: CUcontext) = crate::context::destroy;
 
     // What the tenant is told about memory.
-    cuMemGetInfo_v2             ("cuMemGetInfo", 3020, legacy)
+    cuMemGetInfo_v2
         fn(free: *mut usize, total: *mut usize) = crate::mem::mem_get_info;
-    cuDeviceTotalMem_v2         ("cuDeviceTotalMem", 3020, legacy)
+    cuDeviceTotalMem_v2
         fn(bytes: *mut usize, dev: CUdevice) = crate::mem::device_total_mem;
 
     // Allocation paths.
-    cuMemAlloc_v2               ("cuMemAlloc", 3020, legacy)
+    cuMemAlloc_v2
         fn(dptr: *mut CUdeviceptr, bytesize: usize) = crate::mem::mem_alloc;
-    cuMemAllocPitch_v2          ("cuMemAllocPitch", 3020, legacy)
+    cuMemAllocPitch_v2
         fn(dptr: *mut CUdeviceptr, pitch: *mut usize, width: usize, height: usize, elem: c_uint)
         = crate::mem::mem_alloc_pitch;
-    cuMemAllocManaged           ("cuMemAllocManaged", 6000, legacy)
+    cuMemAllocManaged
         fn(dptr: *mut CUdeviceptr, bytesize: usize, flags: c_uint) = crate::mem::mem_alloc_managed;
-    cuMemAllocAsync             ("cuMemAllocAsync", 11020, legacy)
+    cuMemAllocAsync
         fn(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) = crate::mem::mem_alloc_async;
-    cuMemAllocAsync_ptsz        ("cuMemAllocAsync", 11020, per_thread)
+    cuMemAllocAsync_ptsz
         fn(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) = crate::mem::mem_alloc_async_ptsz;
-    cuMemAllocFromPoolAsync     ("cuMemAllocFromPoolAsync", 11020, legacy)
+    cuMemAllocFromPoolAsync
         fn(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream)
         = crate::mem::mem_alloc_from_pool_async;
-    cuMemAllocFromPoolAsync_ptsz ("cuMemAllocFromPoolAsync", 11020, per_thread)
+    cuMemAllocFromPoolAsync_ptsz
         fn(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream)
         = crate::mem::mem_alloc_from_pool_async_ptsz;
-    cuMemCreate                 ("cuMemCreate", 10020, legacy)
+    cuMemCreate
         fn(handle: *mut CUmemGenericAllocationHandle, size: usize, prop: *const CUmemAllocationProp,
            flags: u64) = crate::mem::mem_create;
-    cuArrayCreate_v2            ("cuArrayCreate", 3020, legacy)
+    cuArrayCreate_v2
         fn(array: *mut CUarray, desc: *const CUDA_ARRAY_DESCRIPTOR) = crate::mem::array_create;
-    cuArray3DCreate_v2          ("cuArray3DCreate", 3020, legacy)
+    cuArray3DCreate_v2
         fn(array: *mut CUarray, desc: *const CUDA_ARRAY3D_DESCRIPTOR) = crate::mem::array3d_create;
-    cuMipmappedArrayCreate      ("cuMipmappedArrayCreate", 5000, legacy)
+    cuMipmappedArrayCreate
         fn(array: *mut CUmipmappedArray, desc: *const CUDA_ARRAY3D_DESCRIPTOR, levels: c_uint)
         = crate::mem::mipmapped_array_create;
 
     // Where memory pools live: stream-ordered allocations from a pool are
     // charged to the pool's device, whatever stream orders them.
-    cuMemPoolCreate             ("cuMemPoolCreate", 11020, legacy)
+    cuMemPoolCreate
         fn(pool: *mut CUmemoryPool, props: *const cuda_abi::driver_types::CUmemPoolProps)
         = crate::mem::mem_pool_create;
-    cuDeviceGetDefaultMemPool   ("cuDeviceGetDefaultMemPool", 11020, legacy)
+    cuDeviceGetDefaultMemPool
         fn(pool: *mut CUmemoryPool, dev: CUdevice) = crate::mem::device_get_default_mem_pool;
-    cuDeviceGetMemPool          ("cuDeviceGetMemPool", 11020, legacy)
+    cuDeviceGetMemPool
         fn(pool: *mut CUmemoryPool, dev: CUdevice) = crate::mem::device_get_mem_pool;
-    cuMemPoolDestroy            ("cuMemPoolDestroy", 11020, legacy)
+    cuMemPoolDestroy
         fn(pool: CUmemoryPool) = crate::mem::mem_pool_destroy;
 
     // Release paths (and the VMM mappings that keep released handles alive).
-    cuMemFree_v2                ("cuMemFree", 3020, legacy)
+    cuMemFree_v2
         fn(dptr: CUdeviceptr) = crate::mem::mem_free;
-    cuMemFreeAsync              ("cuMemFreeAsync", 11020, legacy)
+    cuMemFreeAsync
         fn(dptr: CUdeviceptr, stream: CUstream) = crate::mem::mem_free_async;
-    cuMemFreeAsync_ptsz         ("cuMemFreeAsync", 11020, per_thread)
+    cuMemFreeAsync_ptsz
         fn(dptr: CUdeviceptr, stream: CUstream) = crate::mem::mem_free_async_ptsz;
-    cuMemRelease                ("cuMemRelease", 10020, legacy)
+    cuMemRelease
         fn(handle: CUmemGenericAllocationHandle) = crate::mem::mem_release;
-    cuMemRetainAllocationHandle ("cuMemRetainAllocationHandle", 11000, legacy)
+    cuMemRetainAllocationHandle
         fn(handle: *mut CUmemGenericAllocationHandle, addr: *mut c_void)
         = crate::mem::mem_retain_allocation_handle;
-    cuMemMap                    ("cuMemMap", 10020, legacy)
+    cuMemMap
         fn(ptr: CUdeviceptr, size: usize, offset: usize, handle: CUmemGenericAllocationHandle,
            flags: u64) = crate::mem::mem_map;
-    cuMemUnmap                  ("cuMemUnmap", 10020, legacy)
+    cuMemUnmap
         fn(ptr: CUdeviceptr, size: usize) = crate::mem::mem_unmap;
-    cuArrayDestroy              ("cuArrayDestroy", 2000, legacy)
+    cuArrayDestroy
         fn(array: CUarray) = crate::mem::array_destroy;
-    cuMipmappedArrayDestroy     ("cuMipmappedArrayDestroy", 5000, legacy)
+    cuMipmappedArrayDestroy
         fn(array: CUmipmappedArray) = crate::mem::mipmapped_array_destroy;
 
     // Stream capture: launches into a capturing stream are not launches. The
     // shim counts the captures in progress so that, while there are none,
     // the launch path need not ask the driver.
-    cuStreamBeginCapture        ("cuStreamBeginCapture", 10000, legacy)
+    cuStreamBeginCapture
         fn(stream: CUstream) = crate::capture::begin_v1;
-    cuStreamBeginCapture_ptsz   ("cuStreamBeginCapture", 10000, per_thread)
+    cuStreamBeginCapture_ptsz
         fn(stream: CUstream) = crate::capture::begin_v1_ptsz;
-    cuStreamBeginCapture_v2     ("cuStreamBeginCapture", 10010, legacy)
+    cuStreamBeginCapture_v2
         fn(stream: CUstream, mode: c_uint) = crate::capture::begin;
-    cuStreamBeginCapture_v2_ptsz ("cuStreamBeginCapture", 10010, per_thread)
+    cuStreamBeginCapture_v2_ptsz
         fn(stream: CUstream, mode: c_uint) = crate::capture::begin_ptsz;
-    cuStreamBeginCaptureToGraph ("cuStreamBeginCaptureToGraph", 12030, legacy)
+    cuStreamBeginCaptureToGraph
         fn(stream: CUstream, graph: CUgraph, deps: *const CUgraphNode, edges: *const c_void, n: usize,
            mode: c_uint) = crate::capture::begin_to_graph;
-    cuStreamBeginCaptureToGraph_ptsz ("cuStreamBeginCaptureToGraph", 12030, per_thread)
+    cuStreamBeginCaptureToGraph_ptsz
         fn(stream: CUstream, graph: CUgraph, deps: *const CUgraphNode, edges: *const c_void, n: usize,
            mode: c_uint) = crate::capture::begin_to_graph_ptsz;
-    cuStreamBeginCaptureToCig   ("cuStreamBeginCaptureToCig", 13010, legacy)
+    cuStreamBeginCaptureToCig
         fn(stream: CUstream, params: *mut c_void) = crate::capture::begin_to_cig;
-    cuStreamBeginCaptureToCig_ptsz ("cuStreamBeginCaptureToCig", 13010, per_thread)
+    cuStreamBeginCaptureToCig_ptsz
         fn(stream: CUstream, params: *mut c_void) = crate::capture::begin_to_cig_ptsz;
-    cuStreamEndCapture          ("cuStreamEndCapture", 10000, legacy)
+    cuStreamEndCapture
         fn(stream: CUstream, graph: *mut CUgraph) = crate::capture::end;
-    cuStreamEndCapture_ptsz     ("cuStreamEndCapture", 10000, per_thread)
+    cuStreamEndCapture_ptsz
         fn(stream: CUstream, graph: *mut CUgraph) = crate::capture::end_ptsz;
-    cuStreamEndCaptureToCig     ("cuStreamEndCaptureToCig", 13010, legacy)
+    cuStreamEndCaptureToCig
         fn(stream: CUstream) = crate::capture::end_to_cig;
-    cuStreamEndCaptureToCig_ptsz ("cuStreamEndCaptureToCig", 13010, per_thread)
+    cuStreamEndCaptureToCig_ptsz
         fn(stream: CUstream) = crate::capture::end_to_cig_ptsz;
 
     // Launch paths.
-    cuLaunchKernel              ("cuLaunchKernel", 4000, legacy)
+    cuLaunchKernel
         fn(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
            shmem: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void)
         = crate::launch::launch_kernel;
-    cuLaunchKernel_ptsz         ("cuLaunchKernel", 7000, per_thread)
+    cuLaunchKernel_ptsz
         fn(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
            shmem: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void)
         = crate::launch::launch_kernel_ptsz;
-    cuLaunchKernelEx            ("cuLaunchKernelEx", 11060, legacy)
+    cuLaunchKernelEx
         fn(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void,
            extra: *mut *mut c_void) = crate::launch::launch_kernel_ex;
-    cuLaunchKernelEx_ptsz       ("cuLaunchKernelEx", 11060, per_thread)
+    cuLaunchKernelEx_ptsz
         fn(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void,
            extra: *mut *mut c_void) = crate::launch::launch_kernel_ex_ptsz;
-    cuLaunchCooperativeKernel   ("cuLaunchCooperativeKernel", 9000, legacy)
+    cuLaunchCooperativeKernel
         fn(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
            shmem: c_uint, stream: CUstream, params: *mut *mut c_void)
         = crate::launch::launch_cooperative;
-    cuLaunchCooperativeKernel_ptsz ("cuLaunchCooperativeKernel", 9000, per_thread)
+    cuLaunchCooperativeKernel_ptsz
         fn(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
            shmem: c_uint, stream: CUstream, params: *mut *mut c_void)
         = crate::launch::launch_cooperative_ptsz;
-    cuGraphLaunch               ("cuGraphLaunch", 10000, legacy)
+    cuGraphLaunch
         fn(exec: CUgraphExec, stream: CUstream) = crate::launch::graph_launch;
-    cuGraphLaunch_ptsz          ("cuGraphLaunch", 10000, per_thread)
+    cuGraphLaunch_ptsz
         fn(exec: CUgraphExec, stream: CUstream) = crate::launch::graph_launch_ptsz;
 }
