@@ -17,6 +17,8 @@ pub struct Array {
     pub mipmapped: bool,
     charged: u64,
     device: i32,
+    /// The context that owns it (its destroy frees it).
+    ctx_id: u64,
     bases: Vec<(u64, usize)>,
 }
 
@@ -83,6 +85,10 @@ fn create(
         return Err(INVALID_VALUE);
     }
     let p = process::get();
+    let gone = ctx.memory_gone.read().unwrap_or_else(|e| e.into_inner());
+    if *gone {
+        return Err(cuda_abi::CUresult::ERROR_INVALID_CONTEXT);
+    }
     let dev = p.device(ctx.device)?;
     let sizes: Vec<u64> = (0..levels).map(|l| level_bytes(&d, l)).collect();
     let total = sizes.iter().fold(0u64, |a, s| a.saturating_add(*s));
@@ -109,8 +115,27 @@ fn create(
         mipmapped,
         charged,
         device: ctx.device,
+        ctx_id: ctx.id,
         bases,
     }))
+}
+
+/// Frees the arrays of a context being destroyed.
+pub fn free_context(p: &process::Process, c: &Ctx) {
+    for a in p.arrays.all().into_iter().filter(|a| a.ctx_id == c.id) {
+        if p.arrays.remove(handle_of(&a)).is_ok() {
+            release(p, &a);
+        }
+    }
+}
+
+fn release(p: &process::Process, a: &Array) {
+    for (b, l) in &a.bases {
+        memory::unmap(*b, *l);
+    }
+    if let Ok(d) = p.device(a.device) {
+        d.sim.mem_uncharge(a.charged);
+    }
 }
 
 fn destroy(h: *mut std::ffi::c_void, mipmapped: bool) -> Res {
@@ -120,10 +145,7 @@ fn destroy(h: *mut std::ffi::c_void, mipmapped: bool) -> Res {
         return Err(cuda_abi::CUresult::ERROR_INVALID_HANDLE);
     }
     p.arrays.remove(h)?;
-    for (b, l) in &a.bases {
-        memory::unmap(*b, *l);
-    }
-    p.device(a.device)?.sim.mem_uncharge(a.charged);
+    release(p, &a);
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use cuda_abi::{CUcontext, CUdevice, CUresult};
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, RwLock};
 
 pub const INVALID_CONTEXT: CUresult = CUresult::ERROR_INVALID_CONTEXT;
 
@@ -53,6 +53,11 @@ pub struct Ctx {
     limits: Mutex<[usize; 7]>,
     sim: OnceLock<simgpu::Context>,
     sim_init: Mutex<()>,
+    /// True once the context's memory has been swept by its destroy. Every
+    /// allocation in the context holds it shared from its check to its
+    /// record, the sweep exclusively: an allocation racing with a destroy is
+    /// either swept with the others or refused, never left behind.
+    pub memory_gone: RwLock<bool>,
     legacy: Mutex<Option<Arc<Stream>>>,
     cls: Mutex<Vec<ClsEntry>>,
     host_tx: Mutex<Option<mpsc::Sender<HostJob>>>,
@@ -188,6 +193,7 @@ pub fn create(p: &Process, device: i32, flags: u32, primary: bool) -> Arc<Ctx> {
         limits: Mutex::new([1024, 1 << 20, 8 << 20, 2, 2048, 32, 0]),
         sim: OnceLock::new(),
         sim_init: Mutex::new(()),
+        memory_gone: RwLock::new(false),
         legacy: Mutex::new(None),
         cls: Mutex::new(Vec::new()),
         host_tx: Mutex::new(None),
@@ -206,7 +212,12 @@ pub fn destroy(p: &Process, c: &Arc<Ctx>) {
             unsafe { d(h, e.key as *mut c_void, e.value as *mut c_void) };
         }
     }
-    crate::memory::free_context(p, c);
+    {
+        let mut gone = c.memory_gone.write().unwrap_or_else(|e| e.into_inner());
+        *gone = true;
+        crate::memory::free_context(p, c);
+        crate::array::free_context(p, c);
+    }
     for s in p.streams.all().into_iter().filter(|s| s.ctx.id == c.id) {
         let _ = p.streams.remove(handle_of(&s));
     }

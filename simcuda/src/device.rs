@@ -333,6 +333,38 @@ export! {
     }
 }
 
+/// The device a CUDA 13 pool query names: only device locations and pinned
+/// allocations exist here (no host memory pools).
+fn pool_location(location: *const cuda_abi::CUmemLocation, alloc_type: u32) -> Res<CUdevice> {
+    // SAFETY: the caller's location struct (NULL is rejected by `read`).
+    let loc = unsafe { crate::entry::read(location)? };
+    if alloc_type != 1 {
+        return Err(INVALID_VALUE);
+    }
+    if loc.type_ != cuda_abi::CU_MEM_LOCATION_TYPE_DEVICE {
+        return Err(CUresult::ERROR_NOT_SUPPORTED);
+    }
+    Ok(loc.id)
+}
+
+export! {
+    /// CUDA 13: the default pool of a location (devices only here).
+    fn cuMemGetDefaultMemPool(pool: *mut CUmemoryPool, location: *mut cuda_abi::CUmemLocation, alloc_type: u32) {
+        let (p, d) = check(pool_location(location, alloc_type)?)?;
+        // SAFETY: caller's output pointer.
+        unsafe { out(pool, handle_of(&d.default_pool(p))) }
+    }
+}
+
+export! {
+    /// CUDA 13: the current pool of a location (devices only here).
+    fn cuMemGetMemPool(pool: *mut CUmemoryPool, location: *mut cuda_abi::CUmemLocation, alloc_type: u32) {
+        let (p, d) = check(pool_location(location, alloc_type)?)?;
+        // SAFETY: caller's output pointer.
+        unsafe { out(pool, handle_of(&d.current_pool(p))) }
+    }
+}
+
 export! {
     fn cuDeviceSetMemPool(dev: CUdevice, pool: CUmemoryPool) {
         let (p, d) = check(dev)?;

@@ -167,6 +167,10 @@ pub fn alloc_on(
     if size == 0 {
         return Err(INVALID_VALUE);
     }
+    let gone = ctx.memory_gone.read().unwrap_or_else(|e| e.into_inner());
+    if *gone {
+        return Err(CUresult::ERROR_INVALID_CONTEXT);
+    }
     let dev = p.device(device)?;
     let charged = charge_for(charge_bytes);
     let mapped = usize::try_from(charged).map_err(|_| CUresult::ERROR_OUT_OF_MEMORY)?;

@@ -63,6 +63,8 @@ fn exports() -> Vec<(&'static str, usize)> {
         device::cuDeviceGetP2PAttribute,
         device::cuDeviceGetDefaultMemPool,
         device::cuDeviceGetMemPool,
+        device::cuMemGetDefaultMemPool,
+        device::cuMemGetMemPool,
         device::cuDeviceSetMemPool,
         device::cuDevicePrimaryCtxRetain,
         device::cuDevicePrimaryCtxRelease,
