@@ -5,15 +5,15 @@
 //! (a later context may get the same handle value).
 //!
 //! As with frees, a charge comes back only *after* the driver has freed the
-//! memory: the context's records are taken out before the call (while the
-//! context still exists, so no new context can have its handle value yet),
-//! their charges are given back if the context is gone afterwards, and the
-//! records are put back if it is not (a failed destroy, a release that was
-//! not the last). All of it happens under the exclusive side of
-//! [`Shim::records_exclusive`], which every allocation and free in the
-//! process holds shared from its reservation to its record: an allocation
-//! racing with the destroy either completes (and its record is taken out
-//! with the others) or starts after it (and the driver refuses it).
+//! memory, and no allocation racing with the destroy is missed: see
+//! [`crate::records`] for the protocol. No lock is held across the driver
+//! call (which waits for the context's queued work, which may wait for
+//! another thread's allocation).
+//!
+//! Whether a release of a primary context was its last is known only after
+//! it: the context is gone if the device's primary context is inactive, or
+//! was re-created since (another thread retained it again: its context id
+//! changed, or the old handle no longer answers).
 
 use crate::hooks::real_fn;
 use crate::real;
@@ -31,13 +31,12 @@ fn destroying(
     let Some(ctx) = ctx.filter(|c| !c.is_null()) else {
         return call();
     };
-    let _exclusive = s.records_exclusive();
-    let recs = s.take_context_records(ctx);
+    let d = s.records.destroy_begin(ctx as usize);
     let r = call();
-    if destroyed(r) {
-        s.context_destroyed(ctx, recs);
-    } else {
-        s.context_kept(recs);
+    let gone = destroyed(r);
+    let charges = s.records.destroy_end(d, gone);
+    if gone {
+        s.context_gone(ctx, charges);
     }
     r
 }
@@ -53,29 +52,55 @@ pub unsafe fn primary_retain(ctx: *mut CUcontext, dev: CUdevice) -> CUresult {
     r
 }
 
+/// A primary context reset: the context is destroyed if the call succeeds.
+fn reset_with(dev: CUdevice, call: impl FnOnce() -> CUresult) -> CUresult {
+    let s = shim();
+    destroying(s, s.primary_of(dev), call, |r| r.is_success())
+}
+
 pub unsafe fn primary_reset(dev: CUdevice) -> CUresult {
     let f = real_fn!(cuDevicePrimaryCtxReset_v2);
-    let s = shim();
     // SAFETY: the caller's argument, passed on.
-    destroying(
-        s,
-        s.primary_of(dev),
-        || unsafe { f(dev) },
-        |r| r.is_success(),
-    )
+    reset_with(dev, || unsafe { f(dev) })
+}
+
+/// The CUDA 7.0 ABI, which the runtime still asks for.
+pub unsafe fn primary_reset_v1(dev: CUdevice) -> CUresult {
+    let f = real_fn!(cuDevicePrimaryCtxReset);
+    // SAFETY: the caller's argument, passed on.
+    reset_with(dev, || unsafe { f(dev) })
+}
+
+/// A primary context release: the last one destroys the context.
+fn release_with(dev: CUdevice, call: impl FnOnce() -> CUresult) -> CUresult {
+    let s = shim();
+    let ctx = s.primary_of(dev);
+    let id0 = ctx.and_then(|c| real::ctx_id(c).ok());
+    let gone = |r: CUresult| {
+        if !r.is_success() {
+            return false;
+        }
+        match (real::primary_ctx_active(dev), ctx, id0) {
+            (Some(false), _, _) => true,
+            // Active again (or unknown): gone if re-created since.
+            (_, Some(c), Some(id0)) => real::ctx_id(c) != Ok(id0),
+            _ => false,
+        }
+    };
+    destroying(s, ctx, call, gone)
 }
 
 pub unsafe fn primary_release(dev: CUdevice) -> CUresult {
     let f = real_fn!(cuDevicePrimaryCtxRelease_v2);
-    let s = shim();
-    // The last release destroys the primary context.
-    destroying(
-        s,
-        s.primary_of(dev),
-        // SAFETY: the caller's argument, passed on.
-        || unsafe { f(dev) },
-        |r| r.is_success() && real::primary_ctx_active(dev) == Some(false),
-    )
+    // SAFETY: the caller's argument, passed on.
+    release_with(dev, || unsafe { f(dev) })
+}
+
+/// The CUDA 7.0 ABI, which the runtime still asks for.
+pub unsafe fn primary_release_v1(dev: CUdevice) -> CUresult {
+    let f = real_fn!(cuDevicePrimaryCtxRelease);
+    // SAFETY: the caller's argument, passed on.
+    release_with(dev, || unsafe { f(dev) })
 }
 
 pub unsafe fn destroy(ctx: CUcontext) -> CUresult {

@@ -42,4 +42,5 @@ mod log;
 mod mem;
 mod procaddr;
 mod real;
+mod records;
 mod state;

@@ -8,7 +8,8 @@
 //!   100th, 1000th... occurrence, with the count (a tenant that retries a bad
 //!   call a million times gets a handful of lines, not a million);
 //! * [`always!`] lines (why CUDA calls fail closed) are printed whatever the
-//!   level, `off` included: they are the only explanation the tenant gets.
+//!   level, `off` included, and are not rate-limited: they are the only
+//!   explanation the tenant gets.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -120,7 +121,8 @@ macro_rules! at_level {
         $crate::log::emit_counted($level, &COUNT, format_args!($($a)*))
     }};
 }
-macro_rules! always { ($($a:tt)*) => { $crate::log::at_level!($crate::log::ALWAYS, $($a)*) } }
+// Not rate-limited: each says why CUDA calls fail, and there are few.
+macro_rules! always { ($($a:tt)*) => { $crate::log::emit($crate::log::ALWAYS, format_args!($($a)*)) } }
 macro_rules! error { ($($a:tt)*) => { $crate::log::at_level!($crate::log::ERROR, $($a)*) } }
 macro_rules! warning { ($($a:tt)*) => { $crate::log::at_level!($crate::log::WARN, $($a)*) } }
 macro_rules! info { ($($a:tt)*) => { $crate::log::at_level!($crate::log::INFO, $($a)*) } }

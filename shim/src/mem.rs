@@ -23,7 +23,8 @@
 use crate::hooks::{orig, real_fn};
 use crate::log;
 use crate::real;
-use crate::state::{shim, Charge, DeviceState, ShardedMap, Shim, FAIL_CLOSED};
+use crate::records::Table;
+use crate::state::{shim, Charge, DeviceState, Shim, FAIL_CLOSED};
 use cuda_abi::driver_types::CUmemPoolProps;
 use cuda_abi::*;
 use std::ffi::{c_uint, c_void};
@@ -41,12 +42,6 @@ fn target(s: &Shim, dev: CUdevice) -> Result<Option<(u16, &DeviceState)>, CUresu
 /// The calling thread's context, which owns what it allocates now.
 fn current_ctx() -> usize {
     real::ctx_get_current().map_or(0, |c| c as usize)
-}
-
-/// The current context's device (allocations without a device argument
-/// live there).
-fn current_device(_: &Shim) -> Result<CUdevice, CUresult> {
-    real::current_device()
 }
 
 /// Reserves `bytes`, runs the real call, rolls back if it fails.
@@ -101,13 +96,23 @@ fn undo_ptr(dptr: *mut CUdeviceptr) {
     }
 }
 
+/// Where an allocation lives: its device, and the context that owns it (and
+/// frees it when destroyed).
+type Place = Result<(CUdevice, usize), CUresult>;
+
+/// The current context and its device: where allocations without a device
+/// or stream argument live.
+fn current_place(_: &Shim) -> Place {
+    Ok((real::current_device()?, current_ctx()))
+}
+
 /// Common path of the allocators that return one device pointer, charged
-/// to the device `device` names.
+/// to the device `place` names and recorded under its context.
 fn alloc_ptr(
     what: &str,
     dptr: *mut CUdeviceptr,
     size: usize,
-    device: impl FnOnce(&Shim) -> Result<CUdevice, CUresult>,
+    place: impl FnOnce(&Shim) -> Place,
     call: impl FnOnce() -> CUresult,
 ) -> CUresult {
     let s = shim();
@@ -118,58 +123,49 @@ fn alloc_ptr(
         return call();
     }
     flatten((|| {
-        let Some((dev, d)) = target(s, device(s)?)? else {
+        let (dev, ctx) = place(s)?;
+        let Some((dev, d)) = target(s, dev)? else {
             return Ok(call());
         };
         let bytes = charge_for(size as u64);
-        let _shared = s.records_shared();
+        let op = s.records.begin(ctx);
         let r = reserve_then(d, bytes, what, call, || undo_ptr(dptr));
         if r.is_success() {
             // SAFETY: non-null (checked) and written by the driver on success.
-            s.ptrs.insert(
-                unsafe { *dptr },
-                Charge {
-                    dev,
-                    bytes,
-                    ctx: current_ctx(),
-                },
-            );
+            op.record(Table::Ptrs, unsafe { *dptr }, Charge { dev, bytes, ctx });
         }
         Ok(r)
     })())
 }
 
-/// Common path of every free and destroy: the record of `key` in `table`
-/// is taken out before the real call and given back if it succeeds, put
-/// back if it fails.
-fn release_record(
-    table: impl Fn(&Shim) -> &ShardedMap<Charge>,
-    key: u64,
-    call: impl FnOnce() -> CUresult,
-) -> CUresult {
+/// Common path of every free and destroy: the record of `key` is taken out
+/// before the real call, and its charge given back if the call succeeds
+/// (put back if it fails).
+fn release_record(table: Table, key: u64, call: impl FnOnce() -> CUresult) -> CUresult {
     let s = shim();
     if !s.mem_on() || key == 0 {
         return call();
     }
-    let _shared = s.records_shared();
-    let c = table(s).remove(key);
+    let Some(freeing) = s.records.begin_free(table, key) else {
+        return call();
+    };
+    let charge = freeing.charge;
     let r = call();
-    match c {
-        Some(c) if r.is_success() => give_back(s, c),
-        Some(c) => table(s).insert(key, c),
-        None => {}
+    freeing.settle(r.is_success());
+    if r.is_success() {
+        give_back(s, charge);
     }
     r
 }
 
 fn free_ptr(ptr: CUdeviceptr, call: impl FnOnce() -> CUresult) -> CUresult {
-    release_record(|s| &s.ptrs, ptr, call)
+    release_record(Table::Ptrs, ptr, call)
 }
 
 pub unsafe fn mem_alloc(dptr: *mut CUdeviceptr, size: usize) -> CUresult {
     let f = real_fn!(cuMemAlloc_v2);
     // SAFETY: the caller's arguments, passed on.
-    alloc_ptr("cuMemAlloc", dptr, size, current_device, || unsafe {
+    alloc_ptr("cuMemAlloc", dptr, size, current_place, || unsafe {
         f(dptr, size)
     })
 }
@@ -177,28 +173,40 @@ pub unsafe fn mem_alloc(dptr: *mut CUdeviceptr, size: usize) -> CUresult {
 pub unsafe fn mem_alloc_managed(dptr: *mut CUdeviceptr, size: usize, flags: c_uint) -> CUresult {
     let f = real_fn!(cuMemAllocManaged);
     // SAFETY: the caller's arguments, passed on.
-    alloc_ptr("cuMemAllocManaged", dptr, size, current_device, || unsafe {
+    alloc_ptr("cuMemAllocManaged", dptr, size, current_place, || unsafe {
         f(dptr, size, flags)
     })
 }
 
-/// The device of a stream-ordered allocation: the pool's location when a
-/// pool is given and known, else the stream's device (whose current pool
-/// `cuMemAllocAsync` uses).
-fn async_device(
+/// Where a stream-ordered allocation lives: on the pool's location when a
+/// pool is given and known, else on the stream's device (whose current pool
+/// `cuMemAllocAsync` uses); owned by the stream's context.
+fn async_place(
     pool: Option<CUmemoryPool>,
     stream: CUstream,
     per_thread: bool,
-) -> impl FnOnce(&Shim) -> Result<CUdevice, CUresult> {
-    move |s| match pool.and_then(|p| s.pools.get(p as u64)) {
-        Some(dev) => Ok(dev),
-        None => s.stream_device(stream, per_thread),
+) -> impl FnOnce(&Shim) -> Place {
+    move |s| {
+        let dev = match pool.and_then(|p| s.pools.get(p as u64)) {
+            Some(dev) => dev,
+            None => s.stream_device(stream, per_thread)?,
+        };
+        let handle = if per_thread && stream.is_null() {
+            CU_STREAM_PER_THREAD
+        } else {
+            stream
+        };
+        let ctx = match real::stream_ctx(handle) {
+            Ok(c) if !c.is_null() => c as usize,
+            _ => current_ctx(),
+        };
+        Ok((dev, ctx))
     }
 }
 
 pub unsafe fn mem_alloc_async(dptr: *mut CUdeviceptr, size: usize, stream: CUstream) -> CUresult {
     let f = real_fn!(cuMemAllocAsync);
-    let dev = async_device(None, stream, false);
+    let dev = async_place(None, stream, false);
     // SAFETY: the caller's arguments, passed on.
     alloc_ptr("cuMemAllocAsync", dptr, size, dev, || unsafe {
         f(dptr, size, stream)
@@ -211,7 +219,7 @@ pub unsafe fn mem_alloc_async_ptsz(
     stream: CUstream,
 ) -> CUresult {
     let f = real_fn!(cuMemAllocAsync_ptsz);
-    let dev = async_device(None, stream, true);
+    let dev = async_place(None, stream, true);
     // SAFETY: the caller's arguments, passed on.
     alloc_ptr("cuMemAllocAsync", dptr, size, dev, || unsafe {
         f(dptr, size, stream)
@@ -225,7 +233,7 @@ pub unsafe fn mem_alloc_from_pool_async(
     stream: CUstream,
 ) -> CUresult {
     let f = real_fn!(cuMemAllocFromPoolAsync);
-    let dev = async_device(Some(pool), stream, false);
+    let dev = async_place(Some(pool), stream, false);
     // SAFETY: the caller's arguments, passed on.
     alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, dev, || unsafe {
         f(dptr, size, pool, stream)
@@ -239,15 +247,25 @@ pub unsafe fn mem_alloc_from_pool_async_ptsz(
     stream: CUstream,
 ) -> CUresult {
     let f = real_fn!(cuMemAllocFromPoolAsync_ptsz);
-    let dev = async_device(Some(pool), stream, true);
+    let dev = async_place(Some(pool), stream, true);
     // SAFETY: the caller's arguments, passed on.
     alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, dev, || unsafe {
         f(dptr, size, pool, stream)
     })
 }
 
+/// Where the pools of a location live for the shim: the device ordinal, or
+/// -1 for host memory (which no cap counts).
+fn pool_home(loc: &CUmemLocation) -> CUdevice {
+    if loc.type_ == CU_MEM_LOCATION_TYPE_DEVICE {
+        loc.id
+    } else {
+        -1
+    }
+}
+
 /// Records where a pool lives, so that allocations from it are charged to
-/// that device whatever stream orders them.
+/// that device whatever stream orders them (and host pools to none).
 fn remember_pool(r: CUresult, pool: *mut CUmemoryPool, dev: CUdevice) -> CUresult {
     if r.is_success() && !pool.is_null() {
         // SAFETY: written by the driver on success.
@@ -262,11 +280,46 @@ pub unsafe fn mem_pool_create(pool: *mut CUmemoryPool, props: *const CUmemPoolPr
     let r = unsafe { f(pool, props) };
     // SAFETY: read only when non-null; the API requires valid properties.
     match unsafe { props.as_ref() } {
-        Some(p) if p.location.type_ == CU_MEM_LOCATION_TYPE_DEVICE => {
-            remember_pool(r, pool, p.location.id)
-        }
-        _ => r,
+        Some(p) => remember_pool(r, pool, pool_home(&p.location)),
+        None => r,
     }
+}
+
+/// CUDA 13's pool queries by location (`cuMemGetDefaultMemPool`,
+/// `cuMemGetMemPool`).
+///
+/// # Safety
+/// `location` is NULL or points to a valid `CUmemLocation`.
+unsafe fn remember_located_pool(
+    r: CUresult,
+    pool: *mut CUmemoryPool,
+    location: *const CUmemLocation,
+) -> CUresult {
+    // SAFETY: the caller's contract.
+    match unsafe { location.as_ref() } {
+        Some(loc) => remember_pool(r, pool, pool_home(loc)),
+        None => r,
+    }
+}
+
+pub unsafe fn mem_get_default_mem_pool(
+    pool: *mut CUmemoryPool,
+    location: *mut CUmemLocation,
+    ty: c_uint,
+) -> CUresult {
+    let f = real_fn!(cuMemGetDefaultMemPool);
+    // SAFETY: the caller's arguments, passed on; the location is read as the API allows.
+    unsafe { remember_located_pool(f(pool, location, ty), pool, location) }
+}
+
+pub unsafe fn mem_get_mem_pool(
+    pool: *mut CUmemoryPool,
+    location: *mut CUmemLocation,
+    ty: c_uint,
+) -> CUresult {
+    let f = real_fn!(cuMemGetMemPool);
+    // SAFETY: the caller's arguments, passed on; the location is read as the API allows.
+    unsafe { remember_located_pool(f(pool, location, ty), pool, location) }
 }
 
 pub unsafe fn device_get_default_mem_pool(pool: *mut CUmemoryPool, dev: CUdevice) -> CUresult {
@@ -313,7 +366,8 @@ pub unsafe fn mem_alloc_pitch(
         return call();
     }
     flatten((|| {
-        let Some((dev, d)) = target(s, real::current_device()?)? else {
+        let (dev, ctx) = current_place(s)?;
+        let Some((dev, d)) = target(s, dev)? else {
             return Ok(call());
         };
         let est = charge_for(
@@ -322,7 +376,7 @@ pub unsafe fn mem_alloc_pitch(
                 .saturating_mul(PITCH_ALIGN)
                 .saturating_mul(height as u64),
         );
-        let _shared = s.records_shared();
+        let op = s.records.begin(ctx);
         let r = reserve_then(d, est, "cuMemAllocPitch", call, || undo_ptr(dptr));
         if !r.is_success() {
             return Ok(r);
@@ -338,12 +392,13 @@ pub unsafe fn mem_alloc_pitch(
         if actual < est {
             d.ledger.release(est - actual);
         }
-        s.ptrs.insert(
+        op.record(
+            Table::Ptrs,
             ptr,
             Charge {
                 dev,
                 bytes: actual,
-                ctx: current_ctx(),
+                ctx,
             },
         );
         Ok(r)
@@ -511,21 +566,19 @@ fn create_array(
         return call();
     };
     flatten((|| {
-        let Some((dev, d)) = target(s, real::current_device()?)? else {
+        let (dev, ctx) = current_place(s)?;
+        let Some((dev, d)) = target(s, dev)? else {
             return Ok(call());
         };
         let bytes = charge_for(bytes);
-        let _shared = s.records_shared();
+        let op = s.records.begin(ctx);
         let r = reserve_then(d, bytes, what, call, undo);
         if r.is_success() {
             // SAFETY: non-null (checked) and written by the driver on success.
-            s.arrays.insert(
+            op.record(
+                Table::Arrays,
                 unsafe { *out } as u64,
-                Charge {
-                    dev,
-                    bytes,
-                    ctx: current_ctx(),
-                },
+                Charge { dev, bytes, ctx },
             );
         }
         Ok(r)
@@ -625,7 +678,7 @@ unsafe fn undo_array(array: CUarray) {
 }
 
 fn destroy_array(handle: u64, call: impl FnOnce() -> CUresult) -> CUresult {
-    release_record(|s| &s.arrays, handle, call)
+    release_record(Table::Arrays, handle, call)
 }
 
 pub unsafe fn array_destroy(array: CUarray) -> CUresult {

@@ -191,6 +191,8 @@ enum Helper {
     ThreadExchangeStreamCaptureMode,
     PrimaryCtxGetState,
     StreamGetDevice,
+    StreamGetCtx,
+    CtxGetId,
 }
 
 /// How to find a helper: through the driver's own `cuGetProcAddress_v2`
@@ -200,7 +202,7 @@ struct HelperSpec {
     version: c_int,
     export: &'static std::ffi::CStr,
 }
-const HELPER_SPECS: [HelperSpec; 13] = [
+const HELPER_SPECS: [HelperSpec; 15] = [
     HelperSpec {
         base: c"cuCtxGetDevice",
         version: 2000,
@@ -269,7 +271,20 @@ const HELPER_SPECS: [HelperSpec; 13] = [
         version: 12080,
         export: c"cuStreamGetDevice",
     },
+    // Legacy-stream entry, as above.
+    HelperSpec {
+        base: c"cuStreamGetCtx",
+        version: 9020,
+        export: c"cuStreamGetCtx",
+    },
+    HelperSpec {
+        base: c"cuCtxGetId",
+        version: 12000,
+        export: c"cuCtxGetId",
+    },
 ];
+// One spec per helper, in the enum's order.
+const _: () = assert!(Helper::CtxGetId as usize + 1 == HELPER_SPECS.len());
 static HELPERS: [AtomicPtr<c_void>; HELPER_SPECS.len()] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; HELPER_SPECS.len()];
 
@@ -340,6 +355,31 @@ pub fn stream_device(stream: CUstream) -> Result<CUdevice, CUresult> {
         &mut dev
     )?;
     Ok(dev)
+}
+
+/// The context of a stream (legacy entry: pass `CU_STREAM_PER_THREAD` for
+/// a per-thread default stream).
+pub fn stream_ctx(stream: CUstream) -> Result<CUcontext, CUresult> {
+    let mut c: CUcontext = std::ptr::null_mut();
+    call_helper!(
+        Helper::StreamGetCtx,
+        unsafe extern "C" fn(CUstream, *mut CUcontext) -> CUresult,
+        stream,
+        &mut c
+    )?;
+    Ok(c)
+}
+
+/// A context's unique id (never reused, unlike handle values).
+pub fn ctx_id(ctx: CUcontext) -> Result<u64, CUresult> {
+    let mut id: u64 = 0;
+    call_helper!(
+        Helper::CtxGetId,
+        unsafe extern "C" fn(CUcontext, *mut u64) -> CUresult,
+        ctx,
+        &mut id
+    )?;
+    Ok(id)
 }
 
 /// The UUID of a device as `nvidia-smi -L` prints it.

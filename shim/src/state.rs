@@ -18,7 +18,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
-use std::sync::{Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use tslice_policy::gate::GateConfig;
 use tslice_policy::ledger::MemLedger;
 use tslice_policy::quota::{self, MemLimit, PerDevice, Ppm};
@@ -88,18 +88,13 @@ pub struct Shim {
     pub devices: [DeviceState; MAX_DEVICES],
     /// The compute gate of each device, if a share applies to it.
     gates: [OnceLock<Option<Box<DeviceGate>>>; MAX_DEVICES],
-    /// Device pointers from cuMemAlloc*, managed and stream-ordered allocation.
-    pub ptrs: ShardedMap<Charge>,
-    /// CUarray and CUmipmappedArray handles.
-    pub arrays: ShardedMap<Charge>,
+    /// Records of context-bound allocations (device pointers, arrays) and
+    /// their ordering against context destruction.
+    pub records: crate::records::Records,
     pub vmm: Mutex<Vmm<Charge>>,
-    /// The device of each memory pool this process created or looked up.
+    /// Where each memory pool this process created or looked up lives: a
+    /// device ordinal, or -1 for pools of host memory (not charged).
     pub pools: ShardedMap<CUdevice>,
-    /// Orders context-bound allocation records against context destruction:
-    /// allocations and frees hold it shared from their reservation to their
-    /// record, a destroy holds it exclusively from taking the context's
-    /// records out until the driver has freed them (or refused to).
-    ctx_lock: RwLock<()>,
     /// Stream captures in progress in this process.
     captures: AtomicU32,
     /// Whether the process sees a single device (then every launch is on
@@ -223,11 +218,9 @@ impl Shim {
             gpu_timeslice_ns,
             devices: [const { DeviceState::new() }; MAX_DEVICES],
             gates: [const { OnceLock::new() }; MAX_DEVICES],
-            ptrs: ShardedMap::new(),
-            arrays: ShardedMap::new(),
+            records: crate::records::Records::new(),
             vmm: Mutex::new(Vmm::default()),
             pools: ShardedMap::new(),
-            ctx_lock: RwLock::new(()),
             captures: AtomicU32::new(0),
             device_count: AtomicU8::new(COUNT_UNKNOWN),
             primary: [const { AtomicUsize::new(0) }; MAX_DEVICES],
@@ -255,31 +248,10 @@ impl Shim {
         (p != 0).then_some(p as cuda_abi::CUcontext)
     }
 
-    /// Held by allocation and free paths from reservation to record.
-    pub fn records_shared(&self) -> RwLockReadGuard<'_, ()> {
-        self.ctx_lock.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Held by a context destroy from taking its records out to giving
-    /// their charges back (or putting them back).
-    pub fn records_exclusive(&self) -> RwLockWriteGuard<'_, ()> {
-        self.ctx_lock.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes out the records of every allocation made in `ctx` (before the
-    /// driver destroys it, while no new context can have its handle value).
-    pub fn take_context_records(&self, ctx: cuda_abi::CUcontext) -> ContextRecords {
-        let key = ctx as usize;
-        ContextRecords {
-            ptrs: self.ptrs.take_where(|c| c.ctx == key),
-            arrays: self.arrays.take_where(|c| c.ctx == key),
-        }
-    }
-
-    /// The driver destroyed the context and freed its memory: give the
-    /// charges back and forget the gates' events in it.
-    pub fn context_destroyed(&self, ctx: cuda_abi::CUcontext, recs: ContextRecords) {
-        for (_, c) in recs.ptrs.iter().chain(recs.arrays.iter()) {
+    /// A context was destroyed with the allocations whose `charges` are
+    /// given back here; the gates forget their events in it.
+    pub fn context_gone(&self, ctx: cuda_abi::CUcontext, charges: Vec<Charge>) {
+        for c in &charges {
             if let Some(d) = self.devices.get(c.dev as usize) {
                 d.ledger.release(c.bytes);
             }
@@ -287,19 +259,11 @@ impl Shim {
         for g in self.gates.iter().filter_map(|g| g.get()).flatten() {
             g.forget_context(ctx);
         }
-        let n = recs.ptrs.len() + recs.arrays.len();
-        if n > 0 {
-            log::info!("a context was destroyed: {n} allocations given back");
-        }
-    }
-
-    /// The context was not destroyed after all: its records go back.
-    pub fn context_kept(&self, recs: ContextRecords) {
-        for (k, c) in recs.ptrs {
-            self.ptrs.insert(k, c);
-        }
-        for (k, c) in recs.arrays {
-            self.arrays.insert(k, c);
+        if !charges.is_empty() {
+            log::info!(
+                "a context was destroyed: {} allocations given back",
+                charges.len()
+            );
         }
     }
 
@@ -490,12 +454,6 @@ impl Shim {
     }
 }
 
-/// The allocation records of a context being destroyed.
-pub struct ContextRecords {
-    ptrs: Vec<(u64, Charge)>,
-    arrays: Vec<(u64, Charge)>,
-}
-
 /// A u64-keyed hash map split into shards, so threads allocating at once
 /// rarely wait for each other.
 pub struct ShardedMap<V> {
@@ -503,7 +461,7 @@ pub struct ShardedMap<V> {
 }
 
 impl<V> ShardedMap<V> {
-    fn new() -> Self {
+    pub fn new() -> Self {
         ShardedMap {
             shards: std::array::from_fn(|_| Mutex::new(HashMap::default())),
         }
@@ -540,7 +498,7 @@ impl<V> ShardedMap<V> {
     }
 }
 
-fn mix(x: u64) -> u64 {
+pub(crate) fn mix(x: u64) -> u64 {
     (x ^ (x >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 

@@ -17,6 +17,15 @@
  *   hardening badcreate N             N cuMemCreate calls on device 70 and
  *       N on device -1 (which do not exist): the driver refuses them all,
  *       and the shim's diagnostics about them are rate-limited
+ *   hardening xctx                    a stream-ordered allocation on a stream
+ *       of context B while A is current: destroying A leaves it charged
+ *   hardening xdev                    the same across devices, with a reset
+ *   hardening hostwait                a destroy waits for a host function that
+ *       waits for a neighbour thread's allocation (no deadlock, no stall)
+ *   hardening relrace                 the last primary release races with a
+ *       retain in another thread
+ *   hardening v1reset                 the CUDA 7.0 ABI of the primary reset
+ *       (what the runtime asks for) gives the charges back too
  *   hardening nodriver                the real driver cannot be loaded
  *       (TSLICE_LIBCUDA points nowhere): every call is "not initialized"
  *
@@ -30,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include "../../include/tslice.h"
 
@@ -260,6 +270,18 @@ static int twogpu(void) {
   if (from_default == CUDA_SUCCESS) CU(cuMemFreeAsync(p, s0));
   CU(cuStreamSynchronize(s0));
 
+  /* CUDA 13's query by location, from a device-0 stream. */
+  CUmemLocation loc1;
+  loc1.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  loc1.id = 1;
+  CUmemoryPool by_location;
+  CU(cuMemGetDefaultMemPool(&by_location, &loc1, CU_MEM_ALLOCATION_TYPE_PINNED));
+  CUresult from_location = cuMemAllocFromPoolAsync(&p, 2048 * MIB, by_location, s0);
+  printf("location_pool_2g_on_dev1=%d\n", (int)from_location);
+  EXPECT(from_location == CUDA_ERROR_OUT_OF_MEMORY);
+  if (from_location == CUDA_SUCCESS) CU(cuMemFreeAsync(p, s0));
+  CU(cuStreamSynchronize(s0));
+
   /* Device 0 keeps its own 8 GiB. */
   EXPECT(shim_used(0) == 0);
   CUresult own = cuMemAlloc(&q, 7 * 1024 * MIB);
@@ -344,6 +366,163 @@ static int badcreate(int n) {
   return 0;
 }
 
+/* ---- xctx --------------------------------------------------------------- */
+static int xctx(void) {
+  CUdevice d;
+  CUcontext a, b;
+  CUstream sb;
+  CUdeviceptr p, q;
+  CU(cuInit(0));
+  CU(cuDeviceGet(&d, 0));
+  CU(cuCtxCreate(&b, NULL, 0, d));
+  CU(cuStreamCreate(&sb, CU_STREAM_NON_BLOCKING));
+  CU(cuCtxCreate(&a, NULL, 0, d)); /* A is current now */
+  CU(cuMemAllocAsync(&p, 768 * MIB, sb)); /* lives in B */
+  CU(cuStreamSynchronize(sb));
+  printf("used_before=%lld\n", shim_used(0));
+  CU(cuCtxDestroy(a));                     /* B's memory is untouched */
+  printf("used_after_destroy_a=%lld\n", shim_used(0));
+  CU(cuCtxSetCurrent(b));
+  CUresult second = cuMemAllocAsync(&q, 768 * MIB, sb);
+  CU(cuStreamSynchronize(sb));
+  printf("second_768=%d\n", (int)second);
+  EXPECT(second == CUDA_ERROR_OUT_OF_MEMORY);
+  return 0;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- hostwait ----------------------------------------------------------- */
+static volatile int flag;
+static volatile int host_timed_out;
+static CUcontext other;
+
+static void CUDA_CB wait_flag(void *arg) {
+  (void)arg;
+  double t0 = now_s();
+  while (!flag) {
+    if (now_s() - t0 > 5.0) { host_timed_out = 1; return; }
+    usleep(1000);
+  }
+}
+
+static void *neighbour(void *arg) {
+  (void)arg;
+  CUdeviceptr p;
+  CU(cuCtxSetCurrent(other));
+  usleep(200000); /* the destroy has begun */
+  double t0 = now_s();
+  CU(cuMemAlloc(&p, 2 * MIB));
+  printf("neighbour_alloc_s=%.3f\n", now_s() - t0);
+  flag = 1; /* what the host function waits for */
+  CU(cuMemFree(p));
+  return 0;
+}
+
+static int hostwait(void) {
+  CUdevice d;
+  CUcontext a;
+  CUdeviceptr p;
+  CU(cuInit(0));
+  CU(cuDeviceGet(&d, 0));
+  CU(cuCtxCreate(&other, NULL, 0, d));
+  CU(cuCtxCreate(&a, NULL, 0, d));
+  CU(cuMemAlloc(&p, 2 * MIB));
+  CU(cuLaunchHostFunc(NULL, wait_flag, NULL));
+  pthread_t t;
+  pthread_create(&t, 0, neighbour, 0);
+  double t0 = now_s();
+  CU(cuCtxDestroy(a));
+  printf("destroy_s=%.3f host_timed_out=%d\n", now_s() - t0, host_timed_out);
+  pthread_join(t, 0);
+  EXPECT(!host_timed_out);
+  return 0;
+}
+
+/* ---- relrace ------------------------------------------------------------ */
+static CUdevice dev0;
+static void CUDA_CB host_sleep_200ms(void *arg) { (void)arg; usleep(200000); }
+static void *late_retain(void *arg) {
+  CUcontext c;
+  usleep(100000); /* inside the release's destroy */
+  CU(cuDevicePrimaryCtxRetain(&c, dev0));
+  *(CUcontext *)arg = c;
+  return 0;
+}
+
+static int relrace(void) {
+  CUcontext c, c2 = 0;
+  CUdeviceptr p;
+  CU(cuInit(0));
+  CU(cuDeviceGet(&dev0, 0));
+  CU(cuDevicePrimaryCtxRetain(&c, dev0));
+  CU(cuCtxSetCurrent(c));
+  CU(cuMemAlloc(&p, 512 * MIB));
+  CU(cuLaunchHostFunc(NULL, host_sleep_200ms, NULL));
+  pthread_t t;
+  pthread_create(&t, 0, late_retain, &c2);
+  CU(cuDevicePrimaryCtxRelease(dev0)); /* last release: destroys c */
+  pthread_join(t, 0);
+  printf("new_ctx_differs=%d\n", c2 != c);
+  CU(cuCtxSetCurrent(c2));
+  printf("shim_used=%lld\n", shim_used(0));
+  CUdeviceptr q;
+  CUresult whole = cuMemAlloc(&q, 1024 * MIB);
+  printf("whole_cap=%d\n", (int)whole);
+  EXPECT(shim_used(0) == (long long)(1024 * MIB) || whole != CUDA_SUCCESS);
+  EXPECT(whole == CUDA_SUCCESS);
+  return 0;
+}
+
+/* ---- v1reset: the 7000 ABI of cuDevicePrimaryCtxReset, as cudart 13 asks for it */
+static int v1reset(void) {
+  CUcontext c;
+  CUdeviceptr p, q;
+  CUresult (*reset)(CUdevice) = 0;
+  CUdriverProcAddressQueryResult st;
+  CU(cuInit(0));
+  CU(cuGetProcAddress("cuDevicePrimaryCtxReset", (void **)&reset, 7000, 0, &st));
+  CU(cuDevicePrimaryCtxRetain(&c, 0));
+  CU(cuCtxSetCurrent(c));
+  CU(cuMemAlloc(&p, 768 * MIB));
+  CU(reset(0));
+  printf("after_reset_shim_used=%lld\n", shim_used(0));
+  CU(cuDevicePrimaryCtxRetain(&c, 0));
+  CU(cuCtxSetCurrent(c));
+  CUresult again = cuMemAlloc(&q, 768 * MIB);
+  printf("again=%d\n", (int)again);
+  EXPECT(again == CUDA_SUCCESS);
+  return 0;
+}
+
+/* ---- xdev: the twogpu test's allocation, then device 0 is reset */
+static int xdev(void) {
+  CUcontext c0, c1;
+  CUstream s1;
+  CUdeviceptr p, q;
+  CU(cuInit(0));
+  CU(cuDevicePrimaryCtxRetain(&c1, 1));
+  CU(cuCtxSetCurrent(c1));
+  CU(cuStreamCreate(&s1, CU_STREAM_NON_BLOCKING));
+  CU(cuDevicePrimaryCtxRetain(&c0, 0));
+  CU(cuCtxSetCurrent(c0));
+  CU(cuMemAllocAsync(&p, 768 * MIB, s1)); /* device 1, context c1 */
+  CU(cuStreamSynchronize(s1));
+  printf("dev1_used=%lld\n", shim_used(1));
+  CU(cuDevicePrimaryCtxReset(0));         /* device 0 */
+  printf("dev1_used_after_dev0_reset=%lld\n", shim_used(1));
+  CU(cuCtxSetCurrent(c1));
+  CUresult again = cuMemAllocAsync(&q, 768 * MIB, s1);
+  CU(cuStreamSynchronize(s1));
+  printf("again=%d\n", (int)again);
+  EXPECT(again == CUDA_ERROR_OUT_OF_MEMORY);
+  return 0;
+}
+
 /* ---- nodriver ----------------------------------------------------------- */
 
 static int nodriver(void) {
@@ -381,10 +560,20 @@ int main(int argc, char **argv) {
   } else if (!strcmp(mode, "badcreate")) {
     if (argc < 3) return 2;
     rc = badcreate(atoi(argv[2]));
+  } else if (!strcmp(mode, "xctx")) {
+    rc = xctx();
+  } else if (!strcmp(mode, "xdev")) {
+    rc = xdev();
+  } else if (!strcmp(mode, "hostwait")) {
+    rc = hostwait();
+  } else if (!strcmp(mode, "relrace")) {
+    rc = relrace();
+  } else if (!strcmp(mode, "v1reset")) {
+    rc = v1reset();
   } else if (!strcmp(mode, "nodriver")) {
     rc = nodriver();
   } else {
-    fprintf(stderr, "usage: hardening destroy|reset|storm|forkinit|twogpu|errors|badcreate|nodriver ...\n");
+    fprintf(stderr, "usage: hardening destroy|reset|storm|forkinit|twogpu|errors|badcreate|xctx|xdev|hostwait|relrace|v1reset|nodriver ...\n");
     return 2;
   }
   if (rc) return rc;

@@ -415,3 +415,79 @@ fn entries_for_devices_the_process_does_not_have_are_reported() {
     );
     assert!(warns.iter().any(|l| l.contains(uuid)), "{err}");
 }
+
+/// Review findings on the destroy protocol (each failed before its fix).
+/// A stream-ordered allocation belongs to its stream's context, not to the
+/// context current when it was made: destroying the current one must not
+/// give its charge back (the device peaked at 1.5 GiB under a 1 GiB cap).
+#[test]
+fn stream_ordered_allocations_belong_to_their_streams_context() {
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "1GiB")
+        .preload(&shim());
+    let (_, out, err) = run_limited(&gpu, &hardening(), &["xctx"], Duration::from_secs(60));
+    assert!(out.contains("OK FAILS=0"), "{out}{err}");
+    let peak = gpu.monitor(0).snapshot().mem_peak;
+    assert!(peak <= GIB, "the device peaked at {} MiB", peak / MIB);
+
+    let gpu = SimGpu::new()
+        .env("SIMCUDA_DEVICES", "2")
+        .env("SIMCUDA_MEM", "16GiB")
+        .env("TSLICE_HBM_LIMIT", "0=8GiB,1=1GiB")
+        .preload(&shim());
+    let (_, out, err) = run_limited(&gpu, &hardening(), &["xdev"], Duration::from_secs(60));
+    assert!(out.contains("OK FAILS=0"), "{out}{err}");
+    let peak1 = gpu.monitor(1).snapshot().mem_peak;
+    assert!(peak1 <= GIB, "device 1 peaked at {} MiB", peak1 / MIB);
+}
+
+/// A destroy waits for the context's queued work, which may wait for
+/// another thread's allocation: the shim must not make that allocation
+/// wait for the destroy (it deadlocked, or stalled until a timeout).
+#[test]
+fn a_destroy_never_makes_other_threads_allocations_wait() {
+    let (_, out, err) = run_limited(
+        &SimGpu::new(),
+        &hardening(),
+        &["hostwait"],
+        Duration::from_secs(60),
+    );
+    assert!(out.contains("OK FAILS=0"), "bare driver: {out}{err}");
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "1GiB")
+        .preload(&shim());
+    let (_, out, err) = run_limited(&gpu, &hardening(), &["hostwait"], Duration::from_secs(60));
+    assert!(
+        out.contains("host_timed_out=0") && out.contains("OK FAILS=0"),
+        "{out}{err}"
+    );
+    assert!(
+        field(&out, "neighbour_alloc_s") < 1.0,
+        "the neighbour waited: {out}"
+    );
+}
+
+/// The last primary release racing with a retain in another thread: the
+/// destroyed context's charges come back even though the device's primary
+/// context is active again by the time the release returns.
+#[test]
+fn a_retain_racing_with_the_last_release_does_not_keep_freed_charges() {
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "1GiB")
+        .preload(&shim());
+    let (_, out, err) = run_limited(&gpu, &hardening(), &["relrace"], Duration::from_secs(60));
+    assert!(out.contains("OK FAILS=0"), "{out}{err}");
+    assert_eq!(field(&out, "whole_cap"), 0.0, "{out}");
+}
+
+/// The runtime asks for the CUDA 7.0 ABI of the primary release and reset
+/// (cudaDeviceReset): those are hooked too, so the charges come back.
+#[test]
+fn the_runtimes_primary_reset_abi_gives_charges_back() {
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "1GiB")
+        .preload(&shim());
+    let (_, out, err) = run_limited(&gpu, &hardening(), &["v1reset"], Duration::from_secs(60));
+    assert!(out.contains("OK FAILS=0"), "{out}{err}");
+    assert_eq!(field(&out, "after_reset_shim_used"), 0.0, "{out}");
+}

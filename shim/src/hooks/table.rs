@@ -28,8 +28,12 @@ hook_table! {
     // Context life cycle: destroying a context frees its memory and events.
     cuDevicePrimaryCtxRetain
         fn(ctx: *mut CUcontext, dev: CUdevice) = crate::context::primary_retain;
+    cuDevicePrimaryCtxRelease
+        fn(dev: CUdevice) = crate::context::primary_release_v1;
     cuDevicePrimaryCtxRelease_v2
         fn(dev: CUdevice) = crate::context::primary_release;
+    cuDevicePrimaryCtxReset
+        fn(dev: CUdevice) = crate::context::primary_reset_v1;
     cuDevicePrimaryCtxReset_v2
         fn(dev: CUdevice) = crate::context::primary_reset;
     cuCtxDestroy_v2
@@ -79,6 +83,12 @@ hook_table! {
         fn(pool: *mut CUmemoryPool, dev: CUdevice) = crate::mem::device_get_default_mem_pool;
     cuDeviceGetMemPool
         fn(pool: *mut CUmemoryPool, dev: CUdevice) = crate::mem::device_get_mem_pool;
+    cuMemGetDefaultMemPool
+        fn(pool: *mut CUmemoryPool, location: *mut CUmemLocation, ty: c_uint)
+        = crate::mem::mem_get_default_mem_pool;
+    cuMemGetMemPool
+        fn(pool: *mut CUmemoryPool, location: *mut CUmemLocation, ty: c_uint)
+        = crate::mem::mem_get_mem_pool;
     cuMemPoolDestroy
         fn(pool: CUmemoryPool) = crate::mem::mem_pool_destroy;
 
