@@ -8,6 +8,7 @@
 
 pub mod bucket;
 pub mod estimate;
+pub mod fairshare;
 pub mod gate;
 pub mod ledger;
 pub mod quota;
