@@ -1,0 +1,103 @@
+//! `tslice-broker`: the node daemon (foreground; logs to stderr).
+
+use clap::Parser;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tslice_broker::config::{Config, DEFAULT_CONFIG};
+use tslice_broker::server;
+
+/// The tslice node broker: per-tenant memory ledgers and GPU-time shares
+/// for every CUDA process on the node, enforced by the shims.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The configuration file (TOML). When the default file does not exist,
+    /// the broker runs with built-in defaults (no limits).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Log filter (error, warn, info, debug, or tracing directives);
+    /// RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log));
+    let filter = match filter {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "tslice-broker: --log {:?} is invalid: {e}; accepted: error, warn, info, debug",
+                args.log
+            );
+            return ExitCode::from(2);
+        }
+    };
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .init();
+    let explicit = args.config != Path::new(DEFAULT_CONFIG);
+    let (config, path) = if !explicit && !args.config.exists() {
+        tracing::warn!(
+            "{DEFAULT_CONFIG} does not exist: running with the built-in defaults (no limits)"
+        );
+        (Config::default(), None)
+    } else {
+        match Config::load(&args.config) {
+            Ok(c) => (c, Some(args.config.clone())),
+            Err(e) => {
+                eprintln!("tslice-broker: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tslice-broker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let socket = config.socket.clone();
+        let listener = match server::bind(&socket) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("tslice-broker: cannot listen on {}: {e}", socket.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(socket = %socket.display(), tenants = config.tenants.len(), "tslice-broker serving");
+        let broker = server::Broker::new(config, path);
+        let term = async {
+            let mut t = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match t.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        };
+        tokio::select! {
+            r = server::serve(broker, listener) => {
+                if let Err(e) = r {
+                    eprintln!("tslice-broker: {e}");
+                    return ExitCode::FAILURE;
+                }
+                ExitCode::SUCCESS
+            }
+            _ = term => {
+                tracing::info!("stopping");
+                let _ = std::fs::remove_file(&socket);
+                ExitCode::SUCCESS
+            }
+        }
+    })
+}

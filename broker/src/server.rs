@@ -1,0 +1,453 @@
+//! The broker's daemon: the Unix socket the shims connect to, one task per
+//! connected process, the tick that hands out compute shares, the watch on
+//! the configuration file, and the metrics endpoint.
+
+use crate::config::Config;
+use crate::identity::{self, Peer};
+use crate::metrics::{Metrics, ResultLabels};
+use crate::pages::{Budget, ProcessView};
+use crate::state::{ConnId, Reserve, State};
+use crate::wire;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, Notify};
+use tracing::{debug, error, info, warn};
+use tslice_proto::{FrameBuf, Msg};
+
+/// How often shares are recomputed and pages written.
+pub const TICK: Duration = Duration::from_millis(10);
+/// How long a reservation waits for siblings to return unused memory.
+const RECLAIM_WAIT: Duration = Duration::from_millis(200);
+/// How often the configuration file is looked at (besides SIGHUP).
+const CONFIG_POLL: Duration = Duration::from_millis(250);
+
+pub struct Broker {
+    pub state: Mutex<State>,
+    pub metrics: Metrics,
+    /// Writers of the connected processes.
+    txs: Mutex<HashMap<ConnId, mpsc::UnboundedSender<Msg>>>,
+    /// Signalled whenever memory is returned to a ledger.
+    released: Notify,
+    started: Instant,
+    config_path: Option<PathBuf>,
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Broker {
+    pub fn new(config: Config, config_path: Option<PathBuf>) -> Arc<Broker> {
+        Arc::new(Broker {
+            state: Mutex::new(State::new(config)),
+            metrics: Metrics::new(),
+            txs: Mutex::new(HashMap::new()),
+            released: Notify::new(),
+            started: Instant::now(),
+            config_path,
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, id: ConnId, m: Msg) {
+        if let Some(tx) = self.txs.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            let _ = tx.send(m);
+        }
+    }
+
+    /// The status JSON.
+    pub fn status_json(&self) -> String {
+        crate::status::status(&self.state(), self.started.elapsed().as_secs_f64()).to_string()
+    }
+
+    /// Applies a new configuration file (a reload with an invalid file keeps
+    /// the last good policy and says why).
+    pub fn reload(&self) {
+        let Some(path) = &self.config_path else {
+            return;
+        };
+        match Config::load(path) {
+            Ok(cfg) => {
+                let over = self.state().reload(cfg, now_ns());
+                for id in over {
+                    for dev in 0..tslice_proto::MAX_DEVICES as u32 {
+                        self.send(id, Msg::Reclaim { dev });
+                    }
+                }
+                self.metrics
+                    .reloads
+                    .get_or_create(&ResultLabels {
+                        result: "ok".into(),
+                    })
+                    .inc();
+                info!(config = %path.display(), "configuration reloaded");
+            }
+            Err(e) => {
+                self.metrics
+                    .reloads
+                    .get_or_create(&ResultLabels {
+                        result: "invalid".into(),
+                    })
+                    .inc();
+                error!("{e}; keeping the last good configuration");
+            }
+        }
+    }
+
+    fn reject(&self, why: &str) {
+        self.metrics
+            .rejected
+            .get_or_create(&ResultLabels { result: why.into() })
+            .inc();
+    }
+}
+
+/// Binds the socket: any local process may connect (its identity comes from
+/// the kernel, not from what it says), the directory is created if needed,
+/// and a stale socket of a previous broker is replaced.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(l)
+}
+
+/// Serves until the process is stopped.
+pub async fn serve(broker: Arc<Broker>, listener: UnixListener) -> io::Result<()> {
+    broker.metrics.up.set(1);
+    tokio::spawn(ticker(broker.clone()));
+    tokio::spawn(config_watch(broker.clone()));
+    let metrics_addr = broker.state().config.metrics;
+    if let Some(addr) = metrics_addr {
+        let b = broker.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics_server(b, addr).await {
+                error!("metrics endpoint {addr}: {e}");
+            }
+        });
+    }
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let b = broker.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(b.clone(), stream).await {
+                debug!("connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn ticker(b: Arc<Broker>) {
+    let mut t = tokio::time::interval(TICK);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        t.tick().await;
+        let s = &mut *b.state();
+        s.tick(now_ns());
+        b.metrics.observe_tick(s);
+    }
+}
+
+async fn config_watch(b: Arc<Broker>) {
+    let Some(path) = b.config_path.clone() else {
+        return;
+    };
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = mtime(&path);
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!("cannot watch SIGHUP: {e}");
+            None
+        }
+    };
+    loop {
+        let hup_fired = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = hup_fired => {
+                info!("SIGHUP: reloading the configuration");
+                last = mtime(&path);
+                b.reload();
+            }
+            _ = tokio::time::sleep(CONFIG_POLL) => {
+                let now = mtime(&path);
+                if now != last {
+                    last = now;
+                    b.reload();
+                }
+            }
+        }
+    }
+}
+
+async fn metrics_server(b: Arc<Broker>, addr: std::net::SocketAddr) -> io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let b = b.clone();
+            async move {
+                b.metrics.refresh(&b.state());
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    b.metrics.encode(),
+                )
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind(addr).await?;
+    info!("metrics at http://{addr}/metrics");
+    axum::serve(l, app).await
+}
+
+/// Whether a peer may read the node's status: root, or the broker's user.
+fn is_admin(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+}
+
+async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
+    let cred = stream.peer_cred()?;
+    let (Some(pid), uid, gid) = (cred.pid(), cred.uid(), cred.gid()) else {
+        b.reject("no-pid");
+        return Ok(());
+    };
+    let pid = pid as u32;
+    let pidfd = identity::peer_pidfd(stream.as_raw_fd(), pid)?;
+    let mut fb = FrameBuf::new();
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    let first = loop {
+        match fb.next_msg() {
+            Ok(Some(m)) => break m,
+            Ok(None) => {}
+            Err(e) => {
+                b.reject("malformed");
+                warn!(pid, "closing the connection: {e}");
+                return Ok(());
+            }
+        }
+        if !wire::recv_with_fds(&stream, &mut fb, &mut fds).await? {
+            return Ok(());
+        }
+    };
+    let hello = match first {
+        Msg::Hello(h) => h,
+        Msg::StatusRequest => return status_reply(&b, stream, uid).await,
+        other => {
+            b.reject("unexpected");
+            warn!(pid, "closing the connection: expected Hello, got {other:?}");
+            return Ok(());
+        }
+    };
+    // The identity, from the kernel; the pidfd pins the process (if it died
+    // and its pid was reused, the pidfd says so and nothing is admitted).
+    let cgroup = identity::cgroup_of(pid)?;
+    if identity::pidfd_exited(&pidfd) {
+        return Ok(());
+    }
+    let peer = Peer {
+        pid,
+        uid,
+        gid,
+        cgroup,
+    };
+    let view = fds.pop().and_then(|fd| match ProcessView::open(fd) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warn!(
+                pid,
+                "the process page is unusable ({e}); its demand is unknown"
+            );
+            None
+        }
+    });
+    let budget = Budget::new()?;
+    let reader = budget.reader_fd()?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let (id, tenant) = b
+        .state()
+        .admit(peer.clone(), &hello, budget, view, now_ns());
+    b.txs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, tx);
+    b.metrics.connections.inc();
+    info!(pid, uid, cgroup = %peer.cgroup, %tenant, devices = hello.devices.len(), "process connected");
+    let welcome = Msg::Welcome {
+        tenant: tenant.clone(),
+        flags: 0,
+    };
+    let sent = wire::send_with_fd(&stream, &welcome, reader.as_raw_fd()).await;
+    drop(reader);
+    if let Err(e) = sent {
+        finish(&b, id, pid, "welcome failed");
+        return Err(e);
+    }
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if wire::write_msg(&mut wr, &m).await.is_err() {
+                break;
+            }
+        }
+    });
+    let exited = async {
+        // The pidfd becomes readable when the process exits (or is killed):
+        // its memory comes back at once, whoever still holds its socket.
+        // SAFETY: an OwnedFd keeps its descriptor open and the same until it
+        // is dropped with the AsyncFd.
+        match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
+            Ok(fd) => {
+                let _ = fd.readable().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    let reason = tokio::select! {
+        r = serve_process(&b, id, &mut rd, &mut fb) => match r {
+            Ok(()) => "disconnected".to_string(),
+            Err(e) => {
+                b.reject("malformed");
+                warn!(pid, %tenant, "closing the connection: {e}");
+                format!("closed: {e}")
+            }
+        },
+        _ = exited => "exited".to_string(),
+    };
+    writer.abort();
+    finish(&b, id, pid, &reason);
+    Ok(())
+}
+
+fn finish(b: &Broker, id: ConnId, pid: u32, reason: &str) {
+    b.txs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    b.state().remove(id, now_ns());
+    b.released.notify_waiters();
+    info!(
+        pid,
+        "process gone ({reason}); its memory is back in its tenant's ledger"
+    );
+}
+
+async fn serve_process(
+    b: &Arc<Broker>,
+    id: ConnId,
+    rd: &mut tokio::net::unix::OwnedReadHalf,
+    fb: &mut FrameBuf,
+) -> io::Result<()> {
+    while let Some(m) = wire::read_msg(rd, fb).await? {
+        match m {
+            Msg::Reserve { req, dev, bytes } => {
+                let granted = reserve(b, id, dev, bytes).await;
+                b.send(
+                    id,
+                    Msg::Grant {
+                        req,
+                        bytes: granted,
+                    },
+                );
+            }
+            Msg::Release { dev, bytes } => {
+                b.state().release(id, dev, bytes);
+                b.released.notify_waiters();
+            }
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected {other:?}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A reservation: granted at once, or after siblings returned what they
+/// held unused, or refused.
+async fn reserve(b: &Arc<Broker>, id: ConnId, dev: u32, bytes: u64) -> u64 {
+    let deadline = Instant::now() + RECLAIM_WAIT;
+    let mut asked = false;
+    loop {
+        let released = b.released.notified();
+        let outcome = b.state().reserve(id, dev, bytes);
+        match outcome {
+            Reserve::Granted(g) => return g,
+            Reserve::Denied => return 0,
+            Reserve::Reclaim(siblings) => {
+                if !asked {
+                    asked = true;
+                    for (s, d) in siblings {
+                        b.send(s, Msg::Reclaim { dev: d });
+                    }
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || tokio::time::timeout(left, released).await.is_err() {
+                    b.state().deny(id, dev);
+                    return 0;
+                }
+            }
+        }
+    }
+}
+
+async fn status_reply(b: &Broker, stream: UnixStream, uid: u32) -> io::Result<()> {
+    let (_, mut wr) = stream.into_split();
+    if !is_admin(uid) {
+        b.reject("not-admin");
+        let reason =
+            format!("uid {uid} may not read the node's status (root or the broker's user only)");
+        return wire::write_msg(&mut wr, &Msg::Refused { reason }).await;
+    }
+    let json = b.status_json();
+    // In parts that fit a frame, then an empty part.
+    let mut rest = json.as_str();
+    while !rest.is_empty() {
+        let mut n = rest.len().min(tslice_proto::MAX_FRAME - 1024);
+        while !rest.is_char_boundary(n) {
+            n -= 1;
+        }
+        wire::write_msg(
+            &mut wr,
+            &Msg::Status {
+                json: rest[..n].to_string(),
+            },
+        )
+        .await?;
+        rest = &rest[n..];
+    }
+    wire::write_msg(
+        &mut wr,
+        &Msg::Status {
+            json: String::new(),
+        },
+    )
+    .await
+}

@@ -1,0 +1,767 @@
+//! The broker's model of the node: tenants, their processes, one memory
+//! ledger per tenant and physical device, and the compute shares it hands
+//! out. Plain data behind one mutex in the server; every operation is short
+//! and never waits.
+//!
+//! Memory: a process reserves from its tenant's ledger in chunks (so most
+//! of its allocations need no round trip) and returns unused reservation
+//! when it frees or when the broker asks (a `Reclaim`, sent when a sibling
+//! needs what it holds unused). The ledger never grants beyond the limit;
+//! a process that exits (or is killed) has everything it held returned.
+//!
+//! Compute: every tick the broker sees which processes launched since the
+//! last (their process pages count launches), computes each tenant's share
+//! of each device (`policy::fairshare`), splits it among the tenant's active
+//! processes and writes it into their budget pages.
+
+use crate::config::{Class, Config, Limits};
+use crate::identity::Peer;
+use crate::pages::{Budget, ProcessView};
+use cuda_abi::CUuuid;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use tslice_policy::fairshare::{self, Claim};
+use tslice_policy::ledger::GRANULARITY;
+use tslice_proto::{Hello, HELLO_RECONNECT};
+
+pub type ConnId = u64;
+pub type Uuid = [u8; 16];
+
+/// Most a process reserves beyond what it asked for.
+pub const CHUNK: u64 = 64 << 20;
+/// A process counts as having work on a device for this long after it was
+/// last seen launching.
+pub const ACTIVE_NS: u64 = 60_000_000;
+/// How long best-effort tenants hold their launches after a
+/// latency-critical tenant was last seen with work (renewed every tick).
+pub const HOLD_NS: u64 = 25_000_000;
+
+pub fn uuid_string(u: &Uuid) -> String {
+    CUuuid { bytes: *u }.to_gpu_string()
+}
+
+/// One tenant's memory on one physical device.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DevLedger {
+    pub limit: u64,
+    /// Granted to its processes (used or held for use).
+    pub reserved: u64,
+    pub high_water: u64,
+    pub denials: u64,
+}
+
+#[derive(Debug)]
+pub struct Tenant {
+    pub name: String,
+    pub limits: Limits,
+    /// Declared in the configuration (kept without processes).
+    pub configured: bool,
+    pub ledgers: BTreeMap<Uuid, DevLedger>,
+    pub procs: BTreeSet<ConnId>,
+    /// The share of each device it was given at the last tick (ppm).
+    pub shares: BTreeMap<Uuid, u32>,
+}
+
+/// One device of a process.
+#[derive(Clone, Debug)]
+pub struct ProcDev {
+    pub uuid: Uuid,
+    pub total: u64,
+    pub granted: u64,
+    launches_seen: u64,
+    active_until_ns: u64,
+    pub share_ppm: u32,
+    charged_seen: u64,
+    pub achieved_ppm: u32,
+    wait_seen: u64,
+    /// Throttle wait since the last tick (seconds), for the histogram.
+    pub wait_delta_s: f64,
+}
+
+pub struct Proc {
+    pub id: ConnId,
+    pub peer: Peer,
+    pub tenant: String,
+    pub devs: Vec<ProcDev>,
+    pub budget: Budget,
+    pub view: Option<ProcessView>,
+    pub since_ns: u64,
+}
+
+impl Proc {
+    fn active(&self, i: usize, now: u64) -> bool {
+        self.devs.get(i).is_some_and(|d| d.active_until_ns > now)
+    }
+}
+
+/// What a reservation got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reserve {
+    Granted(u64),
+    /// Not now: these siblings (and their ordinal of the device) hold
+    /// reservation unused, and are to be asked to return it.
+    Reclaim(Vec<(ConnId, u32)>),
+    Denied,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub config: Config,
+    pub tenants: BTreeMap<String, Tenant>,
+    pub procs: BTreeMap<ConnId, Proc>,
+    next_id: ConnId,
+    last_tick_ns: u64,
+}
+
+fn tenant_for_spec(name: &str, limits: &Limits, configured: bool) -> Tenant {
+    Tenant {
+        name: name.to_string(),
+        limits: limits.clone(),
+        configured,
+        ledgers: BTreeMap::new(),
+        procs: BTreeSet::new(),
+        shares: BTreeMap::new(),
+    }
+}
+
+/// A tenant's limit on a device, from its limits and the device as one of
+/// its processes sees it.
+fn resolve_limit(limits: &Limits, ordinal: u32, uuid: &Uuid, total: u64) -> u64 {
+    limits
+        .memory
+        .as_ref()
+        .and_then(|m| m.for_device(ordinal, Some(&uuid_string(uuid))))
+        .map_or(u64::MAX, |l| l.resolve(total))
+}
+
+impl State {
+    pub fn new(config: Config) -> State {
+        let mut s = State {
+            config,
+            next_id: 1,
+            ..State::default()
+        };
+        s.declare_tenants();
+        s
+    }
+
+    /// Every configured tenant exists, with its limits (also after a reload).
+    fn declare_tenants(&mut self) {
+        for spec in &self.config.tenants {
+            let t = self
+                .tenants
+                .entry(spec.name.clone())
+                .or_insert_with(|| tenant_for_spec(&spec.name, &spec.limits, true));
+            t.limits = spec.limits.clone();
+            t.configured = true;
+        }
+    }
+
+    /// Registers a connected process; returns its id and tenant.
+    pub fn admit(
+        &mut self,
+        peer: Peer,
+        hello: &Hello,
+        budget: Budget,
+        view: Option<ProcessView>,
+        now: u64,
+    ) -> (ConnId, String) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (name, limits) = self.config.classify(&peer.cgroup, peer.uid, peer.gid);
+        let reconnect = hello.flags & HELLO_RECONNECT != 0;
+        let devs: Vec<ProcDev> = hello
+            .devices
+            .iter()
+            .map(|d| ProcDev {
+                uuid: d.uuid,
+                total: d.total,
+                // A process reconnecting after a broker restart keeps what it
+                // holds: the ledger is rebuilt from these reports.
+                granted: if reconnect { d.granted.max(d.used) } else { 0 },
+                launches_seen: 0,
+                active_until_ns: 0,
+                share_ppm: 1_000_000,
+                charged_seen: 0,
+                achieved_ppm: 0,
+                wait_seen: 0,
+                wait_delta_s: 0.0,
+            })
+            .collect();
+        let t = self
+            .tenants
+            .entry(name.clone())
+            .or_insert_with(|| tenant_for_spec(&name, &limits, false));
+        t.procs.insert(id);
+        for (i, d) in devs.iter().enumerate() {
+            let l = t.ledgers.entry(d.uuid).or_default();
+            l.limit = resolve_limit(&t.limits, i as u32, &d.uuid, d.total);
+            l.reserved = l.reserved.saturating_add(d.granted);
+            l.high_water = l.high_water.max(l.reserved);
+        }
+        self.procs.insert(
+            id,
+            Proc {
+                id,
+                peer,
+                tenant: name.clone(),
+                devs,
+                budget,
+                view,
+                since_ns: now,
+            },
+        );
+        self.publish_memory(&name);
+        self.tick(now);
+        (id, name)
+    }
+
+    /// A process reserves `bytes` on its device `dev`.
+    pub fn reserve(&mut self, id: ConnId, dev: u32, bytes: u64) -> Reserve {
+        let Some(p) = self.procs.get(&id) else {
+            return Reserve::Denied;
+        };
+        let Some(pd) = p.devs.get(dev as usize) else {
+            return Reserve::Denied;
+        };
+        let (uuid, tenant) = (pd.uuid, p.tenant.clone());
+        let Some(t) = self.tenants.get_mut(&tenant) else {
+            return Reserve::Denied;
+        };
+        let siblings: Vec<ConnId> = t
+            .procs
+            .iter()
+            .copied()
+            .filter(|s| {
+                *s != id
+                    && self
+                        .procs
+                        .get(s)
+                        .is_some_and(|q| q.devs.iter().any(|d| d.uuid == uuid))
+            })
+            .collect();
+        let l = t.ledgers.entry(uuid).or_default();
+        let remaining = l.limit.saturating_sub(l.reserved);
+        if bytes > remaining {
+            // Siblings may hold reservation they do not use (their own page
+            // says how much: a claim, used only to decide whether to ask).
+            let unused: u64 = siblings
+                .iter()
+                .filter_map(|s| self.procs.get(s))
+                .map(|q| {
+                    let i = q.devs.iter().position(|d| d.uuid == uuid).unwrap_or(0);
+                    let used = q
+                        .view
+                        .as_ref()
+                        .map_or(0, |v| v.page().dev[i].mem_used.load(Ordering::Relaxed));
+                    q.devs[i].granted.saturating_sub(used)
+                })
+                .sum();
+            if unused > 0 && bytes <= remaining.saturating_add(unused) {
+                let who = siblings
+                    .iter()
+                    .filter_map(|s| {
+                        let i = self
+                            .procs
+                            .get(s)?
+                            .devs
+                            .iter()
+                            .position(|d| d.uuid == uuid)?;
+                        Some((*s, i as u32))
+                    })
+                    .collect();
+                return Reserve::Reclaim(who);
+            }
+            l.denials += 1;
+            return Reserve::Denied;
+        }
+        let n = 1 + siblings.len() as u64;
+        let spare = if l.limit == u64::MAX {
+            CHUNK
+        } else {
+            ((remaining - bytes) / (4 * n)).min(CHUNK)
+        };
+        let grant = bytes + spare / GRANULARITY * GRANULARITY;
+        l.reserved += grant;
+        l.high_water = l.high_water.max(l.reserved);
+        if let Some(pd) = self
+            .procs
+            .get_mut(&id)
+            .and_then(|p| p.devs.get_mut(dev as usize))
+        {
+            pd.granted += grant;
+        }
+        self.publish_memory(&tenant);
+        Reserve::Granted(grant)
+    }
+
+    /// A final refusal after a reclaim did not free enough.
+    pub fn deny(&mut self, id: ConnId, dev: u32) {
+        if let Some((t, uuid)) = self
+            .procs
+            .get(&id)
+            .and_then(|p| Some((p.tenant.clone(), p.devs.get(dev as usize)?.uuid)))
+        {
+            if let Some(l) = self
+                .tenants
+                .get_mut(&t)
+                .and_then(|t| t.ledgers.get_mut(&uuid))
+            {
+                l.denials += 1;
+            }
+        }
+    }
+
+    /// A process returns `bytes` of reservation on `dev` (never more than it holds).
+    pub fn release(&mut self, id: ConnId, dev: u32, bytes: u64) {
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        let Some(pd) = p.devs.get_mut(dev as usize) else {
+            return;
+        };
+        let b = bytes.min(pd.granted);
+        pd.granted -= b;
+        let (uuid, tenant) = (pd.uuid, p.tenant.clone());
+        if let Some(l) = self
+            .tenants
+            .get_mut(&tenant)
+            .and_then(|t| t.ledgers.get_mut(&uuid))
+        {
+            l.reserved = l.reserved.saturating_sub(b);
+        }
+        self.publish_memory(&tenant);
+    }
+
+    /// A process is gone (exited, killed, disconnected): everything it held
+    /// goes back to its tenant's ledgers.
+    pub fn remove(&mut self, id: ConnId, now: u64) {
+        let Some(p) = self.procs.remove(&id) else {
+            return;
+        };
+        if let Some(t) = self.tenants.get_mut(&p.tenant) {
+            t.procs.remove(&id);
+            for d in &p.devs {
+                if let Some(l) = t.ledgers.get_mut(&d.uuid) {
+                    l.reserved = l.reserved.saturating_sub(d.granted);
+                }
+            }
+            if t.procs.is_empty() && !t.configured {
+                self.tenants.remove(&p.tenant);
+            } else {
+                self.publish_memory(&p.tenant);
+            }
+        }
+        self.tick(now);
+    }
+
+    /// A new configuration: limits change, tenants come and go, processes
+    /// may move to another tenant (their reservations move with them).
+    /// Returns the processes whose tenant is over a lowered memory limit
+    /// (to be asked for their unused reservation).
+    pub fn reload(&mut self, config: Config, now: u64) -> Vec<ConnId> {
+        self.config = config;
+        for t in self.tenants.values_mut() {
+            t.configured = false;
+        }
+        self.declare_tenants();
+        let ids: Vec<ConnId> = self.procs.keys().copied().collect();
+        for id in ids {
+            let (old, new, limits) = {
+                let p = &self.procs[&id];
+                let (name, limits) = self.config.classify(&p.peer.cgroup, p.peer.uid, p.peer.gid);
+                (p.tenant.clone(), name, limits)
+            };
+            if old != new {
+                let p = self.procs.get_mut(&id).expect("listed");
+                p.tenant = new.clone();
+                let devs = p.devs.clone();
+                if let Some(t) = self.tenants.get_mut(&old) {
+                    t.procs.remove(&id);
+                    for d in &devs {
+                        if let Some(l) = t.ledgers.get_mut(&d.uuid) {
+                            l.reserved = l.reserved.saturating_sub(d.granted);
+                        }
+                    }
+                }
+                let t = self
+                    .tenants
+                    .entry(new.clone())
+                    .or_insert_with(|| tenant_for_spec(&new, &limits, false));
+                t.procs.insert(id);
+                for d in &devs {
+                    let l = t.ledgers.entry(d.uuid).or_default();
+                    l.reserved = l.reserved.saturating_add(d.granted);
+                    l.high_water = l.high_water.max(l.reserved);
+                }
+            }
+        }
+        // Limits of every tenant, resolved again.
+        let defaults = self.config.defaults.clone();
+        let mut over = Vec::new();
+        let names: Vec<String> = self.tenants.keys().cloned().collect();
+        for name in names {
+            let t = self.tenants.get_mut(&name).expect("listed");
+            if !t.configured {
+                t.limits = defaults.clone();
+            }
+            for pid in t.procs.clone() {
+                let Some(p) = self.procs.get(&pid) else {
+                    continue;
+                };
+                for (i, d) in p.devs.iter().enumerate() {
+                    if let Some(l) = t.ledgers.get_mut(&d.uuid) {
+                        l.limit = resolve_limit(&t.limits, i as u32, &d.uuid, d.total);
+                    }
+                }
+            }
+            if t.ledgers.values().any(|l| l.reserved > l.limit) {
+                over.extend(t.procs.iter().copied());
+            }
+        }
+        self.tenants
+            .retain(|_, t| t.configured || !t.procs.is_empty());
+        let names: Vec<String> = self.tenants.keys().cloned().collect();
+        for n in &names {
+            self.publish_memory(n);
+        }
+        self.tick(now);
+        over
+    }
+
+    /// Writes a tenant's memory limits and reservations into its processes'
+    /// budget pages.
+    fn publish_memory(&self, tenant: &str) {
+        let Some(t) = self.tenants.get(tenant) else {
+            return;
+        };
+        for id in &t.procs {
+            let Some(p) = self.procs.get(id) else {
+                continue;
+            };
+            let page = p.budget.page();
+            for (i, d) in p.devs.iter().enumerate() {
+                if let (Some(pd), Some(l)) = (page.dev.get(i), t.ledgers.get(&d.uuid)) {
+                    pd.mem_limit.store(l.limit, Ordering::Relaxed);
+                    pd.mem_reserved.store(l.reserved, Ordering::Relaxed);
+                }
+            }
+            page.devices.store(p.devs.len() as u32, Ordering::Relaxed);
+            page.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Every tick: who has work, each tenant's share of each device, each
+    /// process's part of it, the holds for latency-critical tenants.
+    pub fn tick(&mut self, now: u64) {
+        let dt = now.saturating_sub(self.last_tick_ns);
+        self.last_tick_ns = now;
+        // Demand and achieved time from the process pages.
+        for p in self.procs.values_mut() {
+            let Some(v) = &p.view else { continue };
+            for (i, d) in p.devs.iter_mut().enumerate() {
+                let pd = &v.page().dev[i];
+                let launches = pd.launches.load(Ordering::Relaxed);
+                if launches != d.launches_seen {
+                    d.launches_seen = launches;
+                    d.active_until_ns = now + ACTIVE_NS;
+                }
+                let charged = pd.charged_ns.load(Ordering::Relaxed);
+                if dt > 0 {
+                    let delta = charged.saturating_sub(d.charged_seen) as u128;
+                    d.achieved_ppm = (delta * 1_000_000 / dt as u128).min(1_000_000) as u32;
+                }
+                d.charged_seen = charged;
+                let wait = pd.throttle_wait_ns.load(Ordering::Relaxed);
+                d.wait_delta_s = wait.saturating_sub(d.wait_seen) as f64 / 1e9;
+                d.wait_seen = wait;
+            }
+        }
+        // Devices and who is on them.
+        let mut devices: BTreeMap<Uuid, BTreeMap<String, Vec<(ConnId, usize)>>> = BTreeMap::new();
+        for p in self.procs.values() {
+            for (i, d) in p.devs.iter().enumerate() {
+                devices
+                    .entry(d.uuid)
+                    .or_default()
+                    .entry(p.tenant.clone())
+                    .or_default()
+                    .push((p.id, i));
+            }
+        }
+        let mut writes: Vec<(ConnId, usize, u32, u32, u64)> = Vec::new();
+        for (uuid, tenants) in &devices {
+            let names: Vec<&String> = tenants.keys().collect();
+            let lc_active = names.iter().any(|n| {
+                self.tenants[*n].limits.class == Class::LatencyCritical
+                    && tenants[*n]
+                        .iter()
+                        .any(|(id, i)| self.procs[id].active(*i, now))
+            });
+            let claims: Vec<Claim> = names
+                .iter()
+                .map(|n| {
+                    let l = &self.tenants[*n].limits;
+                    Claim {
+                        request: l.compute_request,
+                        limit: l.compute_limit,
+                        weight: l.weight,
+                        active: tenants[*n]
+                            .iter()
+                            .any(|(id, i)| self.procs[id].active(*i, now)),
+                    }
+                })
+                .collect();
+            let shares = fairshare::shares(&claims);
+            let busy: u32 = shares.iter().sum();
+            for (k, n) in names.iter().enumerate() {
+                let members = &tenants[*n];
+                let active: Vec<bool> = members
+                    .iter()
+                    .map(|(id, i)| self.procs[id].active(*i, now))
+                    .collect();
+                // A tenant with no limit of its own, alone with work on the
+                // device, runs ungated (100%); otherwise its computed share.
+                let share = if claims[k].active {
+                    shares[k]
+                } else {
+                    idle_share(&claims[k], busy)
+                };
+                let parts = fairshare::split(share, &active);
+                let class = self.tenants[*n].limits.class;
+                let hold = if class == Class::BestEffort && lc_active {
+                    now + HOLD_NS
+                } else {
+                    0
+                };
+                for ((id, i), part) in members.iter().zip(parts) {
+                    writes.push((*id, *i, part, class.code(), hold));
+                }
+                if let Some(t) = self.tenants.get_mut(*n) {
+                    t.shares.insert(*uuid, share);
+                }
+            }
+        }
+        for (id, i, share, class, hold) in writes {
+            let Some(p) = self.procs.get_mut(&id) else {
+                continue;
+            };
+            if let Some(d) = p.devs.get_mut(i) {
+                d.share_ppm = share;
+            }
+            let page = p.budget.page();
+            let pd = &page.dev[i];
+            let changed = [
+                pd.share_ppm.swap(share, Ordering::Relaxed) != share,
+                pd.class.swap(class, Ordering::Relaxed) != class,
+                pd.hold_until_ns.swap(hold, Ordering::Relaxed) != hold,
+            ]
+            .contains(&true);
+            page.written_ns.store(now, Ordering::Relaxed);
+            if changed {
+                page.generation.fetch_add(1, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// What a process of an idle tenant is given: its request, or the time the
+/// active tenants leave if that is more, never above its limit; so that its
+/// first launches are not held back while the broker notices them (they
+/// count as demand at once, and the next tick shares the device anew).
+fn idle_share(c: &Claim, busy: u32) -> u32 {
+    c.request
+        .0
+        .max(1_000_000u32.saturating_sub(busy))
+        .min(c.limit.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use tslice_proto::HelloDevice;
+
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+
+    fn config() -> Config {
+        Config::parse(
+            r#"
+[defaults]
+memory-limit = "8GiB"
+[[tenant]]
+name = "a"
+cgroup = "/a"
+memory-limit = "1GiB"
+[[tenant]]
+name = "b"
+cgroup = "/b"
+weight = 3
+"#,
+            "t",
+        )
+        .unwrap()
+    }
+
+    fn hello(reconnect: Option<(u64, u64)>) -> Hello {
+        let (granted, used) = reconnect.unwrap_or((0, 0));
+        Hello {
+            pid: 1,
+            flags: if reconnect.is_some() {
+                HELLO_RECONNECT
+            } else {
+                0
+            },
+            devices: vec![HelloDevice {
+                uuid: [1; 16],
+                total: 80 * GIB,
+                granted,
+                used,
+            }],
+        }
+    }
+
+    fn peer(cgroup: &str) -> Peer {
+        Peer {
+            pid: 1,
+            uid: 0,
+            gid: 0,
+            cgroup: cgroup.into(),
+        }
+    }
+
+    fn admit(s: &mut State, cgroup: &str) -> ConnId {
+        s.admit(peer(cgroup), &hello(None), Budget::new().unwrap(), None, 1)
+            .0
+    }
+
+    #[test]
+    fn a_tenants_processes_share_one_ledger_and_never_pass_it() {
+        let mut s = State::new(config());
+        let p1 = admit(&mut s, "/a/x");
+        let p2 = admit(&mut s, "/a/y");
+        let mut held = 0;
+        for (p, ask) in [(p1, 300 * MIB), (p2, 300 * MIB), (p1, 200 * MIB)] {
+            match s.reserve(p, 0, ask) {
+                Reserve::Granted(g) => {
+                    assert!(g >= ask);
+                    held += g;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let l = &s.tenants["a"].ledgers[&[1; 16]];
+        assert_eq!(l.reserved, held);
+        assert!(l.reserved <= GIB);
+        // What is left cannot be exceeded, whatever is asked.
+        let left = GIB - l.reserved;
+        assert!(matches!(
+            s.reserve(p2, 0, left + 2 * MIB),
+            Reserve::Reclaim(_) | Reserve::Denied
+        ));
+        assert_eq!(s.reserve(p2, 0, left), Reserve::Granted(left));
+        assert_eq!(s.tenants["a"].ledgers[&[1; 16]].reserved, GIB);
+        // A process that goes returns everything.
+        s.remove(p1, 2);
+        assert!(s.tenants["a"].ledgers[&[1; 16]].reserved < GIB);
+        s.remove(p2, 3);
+        assert_eq!(s.tenants["a"].ledgers[&[1; 16]].reserved, 0);
+        assert!(s.tenants.contains_key("a"), "configured tenants stay");
+    }
+
+    #[test]
+    fn unmatched_processes_get_the_defaults_per_cgroup() {
+        let mut s = State::new(config());
+        let p = admit(&mut s, "/elsewhere/job");
+        assert!(s.tenants.contains_key("default:/elsewhere/job"));
+        assert_eq!(
+            s.tenants["default:/elsewhere/job"].ledgers[&[1; 16]].limit,
+            8 * GIB
+        );
+        s.remove(p, 2);
+        assert!(
+            !s.tenants.contains_key("default:/elsewhere/job"),
+            "gone with its last process"
+        );
+    }
+
+    #[test]
+    fn a_reconnect_rebuilds_the_ledger_from_what_the_process_holds() {
+        let mut s = State::new(config());
+        let id = s
+            .admit(
+                peer("/a"),
+                &hello(Some((900 * MIB, 700 * MIB))),
+                Budget::new().unwrap(),
+                None,
+                1,
+            )
+            .0;
+        assert_eq!(s.tenants["a"].ledgers[&[1; 16]].reserved, 900 * MIB);
+        assert!(matches!(
+            s.reserve(id, 0, 200 * MIB),
+            Reserve::Denied | Reserve::Reclaim(_)
+        ));
+    }
+
+    #[test]
+    fn a_lowered_limit_refuses_until_under_and_names_who_to_ask() {
+        let mut s = State::new(config());
+        let p = admit(&mut s, "/a");
+        assert!(matches!(s.reserve(p, 0, 600 * MIB), Reserve::Granted(_)));
+        let text = "[[tenant]]\nname = \"a\"\ncgroup = \"/a\"\nmemory-limit = \"256MiB\"\n";
+        let over = s.reload(Config::parse(text, "t").unwrap(), 2);
+        assert_eq!(over, vec![p]);
+        assert_eq!(s.reserve(p, 0, 2 * MIB), Reserve::Denied);
+        assert_eq!(
+            s.procs[&p].budget.page().dev[0]
+                .mem_limit
+                .load(Ordering::Relaxed),
+            256 * MIB
+        );
+    }
+
+    #[test]
+    fn a_reload_moves_processes_and_their_reservations() {
+        let mut s = State::new(config());
+        let p = admit(&mut s, "/c");
+        let Reserve::Granted(g) = s.reserve(p, 0, 100 * MIB) else {
+            panic!()
+        };
+        let text = "[[tenant]]\nname = \"c\"\ncgroup = \"/c\"\nmemory-limit = \"4GiB\"\n";
+        s.reload(Config::parse(text, "t").unwrap(), 2);
+        assert_eq!(s.procs[&p].tenant, "c");
+        assert_eq!(s.tenants["c"].ledgers[&[1; 16]].reserved, g);
+        assert!(!s.tenants.contains_key("default:/c"));
+        assert!(
+            !s.tenants.contains_key("a"),
+            "tenants removed from the file go"
+        );
+    }
+
+    #[test]
+    fn shares_follow_demand_and_weights() {
+        let mut s = State::new(config());
+        let a = admit(&mut s, "/a");
+        let b = admit(&mut s, "/b");
+        // Nobody has launched yet: each may start at what it would get alone.
+        s.tick(10);
+        assert_eq!(s.procs[&a].devs[0].share_ppm, 1_000_000);
+        // Both launch: weights 1:3.
+        let launch = |s: &State, id: ConnId| s.procs[&id].devs[0].launches_seen;
+        let _ = launch;
+        for id in [a, b] {
+            s.procs.get_mut(&id).unwrap().devs[0].active_until_ns = u64::MAX;
+        }
+        s.tick(20);
+        assert_eq!(s.procs[&a].devs[0].share_ppm, 250_000);
+        assert_eq!(s.procs[&b].devs[0].share_ppm, 750_000);
+        assert_eq!(
+            s.procs[&a].budget.page().dev[0]
+                .share_ppm
+                .load(Ordering::Relaxed),
+            250_000
+        );
+    }
+}
