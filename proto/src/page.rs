@@ -36,6 +36,9 @@ pub struct BudgetDev {
     pub mem_limit: AtomicU64,
     /// What all the tenant's processes have reserved on it.
     pub mem_reserved: AtomicU64,
+    /// What this process has reserved, as the broker counts it (so the
+    /// process can tell what the others hold: `mem_reserved - mem_mine`).
+    pub mem_mine: AtomicU64,
 }
 
 pub const CLASS_STANDARD: u32 = 0;
@@ -101,8 +104,8 @@ mod tests {
 
     #[test]
     fn layouts_are_fixed() {
-        assert_eq!(size_of::<BudgetDev>(), 32);
-        assert_eq!(size_of::<BudgetPage>(), 32 + 32 * MAX_DEVICES);
+        assert_eq!(size_of::<BudgetDev>(), 40);
+        assert_eq!(size_of::<BudgetPage>(), 32 + 40 * MAX_DEVICES);
         assert_eq!(size_of::<ProcessDev>(), 64);
         assert_eq!(size_of::<ProcessPage>(), 16 + 64 * MAX_DEVICES);
         assert!(align_of::<BudgetPage>() <= 8 && align_of::<ProcessPage>() <= 8);

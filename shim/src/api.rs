@@ -64,7 +64,11 @@ pub unsafe extern "C" fn tslice_get_device_stats(device: c_int, out: *mut Device
         o.device = device;
         o.hbm_limited = d.is_limited() as u32;
         o.reserved0 = 0;
-        o.hbm_limit = d.ledger.limit();
+        o.hbm_limit = if d.is_limited() {
+            s.mem_limit_shown(d)
+        } else {
+            u64::MAX
+        };
         o.hbm_used = d.ledger.used();
         o.hbm_peak = d.ledger.peak();
         o.hbm_denials = d.ledger.denials();

@@ -8,6 +8,7 @@
 //! polling them, and sleeping. Nothing blocks while the lock is held except
 //! `cuEventQuery`/`cuEventElapsedTime`, which do not block.
 
+use crate::broker::Broker;
 use crate::real;
 use cuda_abi::*;
 use std::collections::VecDeque;
@@ -16,6 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tslice_policy::estimate::Kind;
 use tslice_policy::gate::{Decision, Gate, GateConfig, GateStats, Ticket};
+use tslice_policy::quota::Ppm;
 
 /// Shortest and longest single sleep while waiting (then the gate is asked again).
 const MIN_SLEEP_NS: u64 = 10_000;
@@ -85,11 +87,22 @@ pub struct DeviceGate {
     inner: Mutex<Inner>,
     waited_ns: AtomicU64,
     throttled: AtomicU64,
+    /// Under a broker: its connection and this device's ordinal (the share
+    /// and holds come from the budget page; counters go to the process page).
+    link: Option<(&'static Broker, usize)>,
+    /// The process's own share from the environment (the broker's can only
+    /// be lowered by it).
+    cap: Ppm,
+    /// The budget page generation last applied.
+    applied: AtomicU64,
 }
 
 impl DeviceGate {
-    pub fn new(cfg: GateConfig) -> DeviceGate {
+    pub fn new(cfg: GateConfig, link: Option<(&'static Broker, usize)>, cap: Ppm) -> DeviceGate {
         DeviceGate {
+            link,
+            cap,
+            applied: AtomicU64::new(u64::MAX),
             inner: Mutex::new(Inner {
                 gate: Gate::new(cfg, real::now_ns()),
                 pending: VecDeque::new(),
@@ -107,6 +120,44 @@ impl DeviceGate {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The launch path under a broker: counts the launch (the broker's
+    /// demand signal) and says whether it may skip the gate (the budget
+    /// gives the process the whole device and holds nothing back). Without
+    /// a broker, never.
+    #[inline]
+    pub fn bypass(&self) -> bool {
+        let Some((b, i)) = self.link else {
+            return false;
+        };
+        if let Some(p) = b.process().dev.get(i) {
+            p.launches.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(d) = b.budget().dev.get(i) else {
+            return false;
+        };
+        self.cap == Ppm::ONE
+            && d.share_ppm.load(Ordering::Relaxed) >= Ppm::ONE.0
+            && d.hold_until_ns.load(Ordering::Relaxed) == 0
+    }
+
+    /// Applies the broker's budget to the gate when it changed.
+    fn sync(&self, inner: &mut Inner, now: &mut impl FnMut() -> u64) {
+        let Some((b, i)) = self.link else { return };
+        let page = b.budget();
+        let gen = page.generation.load(Ordering::Acquire);
+        if self.applied.swap(gen, Ordering::Relaxed) == gen {
+            return;
+        }
+        let Some(d) = page.dev.get(i) else { return };
+        let share = Ppm(d.share_ppm.load(Ordering::Relaxed).min(self.cap.0));
+        if share != inner.gate.config().share {
+            inner.gate.set_share(share, now());
+        }
+        inner
+            .gate
+            .hold_until(d.hold_until_ns.load(Ordering::Relaxed));
+    }
+
     /// Waits (sleeping on this thread) until a launch of `key` may go. The
     /// fast path (the budget plainly pays) reads no clock.
     pub fn admit(&self, key: u64, kind: Kind) -> Ticket {
@@ -118,11 +169,16 @@ impl DeviceGate {
             let mut now = || *read.get_or_insert_with(real::now_ns);
             let (decision, on_completions, progress, patience) = {
                 let mut inner = self.lock();
+                self.sync(&mut inner, &mut now);
                 inner.since_poll += 1;
                 if wait_start.is_some() || inner.since_poll >= POLL_EVERY_LAUNCHES {
                     inner.since_poll = 0;
                     let t = now();
                     inner.poll(t);
+                    if let Some(p) = self.link.and_then(|(b, i)| b.process().dev.get(i)) {
+                        p.charged_ns
+                            .store(inner.gate.stats().charged_ns, Ordering::Relaxed);
+                    }
                 }
                 let d = inner.gate.admit_with(key, kind, &mut now);
                 let patience = stall_patience_ns(inner.stall_floor_ns, inner.gate.inflight_ns());
@@ -136,9 +192,13 @@ impl DeviceGate {
             match decision {
                 Decision::Go(t) => {
                     if let Some(start) = wait_start {
-                        self.waited_ns
-                            .fetch_add(real::now_ns().saturating_sub(start), Ordering::Relaxed);
+                        let waited = real::now_ns().saturating_sub(start);
+                        self.waited_ns.fetch_add(waited, Ordering::Relaxed);
                         self.throttled.fetch_add(1, Ordering::Relaxed);
+                        if let Some(p) = self.link.and_then(|(b, i)| b.process().dev.get(i)) {
+                            p.throttle_wait_ns.fetch_add(waited, Ordering::Relaxed);
+                            p.throttled.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     return t;
                 }

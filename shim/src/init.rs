@@ -9,12 +9,17 @@ use std::ffi::c_uint;
 pub unsafe fn cu_init(flags: c_uint) -> CUresult {
     let f = real_fn!(cuInit);
     let s = shim();
-    if s.fail_closed {
+    if s.closed() {
         return FAIL_CLOSED;
     }
     // SAFETY: the caller's argument, passed on.
     let r = unsafe { f(flags) };
     if r.is_success() {
+        // The broker, if the node has one (a refused connection fails the
+        // process closed, as an invalid configuration does).
+        if let Err(e) = s.connect_broker() {
+            return e;
+        }
         s.check_device_lists();
     }
     r

@@ -27,7 +27,7 @@ fn gated(
     launch: impl FnOnce() -> CUresult,
 ) -> CUresult {
     let s = shim();
-    if s.fail_closed {
+    if s.closed() {
         return FAIL_CLOSED;
     }
     if !s.compute_on() {
@@ -51,6 +51,9 @@ fn gated_slow(
     let Some(gate) = s.gate(dev) else {
         return launch();
     };
+    if gate.bypass() {
+        return launch();
+    }
     let stream = if per_thread && stream.is_null() {
         CU_STREAM_PER_THREAD
     } else {

@@ -28,6 +28,7 @@
 //! (valid or NULL pointers, handles the driver gave out).
 
 mod api;
+mod broker;
 mod capture;
 mod context;
 // Not exported from the unit-test runner (see dlsym.rs), hence unused there.

@@ -58,7 +58,8 @@ fn reserve_then(
     call: impl FnOnce() -> CUresult,
     undo: impl FnOnce(),
 ) -> CUresult {
-    if let Err(d) = dev.ledger.try_reserve(bytes) {
+    let s = shim();
+    if let Err(d) = s.reserve_mem(dev, bytes) {
         if dev.beyond_device(bytes) {
             let r = call();
             if !r.is_success() {
@@ -75,14 +76,14 @@ fn reserve_then(
     }
     let r = call();
     if !r.is_success() {
-        dev.ledger.release(bytes);
+        s.release_mem(dev, bytes);
     }
     r
 }
 
 fn give_back(s: &Shim, c: Charge) {
     if let Some(d) = s.devices.get(c.dev as usize) {
-        d.ledger.release(c.bytes);
+        s.release_mem(d, c.bytes);
     }
 }
 
@@ -116,7 +117,7 @@ fn alloc_ptr(
     call: impl FnOnce() -> CUresult,
 ) -> CUresult {
     let s = shim();
-    if s.fail_closed {
+    if s.closed() {
         return FAIL_CLOSED;
     }
     if dptr.is_null() || size == 0 || !s.mem_on() {
@@ -357,7 +358,7 @@ pub unsafe fn mem_alloc_pitch(
 ) -> CUresult {
     let f = real_fn!(cuMemAllocPitch_v2);
     let s = shim();
-    if s.fail_closed {
+    if s.closed() {
         return FAIL_CLOSED;
     }
     // SAFETY: the caller's arguments, passed on.
@@ -384,13 +385,13 @@ pub unsafe fn mem_alloc_pitch(
         // SAFETY: both written by the driver on success.
         let (ptr, real_pitch) = unsafe { (*dptr, *pitch) };
         let actual = charge_for((real_pitch as u64).saturating_mul(height as u64));
-        if actual > est && d.ledger.try_reserve(actual - est).is_err() {
-            d.ledger.release(est);
+        if actual > est && s.reserve_mem(d, actual - est).is_err() {
+            s.release_mem(d, est);
             undo_ptr(dptr);
             return Ok(CUresult::ERROR_OUT_OF_MEMORY);
         }
         if actual < est {
-            d.ledger.release(est - actual);
+            s.release_mem(d, est - actual);
         }
         op.record(
             Table::Ptrs,
@@ -431,7 +432,7 @@ pub unsafe fn mem_create(
 ) -> CUresult {
     let f = real_fn!(cuMemCreate);
     let s = shim();
-    if s.fail_closed {
+    if s.closed() {
         return FAIL_CLOSED;
     }
     // SAFETY: the caller's arguments, passed on.
@@ -559,7 +560,7 @@ fn create_array(
     undo: impl FnOnce(),
 ) -> CUresult {
     let s = shim();
-    if s.fail_closed {
+    if s.closed() {
         return FAIL_CLOSED;
     }
     let Some(bytes) = bytes.filter(|_| !out.is_null() && s.mem_on()) else {
@@ -706,11 +707,11 @@ pub unsafe fn mem_get_info(free: *mut usize, total: *mut usize) -> CUresult {
         return r;
     }
     if let Ok(Some((_, d))) = real::current_device().and_then(|dev| target(s, dev)) {
-        let cap = d.ledger.limit();
+        let cap = s.mem_limit_shown(d);
         // SAFETY: valid out-pointers (non-null), written by the driver.
         unsafe {
             *total = (*total).min(cap as usize);
-            *free = (*free).min(d.ledger.available() as usize);
+            *free = (*free).min(s.mem_available(d) as usize).min(*total);
         }
     }
     r
@@ -727,7 +728,7 @@ pub unsafe fn device_total_mem(bytes: *mut usize, dev: CUdevice) -> CUresult {
     }
     if let Ok(Some((_, d))) = target(s, dev) {
         // SAFETY: a valid out-pointer (non-null), written by the driver.
-        unsafe { *bytes = (*bytes).min(d.ledger.limit() as usize) };
+        unsafe { *bytes = (*bytes).min(s.mem_limit_shown(d) as usize) };
     }
     r
 }

@@ -382,8 +382,8 @@ pub fn ctx_id(ctx: CUcontext) -> Result<u64, CUresult> {
     Ok(id)
 }
 
-/// The UUID of a device as `nvidia-smi -L` prints it.
-pub fn device_uuid(dev: CUdevice) -> Result<String, CUresult> {
+/// The UUID of a device, as bytes.
+pub fn device_uuid_bytes(dev: CUdevice) -> Result<[u8; 16], CUresult> {
     let mut u = CUuuid::default();
     call_helper!(
         Helper::DeviceGetUuid,
@@ -391,7 +391,15 @@ pub fn device_uuid(dev: CUdevice) -> Result<String, CUresult> {
         &mut u,
         dev
     )?;
-    Ok(u.to_gpu_string())
+    Ok(u.bytes)
+}
+
+/// The UUID of a device as `nvidia-smi -L` prints it.
+pub fn device_uuid(dev: CUdevice) -> Result<String, CUresult> {
+    Ok(CUuuid {
+        bytes: device_uuid_bytes(dev)?,
+    }
+    .to_gpu_string())
 }
 
 /// The real total memory of a device.

@@ -50,16 +50,26 @@ const UNLIMITED: u8 = 1;
 const LIMITED: u8 = 2;
 
 pub struct DeviceState {
+    /// The CUDA ordinal.
+    pub index: u16,
+    /// Standalone: the cap from the environment. Under a broker: what the
+    /// broker reserved for this process from its tenant's ledger (the
+    /// credit), and what it uses.
     pub ledger: MemLedger,
+    /// Under a broker: the process's own cap from the environment, which
+    /// can only lower the tenant's (no cap: `u64::MAX`).
+    pub own: MemLedger,
     limit_state: AtomicU8,
     /// The device's real memory (set with the cap).
     total: AtomicU64,
 }
 
 impl DeviceState {
-    const fn new() -> DeviceState {
+    fn new(index: usize) -> DeviceState {
         DeviceState {
+            index: index as u16,
             ledger: MemLedger::new(u64::MAX),
+            own: MemLedger::new(u64::MAX),
             limit_state: AtomicU8::new(UNRESOLVED),
             total: AtomicU64::new(u64::MAX),
         }
@@ -76,7 +86,14 @@ impl DeviceState {
 
 pub struct Shim {
     /// The configuration is invalid: every hooked call fails.
-    pub fail_closed: bool,
+    fail_closed: bool,
+    /// The broker this process must use, and what to do without it.
+    broker_target: Option<(std::path::PathBuf, crate::broker::NoBroker)>,
+    /// The connection, once tried (None: standalone, or refused).
+    broker: OnceLock<Option<&'static crate::broker::Broker>>,
+    /// The broker could not be reached and `TSLICE_NO_BROKER=refuse`: every
+    /// hooked call fails, as with an invalid configuration.
+    refused: AtomicBool,
     mem_limits: Option<PerDevice<MemLimit>>,
     compute_limits: Option<PerDevice<Ppm>>,
     /// Burst and in-flight bound of the gates (TSLICE_COMPUTE_BURST, _INFLIGHT).
@@ -108,8 +125,10 @@ static SHIM: AtomicPtr<Shim> = AtomicPtr::new(std::ptr::null_mut());
 static ATFORK: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn after_fork_in_child() {
-    // Only an atomic: the child rebuilds everything on its next CUDA call.
+    // Only atomics and close(): the child rebuilds everything on its next
+    // CUDA call, and must not speak for its parent to the broker.
     SHIM.store(std::ptr::null_mut(), Ordering::Release);
+    crate::broker::after_fork_in_child();
 }
 
 /// The process's state, built on first use.
@@ -208,15 +227,22 @@ impl Shim {
         let compute_inflight_ns = duration("TSLICE_COMPUTE_INFLIGHT", defaults.max_inflight_ns);
         let compute_quantum_ns = duration("TSLICE_COMPUTE_QUANTUM", defaults.quantum_ns);
         let gpu_timeslice_ns = duration("TSLICE_GPU_TIMESLICE", defaults.timeslice_ns);
+        let broker_target = crate::broker::target()
+            .map_err(|e| problems.push(e))
+            .ok()
+            .flatten();
         let shim = Shim {
             fail_closed: !problems.is_empty(),
+            broker_target,
+            broker: OnceLock::new(),
+            refused: AtomicBool::new(false),
             mem_limits,
             compute_limits,
             compute_burst_ns,
             compute_inflight_ns,
             compute_quantum_ns,
             gpu_timeslice_ns,
-            devices: [const { DeviceState::new() }; MAX_DEVICES],
+            devices: std::array::from_fn(DeviceState::new),
             gates: [const { OnceLock::new() }; MAX_DEVICES],
             records: crate::records::Records::new(),
             vmm: Mutex::new(Vmm::default()),
@@ -228,10 +254,190 @@ impl Shim {
         (shim, problems)
     }
 
-    /// True when a memory cap is configured for some device.
+    /// Every hooked call fails: the configuration is invalid, or the broker
+    /// it must use could not be reached.
+    #[inline]
+    pub fn closed(&self) -> bool {
+        self.fail_closed || self.refused.load(Ordering::Relaxed)
+    }
+
+    /// True when memory is capped on some device (by the environment or a
+    /// broker).
     #[inline]
     pub fn mem_on(&self) -> bool {
-        self.mem_limits.is_some()
+        self.mem_limits.is_some() || self.broker_target.is_some()
+    }
+
+    /// The broker connection, made on first need (after `cuInit`: the
+    /// process's devices are part of the handshake). None: standalone.
+    pub fn broker(&self) -> Option<&'static crate::broker::Broker> {
+        let (path, policy) = self.broker_target.as_ref()?;
+        *self.broker.get_or_init(|| {
+            let devices = match broker_devices() {
+                Ok(d) => d,
+                // Not initialised yet: nothing to connect about.
+                Err(_) => return None,
+            };
+            match crate::broker::Broker::connect(path.clone(), devices) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    match policy {
+                        crate::broker::NoBroker::Refuse => {
+                            self.refused.store(true, Ordering::Release);
+                            log::always!(
+                                "cannot reach the tslice broker at {}: {e}; CUDA calls in this process fail with {FAIL_CLOSED} (TSLICE_NO_BROKER=standalone runs without it)",
+                                path.display()
+                            );
+                        }
+                        crate::broker::NoBroker::Standalone => log::warn!(
+                            "cannot reach the tslice broker at {}: {e}; running standalone (TSLICE_NO_BROKER=standalone)",
+                            path.display()
+                        ),
+                    }
+                    None
+                }
+            }
+        })
+    }
+
+    /// Connects to the broker if there is one (`cuInit` calls this once the
+    /// driver is initialised); Err when the process must fail closed.
+    pub fn connect_broker(&self) -> Result<(), CUresult> {
+        if self.broker_target.is_some() {
+            let _ = self.broker();
+        }
+        if self.closed() {
+            Err(FAIL_CLOSED)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reserves `bytes` on a capped device: from the process's own cap and,
+    /// under a broker, from what the broker reserved for it (asking for more
+    /// when that runs out).
+    pub fn reserve_mem(
+        &self,
+        d: &DeviceState,
+        bytes: u64,
+    ) -> Result<(), tslice_policy::ledger::Denied> {
+        let Some(b) = self.broker() else {
+            return d.ledger.try_reserve(bytes);
+        };
+        d.own.try_reserve(bytes)?;
+        let mut asked = 0;
+        let r = loop {
+            match d.ledger.try_reserve(bytes) {
+                Ok(()) => break Ok(()),
+                Err(denied) if asked < 3 => {
+                    asked += 1;
+                    // Only what the unused reservation does not cover.
+                    let need = tslice_policy::ledger::charge_for(
+                        bytes.saturating_sub(d.ledger.credit()).max(1),
+                    );
+                    match b.reserve(d.index as usize, need) {
+                        Some(g) => d.ledger.grant(g),
+                        None => break Err(denied),
+                    }
+                }
+                Err(denied) => break Err(denied),
+            }
+        };
+        if r.is_err() {
+            d.own.release(bytes);
+        }
+        self.report_mem(b, d);
+        r
+    }
+
+    /// Gives `bytes` back on a capped device; under a broker, unused
+    /// reservation beyond a chunk goes back to the tenant.
+    pub fn release_mem(&self, d: &DeviceState, bytes: u64) {
+        d.ledger.release(bytes);
+        let Some(b) = self.broker() else { return };
+        d.own.release(bytes);
+        let slack = d.ledger.credit();
+        if slack > 2 * BROKER_CHUNK {
+            let give = slack - BROKER_CHUNK;
+            if d.ledger.take_back(give) {
+                b.release(d.index as usize, give);
+            }
+        }
+        self.report_mem(b, d);
+    }
+
+    /// The broker asks for the unused reservation on `dev` (a sibling of the
+    /// tenant needs it).
+    pub fn broker_reclaim(&self, dev: usize) {
+        let (Some(b), Some(d)) = (self.broker.get().copied().flatten(), self.devices.get(dev))
+        else {
+            return;
+        };
+        let give = d.ledger.credit();
+        if give > 0 && d.ledger.take_back(give) {
+            b.release(dev, give);
+        }
+        self.report_mem(b, d);
+    }
+
+    /// What the process holds on device `i` (reserved, used), for the
+    /// broker's ledger after a reconnect.
+    pub fn broker_holdings(&self, i: usize) -> (u64, u64) {
+        self.devices.get(i).map_or((0, 0), |d| {
+            (d.ledger.credit() + d.ledger.used(), d.ledger.used())
+        })
+    }
+
+    fn report_mem(&self, b: &crate::broker::Broker, d: &DeviceState) {
+        if let Some(p) = b.process().dev.get(d.index as usize) {
+            p.mem_used.store(d.ledger.used(), Ordering::Relaxed);
+            p.mem_credit.store(d.ledger.credit(), Ordering::Relaxed);
+            p.mem_peak.store(d.ledger.peak(), Ordering::Relaxed);
+            p.mem_denials.store(d.ledger.denials(), Ordering::Relaxed);
+        }
+    }
+
+    /// The cap a process sees on a capped device (meminfo, stats): its
+    /// tenant's limit under a broker (or its own, if lower).
+    pub fn mem_limit_shown(&self, d: &DeviceState) -> u64 {
+        match self.broker.get().copied().flatten() {
+            Some(b) => {
+                let tenant = b
+                    .budget()
+                    .dev
+                    .get(d.index as usize)
+                    .map_or(u64::MAX, |x| x.mem_limit.load(Ordering::Relaxed));
+                tenant.min(d.own.limit())
+            }
+            None => d.ledger.limit(),
+        }
+    }
+
+    /// What a process may still allocate on a capped device: under a broker,
+    /// its tenant's limit less what the tenant's other processes hold and
+    /// what it uses itself (exact for its own allocations and frees, which
+    /// the broker may not have heard of yet).
+    pub fn mem_available(&self, d: &DeviceState) -> u64 {
+        match self.broker.get().copied().flatten() {
+            Some(b) => {
+                let (limit, others) =
+                    b.budget()
+                        .dev
+                        .get(d.index as usize)
+                        .map_or((u64::MAX, 0), |x| {
+                            let all = x.mem_reserved.load(Ordering::Relaxed);
+                            (
+                                x.mem_limit.load(Ordering::Relaxed),
+                                all.saturating_sub(x.mem_mine.load(Ordering::Relaxed)),
+                            )
+                        });
+                limit
+                    .saturating_sub(others)
+                    .saturating_sub(d.ledger.used())
+                    .min(d.own.available())
+            }
+            None => d.ledger.available(),
+        }
     }
 
     pub fn remember_primary(&self, dev: CUdevice, ctx: cuda_abi::CUcontext) {
@@ -253,7 +459,7 @@ impl Shim {
     pub fn context_gone(&self, ctx: cuda_abi::CUcontext, charges: Vec<Charge>) {
         for c in &charges {
             if let Some(d) = self.devices.get(c.dev as usize) {
-                d.ledger.release(c.bytes);
+                self.release_mem(d, c.bytes);
             }
         }
         for g in self.gates.iter().filter_map(|g| g.get()).flatten() {
@@ -372,31 +578,49 @@ impl Shim {
         }
     }
 
-    /// True when a compute share is configured for some device.
+    /// True when launches go through the gate: a compute share is
+    /// configured, or a broker hands them out.
     #[inline]
     pub fn compute_on(&self) -> bool {
-        self.compute_limits.is_some()
+        self.compute_limits.is_some() || self.broker_target.is_some()
     }
 
     /// The compute gate of `dev`, if a share applies to it (built on first use).
     pub fn gate(&self, dev: CUdevice) -> Option<&DeviceGate> {
-        let limits = self.compute_limits.as_ref()?;
         let slot = usize::try_from(dev).ok().and_then(|i| self.gates.get(i))?;
         slot.get_or_init(|| {
             let uuid = crate::real::device_uuid(dev).ok();
-            let share = limits.for_device(dev as u32, uuid.as_deref())?;
-            let mut cfg = GateConfig::new(share);
+            let own = self
+                .compute_limits
+                .as_ref()
+                .and_then(|l| l.for_device(dev as u32, uuid.as_deref()));
+            // Under a broker the share comes from its budget page (the
+            // environment's can only lower it).
+            let link = self
+                .broker()
+                .filter(|b| (dev as usize) < b.devices.len())
+                .map(|b| (b, dev as usize));
+            if own.is_none() && link.is_none() {
+                return None;
+            }
+            let cap = own.unwrap_or(Ppm::ONE);
+            let mut cfg = GateConfig::new(cap);
             cfg.burst_ns = self.compute_burst_ns;
             cfg.max_inflight_ns = self.compute_inflight_ns;
             cfg.timeslice_ns = self.gpu_timeslice_ns;
             cfg.quantum_ns = self.compute_quantum_ns;
             log::info!(
-                "device {dev} ({}): compute share {share}, burst {} us, in flight at most {} us",
+                "device {dev} ({}): compute share {}{cap}, burst {} us, in flight at most {} us",
                 uuid.as_deref().unwrap_or("uuid unknown"),
+                if link.is_some() {
+                    "from the broker, at most "
+                } else {
+                    ""
+                },
                 cfg.burst_ns / 1000,
                 cfg.max_inflight_ns / 1000
             );
-            Some(Box::new(DeviceGate::new(cfg)))
+            Some(Box::new(DeviceGate::new(cfg, link, cap)))
         })
         .as_deref()
     }
@@ -410,9 +634,9 @@ impl Shim {
     /// (which may be a share of the device) on first use. Threads that race
     /// here all resolve the same cap; none allocates before it is set.
     pub fn mem_device(&self, dev: CUdevice) -> Result<Option<&DeviceState>, CUresult> {
-        let Some(limits) = &self.mem_limits else {
+        if !self.mem_on() {
             return Ok(None);
-        };
+        }
         let Ok(i) = usize::try_from(dev) else {
             // Not a device: the driver rejects the call.
             return Ok(None);
@@ -430,14 +654,29 @@ impl Shim {
         }
         let total = crate::real::device_total_mem(dev)?;
         let uuid = crate::real::device_uuid(dev).ok();
-        let (state, cap) = match limits.for_device(dev as u32, uuid.as_deref()) {
-            Some(limit) => {
-                let bytes = limit.resolve(total);
+        let own = self
+            .mem_limits
+            .as_ref()
+            .and_then(|l| l.for_device(dev as u32, uuid.as_deref()))
+            .map(|l| l.resolve(total));
+        let (state, cap) = match self.broker() {
+            Some(b) if i < b.devices.len() => {
+                // The tenant's ledger (through reservations from the broker),
+                // and the process's own cap if it set a lower one.
                 d.total.store(total, Ordering::Relaxed);
-                d.ledger.set_limit(bytes);
-                (LIMITED, Some(bytes))
+                d.ledger.set_limit(0);
+                d.own.set_limit(own.unwrap_or(u64::MAX));
+                (LIMITED, Some(self.mem_limit_shown(d)))
             }
-            None => (UNLIMITED, None),
+            Some(_) => (UNLIMITED, None),
+            None => match own {
+                Some(bytes) => {
+                    d.total.store(total, Ordering::Relaxed);
+                    d.ledger.set_limit(bytes);
+                    (LIMITED, Some(bytes))
+                }
+                None => (UNLIMITED, None),
+            },
         };
         if d.limit_state
             .compare_exchange(UNRESOLVED, state, Ordering::AcqRel, Ordering::Acquire)
@@ -445,14 +684,36 @@ impl Shim {
         {
             if let Some(bytes) = cap {
                 log::info!(
-                    "device {dev} ({}): HBM cap {bytes} bytes of {total}",
-                    uuid.as_deref().unwrap_or("uuid unknown")
+                    "device {dev} ({}): HBM cap {bytes} bytes of {total}{}",
+                    uuid.as_deref().unwrap_or("uuid unknown"),
+                    if self.broker.get().copied().flatten().is_some() {
+                        " (the tenant's, from the broker)"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
         Ok(cap.map(|_| d))
     }
 }
+
+/// The process's devices as the broker is told about them.
+fn broker_devices() -> Result<Vec<crate::broker::Device>, CUresult> {
+    let n = crate::real::device_count()?.clamp(0, MAX_DEVICES as i32);
+    (0..n)
+        .map(|i| {
+            Ok(crate::broker::Device {
+                uuid: crate::real::device_uuid_bytes(i)?,
+                total: crate::real::device_total_mem(i)?,
+            })
+        })
+        .collect()
+}
+
+/// Reservation a process keeps beyond what it uses (more goes back to the
+/// broker when memory is freed).
+pub const BROKER_CHUNK: u64 = 64 << 20;
 
 /// A u64-keyed hash map split into shards, so threads allocating at once
 /// rarely wait for each other.

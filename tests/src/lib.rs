@@ -303,3 +303,320 @@ pub fn field(out: &str, key: &str) -> f64 {
         .parse()
         .unwrap_or_else(|e| panic!("{key}= is not a number ({e}) in:\n{out}"))
 }
+
+/// A `tslice-broker` process for one test: its own socket and config in a
+/// fresh directory, stopped (killed) when dropped.
+pub struct Broker {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    log: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+/// A path under `target/` unique to this process and call.
+fn scratch(kind: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let d = profile_dir()
+        .parent()
+        .expect("target dir")
+        .join(kind)
+        .join(format!(
+            "{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create a scratch dir");
+    d
+}
+
+/// A binary of the workspace built by `cargo build` (`tslice-broker`, `tslice`).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let p = profile_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        p.display()
+    );
+    p
+}
+
+impl Broker {
+    /// Starts a broker with `config` (TOML, without `socket`, which is set
+    /// here) and waits until it answers.
+    pub fn start(config: &str) -> Broker {
+        let dir = scratch("broker-tests");
+        let socket = dir.join("broker.sock");
+        let cfg = dir.join("broker.toml");
+        let mut b = Broker {
+            dir: dir.clone(),
+            socket,
+            config: cfg,
+            log: dir.join("broker.log"),
+            child: None,
+        };
+        b.write_config(config);
+        b.spawn();
+        b
+    }
+
+    fn config_text(&self, body: &str) -> String {
+        format!("socket = {:?}\n{body}", self.socket.display().to_string())
+    }
+
+    /// Replaces the configuration file atomically (the broker notices).
+    pub fn write_config(&self, body: &str) {
+        let tmp = self.dir.join("broker.toml.new");
+        std::fs::write(&tmp, self.config_text(body)).expect("write the config");
+        std::fs::rename(&tmp, &self.config).expect("rename the config");
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("broker log");
+        let child = Command::new(workspace_bin("tslice-broker"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--log")
+            .arg("info")
+            .stderr(log)
+            .spawn()
+            .expect("start tslice-broker");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while self.try_status().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the broker did not come up:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// `tslice status --json`.
+    pub fn try_status(&self) -> Result<serde_json::Value, String> {
+        let o = Command::new(workspace_bin("tslice"))
+            .args(["status", "--json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).into_owned());
+        }
+        serde_json::from_slice(&o.stdout).map_err(|e| e.to_string())
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        self.try_status()
+            .unwrap_or_else(|e| panic!("tslice status: {e}\n{}", self.log()))
+    }
+
+    /// One tenant of the status (panics if absent).
+    pub fn tenant(&self, name: &str) -> serde_json::Value {
+        let st = self.status();
+        st["tenants"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no tenant {name:?} in {st:#}"))
+    }
+
+    /// Kills the broker with SIGKILL (as a crash would).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same socket and configuration.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// cgroup v2 directories for one test, under the test process's own
+/// cgroup (which works as root), removed when dropped.
+pub struct Cgroups {
+    /// The directory in the cgroup file system.
+    root_dir: PathBuf,
+    /// The same as `/proc/PID/cgroup` shows it.
+    root_path: String,
+    made: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl Cgroups {
+    pub fn new() -> Cgroups {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("/proc/self/mountinfo");
+        let mount = mounts
+            .lines()
+            .find_map(|l| {
+                let (pre, post) = l.split_once(" - ")?;
+                post.starts_with("cgroup2 ")
+                    .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))
+                    .flatten()
+            })
+            .expect("no cgroup v2 file system is mounted: the broker tests need one");
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+        let own = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("no cgroup v2 line")
+            .trim()
+            .to_string();
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "tslice-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let root_path = format!("{}/{name}", own.trim_end_matches('/'));
+        let root_dir = mount.join(root_path.trim_start_matches('/'));
+        std::fs::create_dir_all(&root_dir).unwrap_or_else(|e| {
+            panic!(
+                "cannot create cgroup {}: {e} (the broker tests run as root)",
+                root_dir.display()
+            )
+        });
+        Cgroups {
+            root_dir: root_dir.clone(),
+            root_path,
+            made: std::sync::Mutex::new(vec![root_dir]),
+        }
+    }
+
+    /// The cgroup path (as `/proc/PID/cgroup` shows it) of `name` below the
+    /// test's root; created.
+    pub fn path(&self, name: &str) -> String {
+        let dir = self.root_dir.join(name);
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).expect("create a cgroup");
+            self.made.lock().unwrap().push(dir);
+        }
+        format!("{}/{name}", self.root_path)
+    }
+
+    /// The test's root cgroup path.
+    pub fn root(&self) -> &str {
+        &self.root_path
+    }
+
+    /// Wraps `cmd` so that it starts inside cgroup `name` (the shell moves
+    /// itself there, then execs the program).
+    pub fn wrap(&self, name: &str, cmd: Command) -> Command {
+        let _ = self.path(name);
+        let procs = self.root_dir.join(name).join("cgroup.procs");
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c")
+            .arg("echo $$ > \"$0\" && exec \"$@\"")
+            .arg(procs)
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c
+    }
+}
+
+impl Default for Cgroups {
+    fn default() -> Self {
+        Cgroups::new()
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        made.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for d in made {
+            for _ in 0..100 {
+                if std::fs::remove_dir(&d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A program run interactively: lines to its stdin, lines from its stdout.
+pub struct Interactive {
+    pub child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Interactive {
+    pub fn spawn(mut cmd: Command) -> Interactive {
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Interactive {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// The next line (30 s at most: a hang fails the test).
+    pub fn line(&mut self) -> String {
+        self.lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("pid {} printed nothing for 30 s", self.child.id()))
+    }
+
+    /// Sends a command and returns the line it answers.
+    pub fn ask(&mut self, cmd: &str) -> String {
+        writeln!(self.stdin, "{cmd}").expect("write to the child");
+        self.line()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Ends it (exit command, then waits).
+    pub fn finish(mut self) -> std::process::ExitStatus {
+        let _ = writeln!(self.stdin, "exit");
+        self.child.wait().expect("wait")
+    }
+}
