@@ -38,6 +38,17 @@ pub const ACTIVE_NS: u64 = 60_000_000;
 /// out of whoever happens to be preempted; the broker hands out this much
 /// less instead (ppm), so the switches have room and shares land on target.
 pub const SWITCH_MARGIN_PPM: u32 = 80_000;
+/// Coordinated turns: every process with work gets a slot of the device in
+/// a recurring cycle (the others hold their launches meanwhile), so the
+/// device changes hands once per slot instead of once per timeslice. A
+/// cycle gives each process at least this much on average...
+pub const SLOT_PER_PROCESS_NS: u64 = 5_000_000;
+/// ...and is at least this long.
+pub const SLOT_MIN_CYCLE_NS: u64 = 10_000_000;
+/// A process may queue work this long before its slot starts, so that its
+/// first kernel is ready when the previous process's last one ends (the
+/// device then switches once, about 90 us, at the slot's start).
+pub const SLOT_LEAD_NS: u64 = 100_000;
 /// How long best-effort tenants hold their launches after a
 /// latency-critical tenant was last seen with work (renewed every tick).
 pub const HOLD_NS: u64 = 25_000_000;
@@ -117,6 +128,8 @@ pub struct State {
     pub procs: BTreeMap<ConnId, Proc>,
     next_id: ConnId,
     last_tick_ns: u64,
+    /// Each device's slot cycle anchor (fixed, so slots do not drift).
+    anchors: BTreeMap<Uuid, u64>,
 }
 
 fn tenant_for_spec(name: &str, limits: &Limits, configured: bool) -> Tenant {
@@ -496,15 +509,17 @@ impl State {
                     .push((p.id, i));
             }
         }
-        let mut writes: Vec<(ConnId, usize, u32, u32, u64)> = Vec::new();
+        let mut writes: Vec<Write> = Vec::new();
         for (uuid, tenants) in &devices {
             let names: Vec<&String> = tenants.keys().collect();
-            let lc_active = names.iter().any(|n| {
-                self.tenants[*n].limits.class == Class::LatencyCritical
-                    && tenants[*n]
-                        .iter()
-                        .any(|(id, i)| self.procs[id].active(*i, now))
-            });
+            let active = |(id, i): &(ConnId, usize)| self.procs[id].active(*i, now);
+            let lc = |n: &String| self.tenants[n].limits.class == Class::LatencyCritical;
+            let lc_active = names
+                .iter()
+                .any(|n| lc(n) && tenants[*n].iter().any(active));
+            // Best-effort tenants hold while a latency-critical one has work:
+            // they take no share then.
+            let held = |n: &String| lc_active && self.tenants[n].limits.class == Class::BestEffort;
             let claims: Vec<Claim> = names
                 .iter()
                 .map(|n| {
@@ -513,65 +528,101 @@ impl State {
                         request: l.compute_request,
                         limit: l.compute_limit,
                         weight: l.weight,
-                        active: tenants[*n]
-                            .iter()
-                            .any(|(id, i)| self.procs[id].active(*i, now)),
+                        active: !held(n) && tenants[*n].iter().any(active),
                     }
                 })
                 .collect();
-            let active_procs = tenants
-                .values()
-                .flatten()
-                .filter(|(id, i)| self.procs[id].active(*i, now))
+            let active_procs = names
+                .iter()
+                .filter(|n| !held(n))
+                .flat_map(|n| tenants[*n].iter())
+                .filter(|m| active(m))
                 .count();
-            let capacity = if active_procs > 1 {
+            // Turns are coordinated among two or more processes with work,
+            // unless a latency-critical tenant has work (it runs when it
+            // wants; best-effort tenants hold, the others are paced by share,
+            // with room left for the switches).
+            let slotted = active_procs > 1 && !lc_active;
+            let capacity = if active_procs > 1 && !slotted {
                 1_000_000 - SWITCH_MARGIN_PPM
             } else {
                 1_000_000
             };
             let shares = fairshare::shares_of(&claims, capacity);
             let busy: u32 = shares.iter().sum();
+            let first = writes.len();
             for (k, n) in names.iter().enumerate() {
                 let members = &tenants[*n];
-                let active: Vec<bool> = members
-                    .iter()
-                    .map(|(id, i)| self.procs[id].active(*i, now))
-                    .collect();
-                // A tenant with no limit of its own, alone with work on the
-                // device, runs ungated (100%); otherwise its computed share.
+                let flags: Vec<bool> = members.iter().map(active).collect();
                 let share = if claims[k].active {
                     shares[k]
                 } else {
                     idle_share(&claims[k], busy)
                 };
-                let parts = fairshare::split(share, &active);
+                let parts = fairshare::split(share, &flags);
                 let class = self.tenants[*n].limits.class;
                 let hold = if class == Class::BestEffort && lc_active {
                     now + HOLD_NS
                 } else {
                     0
                 };
-                for ((id, i), part) in members.iter().zip(parts) {
-                    writes.push((*id, *i, part, class.code(), hold));
+                for (((id, i), part), on) in members.iter().zip(parts).zip(flags) {
+                    writes.push(Write {
+                        id: *id,
+                        dev: *i,
+                        share: part,
+                        class: class.code(),
+                        hold,
+                        slot: None,
+                        on,
+                    });
                 }
                 if let Some(t) = self.tenants.get_mut(*n) {
                     t.shares.insert(*uuid, share);
                 }
             }
+            if slotted {
+                let members = &mut writes[first..];
+                let n = members.iter().filter(|w| w.on && w.share > 0).count() as u64;
+                let cycle = SLOT_MIN_CYCLE_NS.max(n * SLOT_PER_PROCESS_NS);
+                let given = cycle - SLOT_LEAD_NS;
+                let anchor = *self.anchors.entry(*uuid).or_insert(now);
+                // Back to back, each opening a lead-in before its start.
+                let mut start = SLOT_LEAD_NS;
+                for w in members.iter_mut().filter(|w| w.on && w.share > 0) {
+                    let len = given * w.share as u64 / 1_000_000;
+                    w.slot = Some((anchor, cycle, start - SLOT_LEAD_NS, len + SLOT_LEAD_NS));
+                    start += len;
+                }
+            }
         }
-        for (id, i, share, class, hold) in writes {
-            let Some(p) = self.procs.get_mut(&id) else {
+        for w in writes {
+            let Some(p) = self.procs.get_mut(&w.id) else {
                 continue;
             };
-            if let Some(d) = p.devs.get_mut(i) {
-                d.share_ppm = share;
+            if let Some(d) = p.devs.get_mut(w.dev) {
+                d.share_ppm = w.share;
             }
             let page = p.budget.page();
-            let pd = &page.dev[i];
+            let pd = &page.dev[w.dev];
+            let (anchor, cycle, offset, len) = w.slot.unwrap_or((0, 0, 0, 0));
+            let slot_changed = pd.slot_len_ns.load(Ordering::Relaxed) != len
+                || pd.slot_anchor_ns.load(Ordering::Relaxed) != anchor
+                || pd.slot_cycle_ns.load(Ordering::Relaxed) != cycle
+                || pd.slot_offset_ns.load(Ordering::Relaxed) != offset;
+            if slot_changed {
+                // Length last, 0 meanwhile: a reader never combines halves of two slots.
+                pd.slot_len_ns.store(0, Ordering::Release);
+                pd.slot_anchor_ns.store(anchor, Ordering::Relaxed);
+                pd.slot_cycle_ns.store(cycle, Ordering::Relaxed);
+                pd.slot_offset_ns.store(offset, Ordering::Relaxed);
+                pd.slot_len_ns.store(len, Ordering::Release);
+            }
             let changed = [
-                pd.share_ppm.swap(share, Ordering::Relaxed) != share,
-                pd.class.swap(class, Ordering::Relaxed) != class,
-                pd.hold_until_ns.swap(hold, Ordering::Relaxed) != hold,
+                pd.share_ppm.swap(w.share, Ordering::Relaxed) != w.share,
+                pd.class.swap(w.class, Ordering::Relaxed) != w.class,
+                pd.hold_until_ns.swap(w.hold, Ordering::Relaxed) != w.hold,
+                slot_changed,
             ]
             .contains(&true);
             page.written_ns.store(now, Ordering::Relaxed);
@@ -580,6 +631,19 @@ impl State {
             }
         }
     }
+}
+
+/// What the tick writes into one process's page for one device.
+struct Write {
+    id: ConnId,
+    dev: usize,
+    share: u32,
+    class: u32,
+    hold: u64,
+    /// (anchor, cycle, offset, length) of its slot, when turns are coordinated.
+    slot: Option<(u64, u64, u64, u64)>,
+    /// Whether it has work.
+    on: bool,
 }
 
 /// What a process of an idle tenant is given: its request, or the time the

@@ -86,6 +86,49 @@ impl GateConfig {
     }
 }
 
+/// A recurring time slot of the device given to this process by the broker
+/// (coordinated turns): every `cycle_ns` from `anchor_ns` (on the
+/// `CLOCK_MONOTONIC` clock every process shares), the process may run
+/// during `[offset_ns, offset_ns + len_ns)`; the others hold their launches
+/// then, so the device changes hands once per slot instead of every
+/// timeslice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub anchor_ns: u64,
+    pub cycle_ns: u64,
+    pub offset_ns: u64,
+    pub len_ns: u64,
+}
+
+impl Slot {
+    /// Where `now` falls in the cycle.
+    fn pos(&self, now: u64) -> u64 {
+        let c = self.cycle_ns.max(1);
+        if now >= self.anchor_ns {
+            (now - self.anchor_ns) % c
+        } else {
+            (c - (self.anchor_ns - now) % c) % c
+        }
+    }
+
+    /// Time left in the slot at `now`, or None outside it.
+    pub fn remaining(&self, now: u64) -> Option<u64> {
+        let pos = self.pos(now);
+        let end = self.offset_ns.saturating_add(self.len_ns);
+        (pos >= self.offset_ns && pos < end).then(|| end - pos)
+    }
+
+    /// Time until the slot next opens.
+    pub fn until_next(&self, now: u64) -> u64 {
+        let pos = self.pos(now);
+        if pos < self.offset_ns {
+            self.offset_ns - pos
+        } else {
+            self.cycle_ns.max(1) - pos + self.offset_ns
+        }
+    }
+}
+
 /// A launch that was let through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ticket {
@@ -116,6 +159,8 @@ pub struct GateStats {
     pub waits_inflight: u64,
     pub waits_probation: u64,
     pub waits_hold: u64,
+    /// Launches that waited for their slot (coordinated turns).
+    pub waits_slot: u64,
     /// Device time charged after measurement corrections.
     pub charged_ns: u64,
     /// Samples judged preempted, and the excess forgiven for them.
@@ -141,6 +186,8 @@ pub struct Gate {
     /// The last wait was for completions (probation, in flight, turn).
     waiting_on_completions: bool,
     hold_until_ns: u64,
+    /// The broker's slot for this process, when it coordinates turns.
+    slot: Option<Slot>,
     stats: GateStats,
 }
 
@@ -158,6 +205,7 @@ impl Gate {
             turn_ns: 0,
             waiting_on_completions: false,
             hold_until_ns: 0,
+            slot: None,
             stats: GateStats::default(),
         }
     }
@@ -208,6 +256,13 @@ impl Gate {
         self.hold_until_ns = until_ns;
     }
 
+    /// Launches only in this recurring slot (None: paced by the bucket).
+    /// Within its slot a process is not paced by its share: the slot is
+    /// its share.
+    pub fn set_slot(&mut self, slot: Option<Slot>) {
+        self.slot = slot.filter(|s| s.len_ns > 0 && s.cycle_ns > 0);
+    }
+
     /// Decides a launch of `key` at time `now_ns`.
     pub fn admit(&mut self, key: u64, kind: Kind, now_ns: u64) -> Decision {
         self.admit_with(key, kind, || now_ns)
@@ -235,6 +290,26 @@ impl Gate {
         if inflight > 0 && inflight.saturating_add(cost) > self.cfg.max_inflight_ns {
             self.stats.waits_inflight += 1;
             return Decision::Wait(self.cfg.poll_ns.min(inflight));
+        }
+        if let Some(slot) = self.slot {
+            self.waiting_on_completions = false;
+            let t = now();
+            let Some(left) = slot.remaining(t) else {
+                self.stats.waits_slot += 1;
+                return Decision::Wait(slot.until_next(t));
+            };
+            // Launch what will be done about when the slot ends (the last
+            // kernel may run over by half its length, which the next
+            // process's lead-in absorbs); a kernel longer than what is left
+            // starts only near the slot's start (so a long kernel still gets
+            // its turn, once per slot).
+            let fits = inflight.saturating_add(cost / 2) <= left;
+            let opening = inflight == 0 && left.saturating_mul(4) >= slot.len_ns.saturating_mul(3);
+            if !fits && !opening {
+                self.stats.waits_slot += 1;
+                return Decision::Wait(left + slot.cycle_ns.saturating_sub(slot.len_ns));
+            }
+            return self.go(key, kind, cost, false);
         }
         if self.throttled {
             let quantum = self.cfg.quantum_ns.min(self.cfg.burst_ns);
@@ -276,11 +351,17 @@ impl Gate {
             // this one is seen complete (hence a fence after this launch).
             self.throttled = true;
         }
+        self.go(key, kind, cost, turn_over)
+    }
+
+    /// Lets a launch of `key` go: its plan (measure it or not), a fence when
+    /// one is due (or `fence_now`), and the accounting.
+    fn go(&mut self, key: u64, kind: Kind, cost: u64, fence_now: bool) -> Decision {
         let plan = self.est.plan(key, kind);
         debug_assert_eq!(plan.cost_ns, cost);
         self.submitted_ns = self.submitted_ns.saturating_add(cost);
         let fence = !plan.sample
-            && (turn_over || self.submitted_ns - self.marked_ns >= self.fence_interval_ns());
+            && (fence_now || self.submitted_ns - self.marked_ns >= self.fence_interval_ns());
         if plan.sample || fence {
             self.marked_ns = self.submitted_ns;
         }
@@ -386,6 +467,85 @@ impl Gate {
     pub fn set_share(&mut self, share: Ppm, now_ns: u64) {
         self.cfg.share = share;
         self.bucket.set_rate(share, now_ns);
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn slot_arithmetic() {
+        let s = Slot {
+            anchor_ns: 100 * MS,
+            cycle_ns: 10 * MS,
+            offset_ns: 4 * MS,
+            len_ns: 3 * MS,
+        };
+        assert_eq!(s.remaining(104 * MS), Some(3 * MS));
+        assert_eq!(s.remaining(106 * MS + 1), Some(MS - 1));
+        assert_eq!(s.remaining(107 * MS), None);
+        assert_eq!(s.until_next(107 * MS), 7 * MS);
+        assert_eq!(s.until_next(101 * MS), 3 * MS);
+        // Before the anchor, the cycle runs backwards the same way.
+        assert_eq!(s.remaining(95 * MS), Some(2 * MS));
+        assert_eq!(s.until_next(99 * MS), 5 * MS);
+    }
+
+    #[test]
+    fn a_process_launches_only_in_its_slot_and_only_what_fits() {
+        let mut g = Gate::new(GateConfig::new(Ppm(100_000)), 0);
+        let slot = Slot {
+            anchor_ns: 0,
+            cycle_ns: 10 * MS,
+            offset_ns: 2 * MS,
+            len_ns: 4 * MS,
+        };
+        g.set_slot(Some(slot));
+        // Teach the estimator a 1 ms kernel.
+        for _ in 0..3 {
+            match g.admit(1, Kind::Kernel, 2 * MS) {
+                Decision::Go(t) => g.measured(&t, Some(MS), 2 * MS),
+                Decision::Wait(w) => panic!("waited {w}"),
+            }
+        }
+        assert_eq!(
+            g.admit(1, Kind::Kernel, MS),
+            Decision::Wait(MS),
+            "before the slot"
+        );
+        assert_eq!(
+            g.admit(1, Kind::Kernel, 7 * MS),
+            Decision::Wait(5 * MS),
+            "after it"
+        );
+        // In the slot the share (10%) does not pace it: four 1 ms kernels fit.
+        let mut went = 0;
+        for _ in 0..8 {
+            if let Decision::Go(t) = g.admit(1, Kind::Kernel, 2 * MS) {
+                went += 1;
+                g.completed(t.cum_ns);
+            }
+        }
+        assert!(went >= 4, "{went}");
+        // With 1.4 ms left and 1 ms in flight, a 1 ms kernel (which would
+        // run over by more than half) waits for the next slot.
+        let t = match g.admit(1, Kind::Kernel, 4 * MS + 6 * MS / 10) {
+            Decision::Go(t) => t,
+            d => panic!("{d:?}"),
+        };
+        assert_eq!(
+            g.admit(1, Kind::Kernel, 4 * MS + 6 * MS / 10),
+            Decision::Wait(7 * MS + 4 * MS / 10)
+        );
+        g.completed(t.cum_ns);
+        g.set_slot(None);
+        assert!(matches!(
+            g.admit(1, Kind::Kernel, 20 * MS),
+            Decision::Go(_) | Decision::Wait(_)
+        ));
     }
 }
 

@@ -39,6 +39,15 @@ pub struct BudgetDev {
     /// What this process has reserved, as the broker counts it (so the
     /// process can tell what the others hold: `mem_reserved - mem_mine`).
     pub mem_mine: AtomicU64,
+    /// Coordinated turns: every `slot_cycle_ns` from `slot_anchor_ns`
+    /// (`CLOCK_MONOTONIC`), this process runs during `[slot_offset_ns,
+    /// slot_offset_ns + slot_len_ns)` and holds its launches otherwise.
+    /// `slot_len_ns` 0: no slot (paced by `share_ppm`). Written with
+    /// `slot_len_ns` last (0 while the others change).
+    pub slot_anchor_ns: AtomicU64,
+    pub slot_cycle_ns: AtomicU64,
+    pub slot_offset_ns: AtomicU64,
+    pub slot_len_ns: AtomicU64,
 }
 
 pub const CLASS_STANDARD: u32 = 0;
@@ -104,12 +113,12 @@ mod tests {
 
     #[test]
     fn layouts_are_fixed() {
-        assert_eq!(size_of::<BudgetDev>(), 40);
-        assert_eq!(size_of::<BudgetPage>(), 32 + 40 * MAX_DEVICES);
+        assert_eq!(size_of::<BudgetDev>(), 72);
+        assert_eq!(size_of::<BudgetPage>(), 32 + 72 * MAX_DEVICES);
         assert_eq!(size_of::<ProcessDev>(), 64);
         assert_eq!(size_of::<ProcessPage>(), 16 + 64 * MAX_DEVICES);
         assert!(align_of::<BudgetPage>() <= 8 && align_of::<ProcessPage>() <= 8);
-        assert_eq!(BUDGET_LEN, 4096);
+        assert_eq!(BUDGET_LEN, 8192);
         assert_eq!(PROCESS_LEN, 8192);
     }
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tslice_policy::estimate::Kind;
-use tslice_policy::gate::{Decision, Gate, GateConfig, GateStats, Ticket};
+use tslice_policy::gate::{Decision, Gate, GateConfig, GateStats, Slot, Ticket};
 use tslice_policy::quota::Ppm;
 
 /// Shortest and longest single sleep while waiting (then the gate is asked again).
@@ -121,23 +121,15 @@ impl DeviceGate {
     }
 
     /// The launch path under a broker: counts the launch (the broker's
-    /// demand signal) and says whether it may skip the gate (the budget
-    /// gives the process the whole device and holds nothing back). Without
-    /// a broker, never.
+    /// demand signal). Launches still pass the gate when the process has the
+    /// device to itself: its in-flight bound is what lets a hold or another
+    /// tenant's slot take effect within a couple of milliseconds, instead of
+    /// after a deep queue drains.
     #[inline]
-    pub fn bypass(&self) -> bool {
-        let Some((b, i)) = self.link else {
-            return false;
-        };
-        if let Some(p) = b.process().dev.get(i) {
+    pub fn count_launch(&self) {
+        if let Some(p) = self.link.and_then(|(b, i)| b.process().dev.get(i)) {
             p.launches.fetch_add(1, Ordering::Relaxed);
         }
-        let Some(d) = b.budget().dev.get(i) else {
-            return false;
-        };
-        self.cap == Ppm::ONE
-            && d.share_ppm.load(Ordering::Relaxed) >= Ppm::ONE.0
-            && d.hold_until_ns.load(Ordering::Relaxed) == 0
     }
 
     /// Applies the broker's budget to the gate when it changed.
@@ -156,6 +148,13 @@ impl DeviceGate {
         inner
             .gate
             .hold_until(d.hold_until_ns.load(Ordering::Relaxed));
+        let len = d.slot_len_ns.load(Ordering::Acquire);
+        inner.gate.set_slot((len > 0).then(|| Slot {
+            anchor_ns: d.slot_anchor_ns.load(Ordering::Relaxed),
+            cycle_ns: d.slot_cycle_ns.load(Ordering::Relaxed),
+            offset_ns: d.slot_offset_ns.load(Ordering::Relaxed),
+            len_ns: len,
+        }));
     }
 
     /// Waits (sleeping on this thread) until a launch of `key` may go. The

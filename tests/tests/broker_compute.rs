@@ -145,6 +145,28 @@ fn spare_time_follows_weights() {
     assert!((fa - 0.25).abs() <= 0.03, "1:3 split {sa:.1}% / {sb:.1}%");
 }
 
+/// Handshake on ground truth: returns once the simulated GPU has run
+/// `busy_ns` of `pid`'s work.
+fn wait_until_busy(gpu: &SimGpu, pid: u32, busy_ns: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let busy = || {
+        simgpu::Monitor::open(&gpu.dir(), 0)
+            .map(|m| {
+                m.snapshot()
+                    .processes
+                    .iter()
+                    .filter(|p| p.pid == pid)
+                    .map(|p| p.busy_ns)
+                    .sum::<u64>()
+            })
+            .unwrap_or(0)
+    };
+    while busy() < busy_ns {
+        assert!(std::time::Instant::now() < deadline, "pid {pid} never ran");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn an_idle_tenants_share_goes_to_a_busy_one_and_comes_back() {
     let _s = serial();
@@ -205,4 +227,40 @@ fn an_idle_tenants_share_goes_to_a_busy_one_and_comes_back() {
         alone_after > 90.0,
         "and comes back when it leaves: {alone_after:.1}%"
     );
+}
+
+#[test]
+fn a_latency_critical_tenant_keeps_its_solo_latency_beside_a_best_effort_one() {
+    let _s = serial();
+    let cg = Cgroups::new();
+    let broker = Broker::start(&format!(
+        "[[tenant]]\nname = \"serving\"\ncgroup = \"{}\"\nclass = \"latency-critical\"\n\n[[tenant]]\nname = \"batch\"\ncgroup = \"{}\"\nclass = \"best-effort\"\n",
+        cg.path("serving"),
+        cg.path("batch")
+    ));
+    let victim = build_cuda(&cuda_src("victim.cu"), &[]);
+    let run_victim = |gpu: &SimGpu| {
+        let mut c = gpu.command(&victim);
+        c.args(["200", "2"])
+            .env("LD_PRELOAD", shim())
+            .env("TSLICE_BROKER", &broker.socket);
+        let o = cg.wrap("serving", c).output().expect("victim");
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success() && out.contains("OK FAILS=0"), "{out}");
+        (field(&out, "p50_us"), field(&out, "p99_us"))
+    };
+    let (solo50, solo99) = run_victim(&SimGpu::new());
+    let gpu = SimGpu::new();
+    let batch = start(&gpu, &broker, &cg, "batch", &spin_loop(), "3.5");
+    wait_until_busy(&gpu, batch.id(), 200_000_000);
+    let (with50, with99) = run_victim(&gpu);
+    let batch = finish(batch);
+    eprintln!(
+        "latency-critical p50/p99 us: solo {solo50}/{solo99}, beside best-effort {with50}/{with99}"
+    );
+    assert!(
+        with99 <= 1.5 * solo99 + 200.0,
+        "p99 {with99} us vs solo {solo99} us"
+    );
+    let _ = batch;
 }
