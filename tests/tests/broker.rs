@@ -570,3 +570,24 @@ fn http_get(port: u16, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[test]
+fn the_c_header_describes_the_same_pages() {
+    use std::mem::{offset_of, size_of};
+    use tslice_proto::page::{BudgetDev, BudgetPage, ProcessDev, ProcessPage};
+    let prog = build_cuda(&cuda_src("broker_layout.c"), &[]);
+    let out = String::from_utf8_lossy(&Command::new(&prog).output().expect("run").stdout).into_owned();
+    for (key, rust) in [
+        ("budget_dev", size_of::<BudgetDev>()),
+        ("budget_page", size_of::<BudgetPage>()),
+        ("budget_dev_off", offset_of!(BudgetPage, dev)),
+        ("slot_len_off", offset_of!(BudgetDev, slot_len_ns)),
+        ("mem_mine_off", offset_of!(BudgetDev, mem_mine)),
+        ("process_dev", size_of::<ProcessDev>()),
+        ("process_page", size_of::<ProcessPage>()),
+        ("process_dev_off", offset_of!(ProcessPage, dev)),
+        ("mem_peak_off", offset_of!(ProcessDev, mem_peak)),
+    ] {
+        assert_eq!(field(&out, key) as usize, rust, "{key}: {out}");
+    }
+}
