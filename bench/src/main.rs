@@ -7,6 +7,7 @@
 //! cargo run --release -p tslice-bench -- all
 //! ```
 
+mod broker;
 mod env;
 mod noncuda;
 mod overhead;
@@ -20,12 +21,15 @@ use report::Report;
 use std::process::{Command, ExitCode};
 
 const USAGE: &str = "\
-usage: tslice-bench [OPTIONS] all|overhead|shares|victim|noncuda
+usage: tslice-bench [OPTIONS] all|overhead|shares|victim|noncuda|broker
 
   overhead   ns added by the shim per cuLaunchKernel and per cuMemAlloc_v2+cuMemFree_v2
   shares     achieved vs target GPU-time share (10/90, 30/70, 4 x 25%), tslice vs plain time-slicing
   victim     a latency-sensitive tenant's p50/p99: solo, beside an unenforced and a capped neighbour
   noncuda    cost of the preloaded shim in processes that never use CUDA
+  broker     the node broker: allocation latency, shares and switching with coordinated turns,
+             a latency-critical tenant's p99, 64 processes starting, reaction time, policy cost
+             (simulated GPU, root: tenants are cgroups)
   all        everything above, one part at a time
 
 options:
@@ -99,7 +103,7 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--out" => a.out = Some(val("--out")?),
-            "all" | "overhead" | "shares" | "victim" | "noncuda" if a.cmd.is_empty() => a.cmd = x,
+            "all" | "overhead" | "shares" | "victim" | "noncuda" | "broker" if a.cmd.is_empty() => a.cmd = x,
             _ => return Err(format!("unexpected argument {x:?}")),
         }
     }
@@ -219,7 +223,7 @@ fn main() -> ExitCode {
     let mut rep = Report::default();
     header(&a, &setup, &mut rep);
     let parts: Vec<&str> = if a.cmd == "all" {
-        vec!["overhead", "shares", "victim", "noncuda"]
+        vec!["overhead", "shares", "victim", "noncuda", "broker"]
     } else {
         vec![a.cmd.as_str()]
     };
@@ -230,6 +234,7 @@ fn main() -> ExitCode {
             "overhead" => "## overhead: added cost per launch and per alloc/free pair",
             "shares" => "## shares: achieved vs target share of GPU time",
             "victim" => "## victim: latency beside a saturating neighbour",
+            "broker" => "## broker: the node broker beside running without it",
             _ => "## noncuda: the shim in processes that never use CUDA",
         };
         rep.line(title);
@@ -238,6 +243,13 @@ fn main() -> ExitCode {
             "overhead" => overhead::run(&setup, &a.overhead, &mut rep),
             "shares" => shares::run(&setup, &a.shares, &mut rep),
             "victim" => victim::run(&setup, &a.victim, &mut rep),
+            "broker" => {
+                if backend == Backend::Real {
+                    Err("the broker benchmark runs on the simulated GPU (drop --real-gpu)".into())
+                } else {
+                    broker::run(&setup, &broker::Params { seconds: a.shares.seconds }, &mut rep)
+                }
+            }
             _ => noncuda::run(&setup, &a.noncuda, &mut rep),
         };
         if let Err(e) = r {

@@ -58,7 +58,7 @@ enum Method {
 
 /// Device-wide time totals, sampled by the benchmark while tenants run.
 #[derive(Clone, Copy)]
-struct DevSample {
+pub(crate) struct DevSample {
     t: u64,
     busy: u64,
     idle: u64,
@@ -68,14 +68,14 @@ struct DevSample {
 
 /// Where the device's time went in the window (simulator only).
 #[derive(Clone, Copy, Default)]
-struct DevWindow {
-    idle_pct: f64,
-    switching_pct: f64,
-    switches_per_s: f64,
+pub(crate) struct DevWindow {
+    pub idle_pct: f64,
+    pub switching_pct: f64,
+    pub switches_per_s: f64,
 }
 
 /// Samples the simulated device's totals every 20 ms until `stop`.
-fn sampler(dir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<DevSample>> {
+pub(crate) fn sampler(dir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<DevSample>> {
     std::thread::spawn(move || {
         let mut v = Vec::new();
         let mut mon = None;
@@ -116,7 +116,7 @@ fn dev_at(v: &[DevSample], t: u64) -> Option<[f64; 4]> {
     ])
 }
 
-fn dev_window(v: &[DevSample], from: u64, to: u64) -> Option<DevWindow> {
+pub(crate) fn dev_window(v: &[DevSample], from: u64, to: u64) -> Option<DevWindow> {
     let (a, b) = (dev_at(v, from)?, dev_at(v, to)?);
     let w = (to - from) as f64;
     Some(DevWindow {

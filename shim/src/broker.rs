@@ -290,8 +290,10 @@ impl Broker {
         INHERITED[FD_READER].store(reader.as_raw_fd(), Ordering::Release);
         *lock(&b.sock) = Some(sock);
         b.connected.store(true, Ordering::Release);
+        // A small stack: the loop holds a 4 KiB buffer and little else.
         std::thread::Builder::new()
             .name("tslice-broker".into())
+            .stack_size(256 << 10)
             .spawn(move || b.read_loop(reader, fb))?;
         Ok(b)
     }
