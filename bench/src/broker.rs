@@ -83,12 +83,18 @@ fn alloc_latency(setup: &Setup, broker: Option<(&Broker, &Cgroups)>) -> Result<(
 /// p99 of their wall times (ms).
 fn start_64(setup: &Setup, broker: Option<(&Broker, &Cgroups)>) -> Result<f64, String> {
     let libdir = format!("-L{}", setup.release.display());
-    let prog = tslice_tests::build_cuda(&tslice_tests::cuda_src("tenant.c"), &[&libdir, "-lcuda", "-lpthread"]);
+    let prog = tslice_tests::build_cuda(
+        &tslice_tests::cuda_src("tenant.c"),
+        &[&libdir, "-lcuda", "-lpthread"],
+    );
     let gpu = Gpu::new(setup)?;
     let mut kids = Vec::new();
     for i in 0..64 {
         let mut c = gpu.command_with_shim(&prog, &[]);
-        c.args(["grab", "8", "8"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.args(["grab", "8", "8"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let c = match broker {
             Some((b, cg)) => {
                 with_broker(&mut c, b);
@@ -101,14 +107,21 @@ fn start_64(setup: &Setup, broker: Option<(&Broker, &Cgroups)>) -> Result<f64, S
         };
         let mut c = c;
         let t0 = Instant::now();
-        let child = c.stdin(Stdio::null()).stdout(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
         kids.push((t0, child));
     }
     let mut times: Vec<f64> = Vec::new();
     for (t0, k) in kids {
         let o = k.wait_with_output().map_err(|e| e.to_string())?;
         if !o.status.success() {
-            return Err(format!("a starting process failed: {}", String::from_utf8_lossy(&o.stdout)));
+            return Err(format!(
+                "a starting process failed: {}",
+                String::from_utf8_lossy(&o.stdout)
+            ));
         }
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
@@ -118,7 +131,12 @@ fn start_64(setup: &Setup, broker: Option<(&Broker, &Cgroups)>) -> Result<f64, S
 
 /// Achieved shares (%) and switching (%) for tenants with these caps, under
 /// the broker (requests = limits = caps) or plain time-slicing.
-fn shares(setup: &Setup, caps: &[u32], broker: bool, p: &Params) -> Result<(Vec<f64>, f64), String> {
+fn shares(
+    setup: &Setup,
+    caps: &[u32],
+    broker: bool,
+    p: &Params,
+) -> Result<(Vec<f64>, f64), String> {
     let cg = Cgroups::new();
     let cfg: String = caps
         .iter()
@@ -137,23 +155,40 @@ fn shares(setup: &Setup, caps: &[u32], broker: bool, p: &Params) -> Result<(Vec<
     let sampling = gpu.dev_dir().map(|d| sampler(d, stop.clone()));
     let mut kids = Vec::new();
     for i in 0..caps.len() {
-        let mut c = if broker { gpu.command_with_shim(&prog, &[]) } else { gpu.command(&prog) };
+        let mut c = if broker {
+            gpu.command_with_shim(&prog, &[])
+        } else {
+            gpu.command(&prog)
+        };
         c.args(["kernels", "200", &p.seconds.to_string()]);
         if let Some(b) = &b {
             with_broker(&mut c, b);
         }
         kids.push(run::spawn(cg.wrap(&format!("t{i}"), c))?);
     }
-    let done: Vec<run::Done> = kids.into_iter().map(run::finish).collect::<Result<_, _>>()?;
+    let done: Vec<run::Done> = kids
+        .into_iter()
+        .map(run::finish)
+        .collect::<Result<_, _>>()?;
     stop.store(true, Ordering::Relaxed);
-    let samples = sampling.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+    let samples = sampling
+        .map(|h| h.join().unwrap_or_default())
+        .unwrap_or_default();
     let from = done.iter().map(|d| d.t_start).max().unwrap_or(0) + 600_000_000;
-    let to = done.iter().filter_map(|d| d.t_end).min().unwrap_or(0).saturating_sub(100_000_000);
+    let to = done
+        .iter()
+        .filter_map(|d| d.t_end)
+        .min()
+        .unwrap_or(0)
+        .saturating_sub(100_000_000);
     if to < from + 500_000_000 {
         return Err("the tenants overlapped too little".into());
     }
     let m = gpu.monitor()?.ok_or("no simulator")?;
-    let s = done.iter().map(|d| 100.0 * m.busy_between(d.pid, from, to) as f64 / (to - from) as f64).collect();
+    let s = done
+        .iter()
+        .map(|d| 100.0 * m.busy_between(d.pid, from, to) as f64 / (to - from) as f64)
+        .collect();
     let sw = dev_window(&samples, from, to).map_or(f64::NAN, |w| w.switching_pct);
     Ok((s, sw))
 }
@@ -170,10 +205,17 @@ fn victim(setup: &Setup) -> Result<[(f64, f64); 3], String> {
     let vprog = program(&tslice_tests::cuda_src("victim.cu"));
     let bprog = program(&tslice_tests::cuda_src("spin_loop.cu"));
     let mut out = [(0.0, 0.0); 3];
-    for (k, (neighbour, enforce)) in [(false, true), (true, true), (true, false)].into_iter().enumerate() {
+    for (k, (neighbour, enforce)) in [(false, true), (true, true), (true, false)]
+        .into_iter()
+        .enumerate()
+    {
         let gpu = Gpu::new(setup)?;
         let n = if neighbour {
-            let mut c = if enforce { gpu.command_with_shim(&bprog, &[]) } else { gpu.command(&bprog) };
+            let mut c = if enforce {
+                gpu.command_with_shim(&bprog, &[])
+            } else {
+                gpu.command(&bprog)
+            };
             c.args(["kernels", "200", "3.2"]);
             if enforce {
                 with_broker(&mut c, &b);
@@ -181,7 +223,12 @@ fn victim(setup: &Setup) -> Result<[(f64, f64); 3], String> {
             let child = run::spawn(cg.wrap("batch", c))?;
             // The neighbour is running (ground truth) before the victim starts.
             let t0 = Instant::now();
-            while gpu.monitor().ok().flatten().is_none_or(|m| m.snapshot().processes.iter().all(|p| p.busy_ns < 100_000_000)) {
+            while gpu.monitor().ok().flatten().is_none_or(|m| {
+                m.snapshot()
+                    .processes
+                    .iter()
+                    .all(|p| p.busy_ns < 100_000_000)
+            }) {
                 if t0.elapsed().as_secs() > 30 {
                     return Err("the neighbour never ran".into());
                 }
@@ -191,7 +238,11 @@ fn victim(setup: &Setup) -> Result<[(f64, f64); 3], String> {
         } else {
             None
         };
-        let mut c = if enforce { gpu.command_with_shim(&vprog, &[]) } else { gpu.command(&vprog) };
+        let mut c = if enforce {
+            gpu.command_with_shim(&vprog, &[])
+        } else {
+            gpu.command(&vprog)
+        };
         c.args(["200", "2"]);
         if enforce {
             with_broker(&mut c, &b);
@@ -222,7 +273,11 @@ fn reaction(setup: &Setup) -> Result<f64, String> {
     let a = run::spawn(cg.wrap("a", c))?;
     let share_of = |name: &str| -> Option<f64> {
         let st = b.try_status().ok()?;
-        st["tenants"].as_array()?.iter().find(|t| t["name"] == name)?["devices"][0]["share_target"].as_f64()
+        st["tenants"]
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == name)?["devices"][0]["share_target"]
+            .as_f64()
     };
     let t0 = Instant::now();
     while share_of("a").is_none_or(|s| s < 0.99) {
@@ -238,7 +293,11 @@ fn reaction(setup: &Setup) -> Result<f64, String> {
     // b's first launch: the moment the simulated device first runs it.
     let t_b = loop {
         let m = gpu.monitor()?.ok_or("no simulator")?;
-        if m.snapshot().processes.iter().any(|p| p.pid == bchild.id() && p.busy_ns > 0) {
+        if m.snapshot()
+            .processes
+            .iter()
+            .any(|p| p.pid == bchild.id() && p.busy_ns > 0)
+        {
             break Instant::now();
         }
         std::thread::sleep(std::time::Duration::from_micros(500));
@@ -267,7 +326,13 @@ pub fn run(setup: &Setup, p: &Params, rep: &mut Report) -> Result<(), String> {
 
     progress("broker: policy computation");
     let pol = policy_time(1000);
-    t.row(vec!["fair shares of 1000 tenants".into(), format!("{pol:.1} us"), "-".into(), "< 1 ms".into(), verdict(pol < 1000.0)]);
+    t.row(vec![
+        "fair shares of 1000 tenants".into(),
+        format!("{pol:.1} us"),
+        "-".into(),
+        "< 1 ms".into(),
+        verdict(pol < 1000.0),
+    ]);
 
     progress("broker: allocation latency");
     let cg = Cgroups::new();
@@ -300,22 +365,45 @@ pub fn run(setup: &Setup, p: &Params, rep: &mut Report) -> Result<(), String> {
 
     progress("broker: reaction to demand");
     let r = reaction(setup)?;
-    t.row(vec!["a second tenant's launches to a split device".into(), format!("{r:.1} ms"), "-".into(), "< 100 ms".into(), verdict(r < 100.0)]);
+    t.row(vec![
+        "a second tenant's launches to a split device".into(),
+        format!("{r:.1} ms"),
+        "-".into(),
+        "< 100 ms".into(),
+        verdict(r < 100.0),
+    ]);
     rep.table(&t);
 
     let mut all = true;
-    for (name, caps) in [("30% / 70%", &[30u32, 70][..]), ("4 x 25%", &[25, 25, 25, 25][..])] {
+    for (name, caps) in [
+        ("30% / 70%", &[30u32, 70][..]),
+        ("4 x 25%", &[25, 25, 25, 25][..]),
+    ] {
         progress(format!("broker: shares {name}"));
         let (bs, bsw) = shares(setup, caps, true, p)?;
         let (ps, psw) = shares(setup, caps, false, p)?;
         rep.blank();
         rep.line(format!("**{name}**: device time lost to switching {bsw:.2}% with the broker, {psw:.2}% plain time-slicing (target < 2%)"));
         rep.blank();
-        let mut t = Table::new(&["tenant", ">target", ">with the broker", ">error (pts)", "", ">plain time-slicing"]);
+        let mut t = Table::new(&[
+            "tenant",
+            ">target",
+            ">with the broker",
+            ">error (pts)",
+            "",
+            ">plain time-slicing",
+        ]);
         for (i, cap) in caps.iter().enumerate() {
             let err = bs[i] - *cap as f64;
             all &= err.abs() <= 2.0;
-            t.row(vec![format!("{}", i + 1), format!("{cap}%"), format!("{:.2}%", bs[i]), format!("{err:+.2}"), verdict(err.abs() <= 2.0), format!("{:.2}%", ps[i])]);
+            t.row(vec![
+                format!("{}", i + 1),
+                format!("{cap}%"),
+                format!("{:.2}%", bs[i]),
+                format!("{err:+.2}"),
+                verdict(err.abs() <= 2.0),
+                format!("{:.2}%", ps[i]),
+            ]);
         }
         all &= bsw < 2.0;
         rep.table(&t);
@@ -330,7 +418,10 @@ pub fn run(setup: &Setup, p: &Params, rep: &mut Report) -> Result<(), String> {
         v[0].0, v[0].1, v[1].0, v[1].1, v[2].0, v[2].1
     ));
     rep.blank();
-    rep.line(format!("Share and switching targets with the broker: {}", verdict(all)));
+    rep.line(format!(
+        "Share and switching targets with the broker: {}",
+        verdict(all)
+    ));
     let _ = field_u64;
     Ok(())
 }

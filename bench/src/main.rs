@@ -103,7 +103,9 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--out" => a.out = Some(val("--out")?),
-            "all" | "overhead" | "shares" | "victim" | "noncuda" | "broker" if a.cmd.is_empty() => a.cmd = x,
+            "all" | "overhead" | "shares" | "victim" | "noncuda" | "broker" if a.cmd.is_empty() => {
+                a.cmd = x
+            }
             _ => return Err(format!("unexpected argument {x:?}")),
         }
     }
@@ -247,7 +249,13 @@ fn main() -> ExitCode {
                 if backend == Backend::Real {
                     Err("the broker benchmark runs on the simulated GPU (drop --real-gpu)".into())
                 } else {
-                    broker::run(&setup, &broker::Params { seconds: a.shares.seconds }, &mut rep)
+                    broker::run(
+                        &setup,
+                        &broker::Params {
+                            seconds: a.shares.seconds,
+                        },
+                        &mut rep,
+                    )
                 }
             }
             _ => noncuda::run(&setup, &a.noncuda, &mut rep),

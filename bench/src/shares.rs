@@ -75,7 +75,10 @@ pub(crate) struct DevWindow {
 }
 
 /// Samples the simulated device's totals every 20 ms until `stop`.
-pub(crate) fn sampler(dir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<DevSample>> {
+pub(crate) fn sampler(
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<DevSample>> {
     std::thread::spawn(move || {
         let mut v = Vec::new();
         let mut mon = None;

@@ -312,6 +312,35 @@ impl Ctx<'_> {
     }
 }
 
+/// Where tenants and their limits come from. The broker asks it who a
+/// connecting process is (from the kernel's identity of it) and which
+/// tenants exist; this crate implements it for the configuration file, the
+/// Kubernetes integration for pods and their annotations.
+pub trait PolicySource: Send + Sync {
+    /// The tenant of a process with this identity, and what it may use.
+    fn classify(&self, peer: &crate::identity::Peer) -> (String, Limits);
+    /// Tenants that exist whether or not they have processes (shown by
+    /// `tslice status`, and keeping their high-water marks).
+    fn declared(&self) -> Vec<(String, Limits)>;
+    /// What a process that matches no tenant may use.
+    fn defaults(&self) -> Limits;
+}
+
+impl PolicySource for Config {
+    fn classify(&self, peer: &crate::identity::Peer) -> (String, Limits) {
+        Config::classify(self, &peer.cgroup, peer.uid, peer.gid)
+    }
+    fn declared(&self) -> Vec<(String, Limits)> {
+        self.tenants
+            .iter()
+            .map(|t| (t.name.clone(), t.limits.clone()))
+            .collect()
+    }
+    fn defaults(&self) -> Limits {
+        self.defaults.clone()
+    }
+}
+
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -37,6 +37,7 @@ pub struct Broker {
     released: Notify,
     started: Instant,
     config_path: Option<PathBuf>,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn now_ns() -> u64 {
@@ -52,7 +53,8 @@ fn now_ns() -> u64 {
 impl Broker {
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Arc<Broker> {
         Arc::new(Broker {
-            state: Mutex::new(State::new(config)),
+            metrics_addr: config.metrics,
+            state: Mutex::new(State::new(Box::new(config))),
             metrics: Metrics::new(),
             txs: Mutex::new(HashMap::new()),
             released: Notify::new(),
@@ -84,7 +86,7 @@ impl Broker {
         };
         match Config::load(path) {
             Ok(cfg) => {
-                let over = self.state().reload(cfg, now_ns());
+                let over = self.state().reload(Box::new(cfg), now_ns());
                 for id in over {
                     for dev in 0..tslice_proto::MAX_DEVICES as u32 {
                         self.send(id, Msg::Reclaim { dev });
@@ -139,7 +141,7 @@ pub async fn serve(broker: Arc<Broker>, listener: UnixListener) -> io::Result<()
     broker.metrics.up.set(1);
     tokio::spawn(ticker(broker.clone()));
     tokio::spawn(config_watch(broker.clone()));
-    let metrics_addr = broker.state().config.metrics;
+    let metrics_addr = broker.metrics_addr;
     if let Some(addr) = metrics_addr {
         let b = broker.clone();
         tokio::spawn(async move {

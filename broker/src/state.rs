@@ -14,7 +14,7 @@
 //! of each device (`policy::fairshare`), splits it among the tenant's active
 //! processes and writes it into their budget pages.
 
-use crate::config::{Class, Config, Limits};
+use crate::config::{Class, Limits, PolicySource};
 use crate::identity::Peer;
 use crate::pages::{Budget, ProcessView};
 use cuda_abi::CUuuid;
@@ -121,9 +121,9 @@ pub enum Reserve {
     Denied,
 }
 
-#[derive(Default)]
 pub struct State {
-    pub config: Config,
+    /// Who is which tenant, with what limits.
+    pub source: Box<dyn PolicySource>,
     pub tenants: BTreeMap<String, Tenant>,
     pub procs: BTreeMap<ConnId, Proc>,
     next_id: ConnId,
@@ -154,11 +154,14 @@ fn resolve_limit(limits: &Limits, ordinal: u32, uuid: &Uuid, total: u64) -> u64 
 }
 
 impl State {
-    pub fn new(config: Config) -> State {
+    pub fn new(source: Box<dyn PolicySource>) -> State {
         let mut s = State {
-            config,
+            source,
+            tenants: BTreeMap::new(),
+            procs: BTreeMap::new(),
             next_id: 1,
-            ..State::default()
+            last_tick_ns: 0,
+            anchors: BTreeMap::new(),
         };
         s.declare_tenants();
         s
@@ -166,12 +169,12 @@ impl State {
 
     /// Every configured tenant exists, with its limits (also after a reload).
     fn declare_tenants(&mut self) {
-        for spec in &self.config.tenants {
+        for (name, limits) in self.source.declared() {
             let t = self
                 .tenants
-                .entry(spec.name.clone())
-                .or_insert_with(|| tenant_for_spec(&spec.name, &spec.limits, true));
-            t.limits = spec.limits.clone();
+                .entry(name.clone())
+                .or_insert_with(|| tenant_for_spec(&name, &limits, true));
+            t.limits = limits;
             t.configured = true;
         }
     }
@@ -187,7 +190,7 @@ impl State {
     ) -> (ConnId, String) {
         let id = self.next_id;
         self.next_id += 1;
-        let (name, limits) = self.config.classify(&peer.cgroup, peer.uid, peer.gid);
+        let (name, limits) = self.source.classify(&peer);
         let reconnect = hello.flags & HELLO_RECONNECT != 0;
         let devs: Vec<ProcDev> = hello
             .devices
@@ -378,8 +381,8 @@ impl State {
     /// may move to another tenant (their reservations move with them).
     /// Returns the processes whose tenant is over a lowered memory limit
     /// (to be asked for their unused reservation).
-    pub fn reload(&mut self, config: Config, now: u64) -> Vec<ConnId> {
-        self.config = config;
+    pub fn reload(&mut self, source: Box<dyn PolicySource>, now: u64) -> Vec<ConnId> {
+        self.source = source;
         for t in self.tenants.values_mut() {
             t.configured = false;
         }
@@ -388,7 +391,7 @@ impl State {
         for id in ids {
             let (old, new, limits) = {
                 let p = &self.procs[&id];
-                let (name, limits) = self.config.classify(&p.peer.cgroup, p.peer.uid, p.peer.gid);
+                let (name, limits) = self.source.classify(&p.peer);
                 (p.tenant.clone(), name, limits)
             };
             if old != new {
@@ -416,7 +419,7 @@ impl State {
             }
         }
         // Limits of every tenant, resolved again.
-        let defaults = self.config.defaults.clone();
+        let defaults = self.source.defaults();
         let mut over = Vec::new();
         let names: Vec<String> = self.tenants.keys().cloned().collect();
         for name in names {
@@ -719,7 +722,7 @@ weight = 3
 
     #[test]
     fn a_tenants_processes_share_one_ledger_and_never_pass_it() {
-        let mut s = State::new(config());
+        let mut s = State::new(Box::new(config()));
         let p1 = admit(&mut s, "/a/x");
         let p2 = admit(&mut s, "/a/y");
         let mut held = 0;
@@ -753,7 +756,7 @@ weight = 3
 
     #[test]
     fn unmatched_processes_get_the_defaults_per_cgroup() {
-        let mut s = State::new(config());
+        let mut s = State::new(Box::new(config()));
         let p = admit(&mut s, "/elsewhere/job");
         assert!(s.tenants.contains_key("default:/elsewhere/job"));
         assert_eq!(
@@ -769,7 +772,7 @@ weight = 3
 
     #[test]
     fn a_reconnect_rebuilds_the_ledger_from_what_the_process_holds() {
-        let mut s = State::new(config());
+        let mut s = State::new(Box::new(config()));
         let id = s
             .admit(
                 peer("/a"),
@@ -788,11 +791,11 @@ weight = 3
 
     #[test]
     fn a_lowered_limit_refuses_until_under_and_names_who_to_ask() {
-        let mut s = State::new(config());
+        let mut s = State::new(Box::new(config()));
         let p = admit(&mut s, "/a");
         assert!(matches!(s.reserve(p, 0, 600 * MIB), Reserve::Granted(_)));
         let text = "[[tenant]]\nname = \"a\"\ncgroup = \"/a\"\nmemory-limit = \"256MiB\"\n";
-        let over = s.reload(Config::parse(text, "t").unwrap(), 2);
+        let over = s.reload(Box::new(Config::parse(text, "t").unwrap()), 2);
         assert_eq!(over, vec![p]);
         assert_eq!(s.reserve(p, 0, 2 * MIB), Reserve::Denied);
         assert_eq!(
@@ -805,13 +808,13 @@ weight = 3
 
     #[test]
     fn a_reload_moves_processes_and_their_reservations() {
-        let mut s = State::new(config());
+        let mut s = State::new(Box::new(config()));
         let p = admit(&mut s, "/c");
         let Reserve::Granted(g) = s.reserve(p, 0, 100 * MIB) else {
             panic!()
         };
         let text = "[[tenant]]\nname = \"c\"\ncgroup = \"/c\"\nmemory-limit = \"4GiB\"\n";
-        s.reload(Config::parse(text, "t").unwrap(), 2);
+        s.reload(Box::new(Config::parse(text, "t").unwrap()), 2);
         assert_eq!(s.procs[&p].tenant, "c");
         assert_eq!(s.tenants["c"].ledgers[&[1; 16]].reserved, g);
         assert!(!s.tenants.contains_key("default:/c"));
@@ -823,7 +826,7 @@ weight = 3
 
     #[test]
     fn shares_follow_demand_and_weights() {
-        let mut s = State::new(config());
+        let mut s = State::new(Box::new(config()));
         let a = admit(&mut s, "/a");
         let b = admit(&mut s, "/b");
         // Nobody has launched yet: each may start at what it would get alone.

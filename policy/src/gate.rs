@@ -538,7 +538,10 @@ mod slot_tests {
             Decision::Go(t) => t,
             d => panic!("{d:?}"),
         };
-        assert_eq!(g.admit(1, Kind::Kernel, 5 * MS + MS / 10), Decision::Wait(6 * MS + 9 * MS / 10));
+        assert_eq!(
+            g.admit(1, Kind::Kernel, 5 * MS + MS / 10),
+            Decision::Wait(6 * MS + 9 * MS / 10)
+        );
         g.completed(t.cum_ns);
         g.set_slot(None);
         assert!(matches!(

@@ -10,6 +10,10 @@
  *                            exit      (or end of input) exits
  *   tenant race THREADS MIB   THREADS threads allocate MIB-MiB pieces until
  *                          refused; prints "held=<bytes>" then waits for a line
+ *   tenant forkgrab PARENT_MIB CHILD_MIB   allocates PARENT_MIB, forks; the
+ *                          child initialises CUDA again and allocates up to
+ *                          CHILD_MIB in 64 MiB steps, prints "child_held=<bytes>",
+ *                          exits; then the parent prints "parent_held=<bytes>"
  *
  * Linked against libcuda (driver API). Exit status 0 unless CUDA itself
  * could not be initialised. */
@@ -18,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define MIB ((size_t)1 << 20)
 static CUcontext ctx;
@@ -67,6 +73,26 @@ int main(int argc, char **argv) {
   if (r != CUDA_SUCCESS || cuDevicePrimaryCtxRetain(&ctx, 0) != CUDA_SUCCESS || cuCtxSetCurrent(ctx) != CUDA_SUCCESS) {
     printf("cuda=%d\n", (int)r);
     return 1;
+  }
+  if (!strcmp(argv[1], "forkgrab")) {
+    size_t parent = (size_t)atoi(argv[2]) * MIB, child = (size_t)atoi(argv[3]) * MIB;
+    grab(parent);
+    fflush(stdout);
+    pid_t c = fork();
+    if (c == 0) {
+      held = 0;
+      nptrs = 0;
+      if (cuInit(0) || cuDevicePrimaryCtxRetain(&ctx, 0) || cuCtxSetCurrent(ctx)) _exit(3);
+      while (held < child && grab(64 * MIB) == CUDA_SUCCESS) {
+      }
+      printf("child_held=%zu\n", held);
+      fflush(stdout);
+      _exit(0);
+    }
+    int st = 0;
+    waitpid(c, &st, 0);
+    printf("parent_held=%zu child_status=%d\n", held, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    return 0;
   }
   if (!strcmp(argv[1], "race")) {
     int n = atoi(argv[2]);

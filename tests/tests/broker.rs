@@ -576,7 +576,8 @@ fn the_c_header_describes_the_same_pages() {
     use std::mem::{offset_of, size_of};
     use tslice_proto::page::{BudgetDev, BudgetPage, ProcessDev, ProcessPage};
     let prog = build_cuda(&cuda_src("broker_layout.c"), &[]);
-    let out = String::from_utf8_lossy(&Command::new(&prog).output().expect("run").stdout).into_owned();
+    let out =
+        String::from_utf8_lossy(&Command::new(&prog).output().expect("run").stdout).into_owned();
     for (key, rust) in [
         ("budget_dev", size_of::<BudgetDev>()),
         ("budget_page", size_of::<BudgetPage>()),
@@ -590,4 +591,84 @@ fn the_c_header_describes_the_same_pages() {
     ] {
         assert_eq!(field(&out, key) as usize, rust, "{key}: {out}");
     }
+}
+
+#[test]
+fn fork_children_belong_to_their_parents_tenant() {
+    let cg = Cgroups::new();
+    let broker = Broker::start(&config_two_tenants(&cg, "1GiB"));
+    let gpu = SimGpu::new();
+    let mut c = gpu.command(&tenant_prog());
+    c.args(["forkgrab", "768", "1024"])
+        .env("LD_PRELOAD", shim())
+        .env("TSLICE_BROKER", &broker.socket);
+    let o = cg.wrap("a", c).stdin(Stdio::null()).output().expect("run");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(field(&out, "parent_held") as u64, 768 * MIB, "{out}");
+    assert_eq!(field(&out, "child_status"), 0.0, "{out}");
+    assert_eq!(
+        field(&out, "child_held") as u64,
+        256 * MIB,
+        "the child shares its parent's tenant ledger: {out}"
+    );
+}
+
+#[test]
+fn a_process_that_never_uses_cuda_starts_no_thread_and_never_connects() {
+    let broker = Broker::start("");
+    let gpu = SimGpu::new();
+    let mut c = gpu.command(std::path::Path::new("/bin/sleep"));
+    c.arg("2")
+        .env("LD_PRELOAD", shim())
+        .env("TSLICE_BROKER", &broker.socket)
+        .stdin(Stdio::null());
+    let mut child = c.spawn().expect("sleep");
+    std::thread::sleep(Duration::from_millis(300));
+    let threads = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .expect("task dir")
+        .count();
+    let st = broker.status();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        threads, 1,
+        "no thread in a process that never initialises CUDA"
+    );
+    assert_eq!(
+        st["tenants"].as_array().map_or(0, |t| t.len()),
+        0,
+        "and no connection: {st:#}"
+    );
+}
+
+#[test]
+fn sighup_reloads_the_configuration() {
+    let cg = Cgroups::new();
+    let broker = Broker::start(&config_two_tenants(&cg, "1GiB"));
+    // A change the file watch has not seen yet: same content length and
+    // mtime do not matter, SIGHUP reloads whatever the file says.
+    broker.write_config(&format!(
+        "{}\n[[tenant]]\nname = \"c\"\nuid = 4242\n",
+        config_two_tenants(&cg, "1GiB")
+    ));
+    // SAFETY: sends SIGHUP to the broker process this test started.
+    unsafe { libc::kill(broker.pid() as i32, libc::SIGHUP) };
+    wait_for("tenant c appears", Duration::from_secs(2), || {
+        broker.status()["tenants"]
+            .as_array()
+            .is_some_and(|ts| ts.iter().any(|t| t["name"] == "c"))
+    });
+    wait_for("the signal is logged", Duration::from_secs(2), || {
+        broker.log().contains("SIGHUP: reloading")
+    });
+    assert!(
+        broker.log().contains("configuration reloaded"),
+        "{}",
+        broker.log()
+    );
 }
