@@ -29,7 +29,8 @@
  *                  uint64 granted; uint64 used }  -- the process's devices by
  *                  CUDA ordinal, with what it already holds (a reconnect after
  *                  a broker restart rebuilds the ledger from these).
- *                  The process page's memfd travels with it (SCM_RIGHTS).
+ *                  The process page's memfd travels with it (SCM_RIGHTS),
+ *                  sealed F_SEAL_SHRINK | F_SEAL_GROW (else the broker ignores it).
  *   RESERVE (2)    uint32 req, uint32 dev (ordinal), uint64 bytes
  *   RELEASE (3)    uint32 dev, uint64 bytes   (unused reservation returned)
  *   STATUS_REQUEST (4)  (root or the broker's user only)
@@ -81,13 +82,13 @@ struct tslice_budget_dev {
     uint64_t slot_anchor_ns;  /* coordinated turns: every slot_cycle_ns from slot_anchor_ns, */
     uint64_t slot_cycle_ns;   /* launch only in [slot_offset_ns, slot_offset_ns + slot_len_ns) */
     uint64_t slot_offset_ns;
-    uint64_t slot_len_ns;     /* 0: no slot (paced by share_ppm); written last */
+    uint64_t slot_len_ns;     /* 0: no slot (paced by share_ppm) */
 };
 
 struct tslice_budget_page {
     uint32_t magic;           /* TSLICE_BUDGET_MAGIC */
     uint32_t version;         /* TSLICE_PAGE_VERSION */
-    uint64_t generation;      /* bumped after every change */
+    uint64_t generation;      /* sequence lock: odd while the broker writes; re-read if it changed */
     uint32_t devices;
     uint32_t pad;
     uint64_t written_ns;      /* the broker's clock at its last write */

@@ -3,6 +3,7 @@
 //! ```toml
 //! socket  = "/run/tslice/broker.sock"
 //! metrics = "127.0.0.1:9400"
+//! default-tenant = "uid"     # or "cgroup": who shares the defaults
 //! [defaults]
 //! memory-limit = "8GiB"
 //! compute-limit = "50%"
@@ -132,6 +133,18 @@ pub fn cgroup_under(path: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// How processes that match no tenant are grouped into default tenants.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DefaultTenant {
+    /// One per user: a user cannot multiply the defaults by making cgroups
+    /// (systemd delegates a subtree to every user session).
+    #[default]
+    Uid,
+    /// One per cgroup: each container its own (for nodes where workloads
+    /// cannot create cgroups).
+    Cgroup,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct TenantSpec {
     pub name: String,
@@ -144,9 +157,10 @@ pub struct TenantSpec {
 pub struct Config {
     pub socket: PathBuf,
     pub metrics: Option<SocketAddr>,
-    /// Processes that match no tenant: each cgroup is a tenant of its own
-    /// with these limits.
+    /// Processes that match no tenant: each uid (or cgroup, as
+    /// `default_tenant` says) is a tenant of its own with these limits.
     pub defaults: Limits,
+    pub default_tenant: DefaultTenant,
     pub tenants: Vec<TenantSpec>,
 }
 
@@ -156,6 +170,7 @@ impl Default for Config {
             socket: PathBuf::from(DEFAULT_SOCKET),
             metrics: None,
             defaults: Limits::default(),
+            default_tenant: DefaultTenant::Uid,
             tenants: Vec::new(),
         }
     }
@@ -178,6 +193,7 @@ impl std::error::Error for ConfigError {}
 struct RawConfig {
     socket: Option<String>,
     metrics: Option<String>,
+    default_tenant: Option<toml::Value>,
     defaults: Option<RawLimits>,
     tenant: Option<Vec<RawTenant>>,
 }
@@ -204,7 +220,7 @@ struct RawTenant {
 }
 
 const KEYS: &str =
-    "socket, metrics, [defaults] (memory-limit, compute-limit, compute-request, weight, class), \
+    "socket, metrics, default-tenant, [defaults] (memory-limit, compute-limit, compute-request, weight, class), \
 [[tenant]] (name, cgroup, uid, gid, memory-limit, compute-request, compute-limit, weight, class)";
 
 /// A value as a string (TOML strings, and integers for sizes).
@@ -380,6 +396,21 @@ impl Config {
                 )
             })?);
         }
+        match raw.default_tenant {
+            None => {}
+            Some(toml::Value::String(v)) if v == "uid" => cfg.default_tenant = DefaultTenant::Uid,
+            Some(toml::Value::String(v)) if v == "cgroup" => {
+                cfg.default_tenant = DefaultTenant::Cgroup
+            }
+            Some(v) => {
+                return Err(top.err(
+                    "default-tenant",
+                    &v,
+                    "not a grouping",
+                    "\"uid\" (one default tenant per user) or \"cgroup\" (one per cgroup)",
+                ))
+            }
+        }
         let dctx = Ctx {
             file,
             section: "[defaults] ".into(),
@@ -465,7 +496,7 @@ impl Config {
     }
 
     /// The tenant of a process with this identity: the first matching one in
-    /// file order, else its own cgroup's default tenant.
+    /// file order, else its user's (or cgroup's) default tenant.
     pub fn classify(&self, cgroup: &str, uid: u32, gid: u32) -> (String, Limits) {
         match self
             .tenants
@@ -473,7 +504,13 @@ impl Config {
             .find(|t| t.matcher.matches(cgroup, uid, gid))
         {
             Some(t) => (t.name.clone(), t.limits.clone()),
-            None => (format!("default:{cgroup}"), self.defaults.clone()),
+            None => (
+                match self.default_tenant {
+                    DefaultTenant::Uid => format!("default:uid:{uid}"),
+                    DefaultTenant::Cgroup => format!("default:{cgroup}"),
+                },
+                self.defaults.clone(),
+            ),
         }
     }
 }
@@ -534,8 +571,18 @@ class = "best-effort"
         assert_eq!(c.classify("/kubepods.slice/team-a/pod1", 0, 0).0, "team-a");
         assert_eq!(c.classify("/kubepods.slice/team-ab", 1001, 0).0, "batch");
         assert_eq!(
-            c.classify("/user.slice", 1000, 1000).0,
-            "default:/user.slice"
+            c.classify("/user.slice/a", 1000, 1000).0,
+            "default:uid:1000"
+        );
+        assert_eq!(
+            c.classify("/user.slice/b", 1000, 1000).0,
+            "default:uid:1000",
+            "a user's cgroups share its default tenant"
+        );
+        let by_cgroup = Config::parse("default-tenant = \"cgroup\"", "x").unwrap();
+        assert_eq!(
+            by_cgroup.classify("/user.slice/a", 1000, 1000).0,
+            "default:/user.slice/a"
         );
     }
 
@@ -559,6 +606,7 @@ class = "best-effort"
             ("[[tenant]]\nname = \"a\"\nuid = -1", &["uid = -1", "whole number"]),
             ("[[tenant]]\nname = \"a\"\nuid = 1\ncompute-request = \"70%\"\ncompute-limit = \"60%\"", &["above compute-limit"]),
             ("metrics = \"nowhere\"", &["metrics = \"nowhere\"", "127.0.0.1:9400"]),
+            ("default-tenant = \"pod\"", &["default-tenant = \"pod\"", "\"uid\"", "\"cgroup\""]),
             ("sockett = \"/x\"", &["unknown field `sockett`", "accepted keys"]),
             ("memory-limit = ", &["accepted keys"]),
         ] {

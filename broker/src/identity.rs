@@ -47,9 +47,10 @@ pub fn cgroup_of(pid: u32) -> io::Result<String> {
 
 /// A pidfd for the process at the other end of `sock`: the kernel's own
 /// (`SO_PEERPIDFD`, Linux 6.5+) when it offers one, else `pidfd_open(pid)`.
-/// In the fallback the pid is checked again afterwards (the peer still has
-/// that pid if its socket is still connected), which leaves no window for a
-/// reused pid as long as the caller checks the connection is alive.
+/// The fallback can race with the peer's exit and the reuse of its pid:
+/// the caller checks afterwards that the peer has not hung up ([`hung_up`]),
+/// so the pidfd was opened while the peer (which keeps its end open while
+/// it lives) still had that pid.
 pub fn peer_pidfd(sock: RawFd, pid: u32) -> io::Result<OwnedFd> {
     const SO_PEERPIDFD: libc::c_int = 77;
     let mut fd: libc::c_int = -1;
@@ -75,6 +76,19 @@ pub fn peer_pidfd(sock: RawFd, pid: u32) -> io::Result<OwnedFd> {
     }
     // SAFETY: a new descriptor that we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Whether the other end of a connected socket has closed (or shut down
+/// its writing side).
+pub fn hung_up(sock: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: sock,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd, without waiting.
+    let rc = unsafe { libc::poll(&mut p, 1, 0) };
+    rc > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// Whether the process of a pidfd has exited (its pidfd is readable).
@@ -112,9 +126,12 @@ mod tests {
     fn own_cgroup_and_pidfd() {
         let me = std::process::id();
         assert!(cgroup_of(me).unwrap().starts_with('/'));
-        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let fd = peer_pidfd(a.as_raw_fd(), me).unwrap();
         assert!(!pidfd_exited(&fd), "this process is alive");
+        assert!(!hung_up(a.as_raw_fd()));
+        drop(b);
+        assert!(hung_up(a.as_raw_fd()));
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let cfd = peer_pidfd(-1, child.id()).unwrap();
         child.wait().unwrap();

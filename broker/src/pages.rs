@@ -1,15 +1,19 @@
 //! The shared pages, on the broker's side (its FFI edge): a budget page per
 //! process (a memfd the broker writes; the process gets a read-only
-//! descriptor to it), and the process's own page (which it sends; mapped
-//! here read-only).
+//! descriptor to it, and the memfd is sealed against new writable mappings,
+//! so reopening it through `/proc` gives the process nothing), and the
+//! process's own page (which it sends; mapped here read-only, and accepted
+//! only if sealed against shrinking: a page truncated under the broker's
+//! mapping would kill the broker with SIGBUS on its next read).
 
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 use tslice_proto::page::{
     BudgetPage, ProcessPage, BUDGET_LEN, BUDGET_MAGIC, PAGE_VERSION, PROCESS_LEN, PROCESS_MAGIC,
 };
@@ -54,10 +58,30 @@ pub struct Budget {
 
 impl Budget {
     pub fn new() -> io::Result<Budget> {
-        let fd = memfd_create(c"tslice-budget", MemFdCreateFlag::MFD_CLOEXEC)
-            .map_err(io::Error::from)?;
+        let fd = memfd_create(
+            c"tslice-budget",
+            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+        )
+        .map_err(io::Error::from)?;
         nix::unistd::ftruncate(&fd, BUDGET_LEN as i64).map_err(io::Error::from)?;
         let map = map(&fd, BUDGET_LEN, true)?;
+        // The broker's mapping stays writable; nobody can make another one
+        // (F_SEAL_FUTURE_WRITE, Linux 5.1+), resize it, or lift the seals.
+        fcntl(
+            fd.as_raw_fd(),
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_SHRINK
+                    | SealFlag::F_SEAL_GROW
+                    | SealFlag::F_SEAL_FUTURE_WRITE
+                    | SealFlag::F_SEAL_SEAL,
+            ),
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("cannot seal a budget page ({e}); tslice-broker needs Linux 5.1 or later"),
+            )
+        })?;
         let b = Budget { map, fd };
         let p = b.page();
         p.version.store(PAGE_VERSION, Ordering::Relaxed);
@@ -76,8 +100,21 @@ impl Budget {
         unsafe { &*(self.map.ptr.as_ptr() as *const BudgetPage) }
     }
 
+    /// Changes the page as one update: a reader that sees `generation`
+    /// odd, or changed across its reads, reads again (a sequence lock; the
+    /// broker is the page's only writer, under its state lock).
+    pub fn write<R>(&self, f: impl FnOnce(&BudgetPage) -> R) -> R {
+        let p = self.page();
+        p.generation.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let r = f(p);
+        p.generation.fetch_add(1, Ordering::Release);
+        r
+    }
+
     /// A read-only descriptor of the page, for the process: it cannot map
-    /// it writable, so it cannot change its own budget.
+    /// it writable (nor can a reopen of it, the memfd is sealed), so it
+    /// cannot change its own budget.
     pub fn reader_fd(&self) -> io::Result<OwnedFd> {
         let path = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
         let f = std::fs::OpenOptions::new().read(true).open(path)?;
@@ -91,8 +128,18 @@ pub struct ProcessView {
 }
 
 impl ProcessView {
-    /// Maps a page a process sent; refuses one of the wrong size or kind.
+    /// Maps a page a process sent; refuses one of the wrong size or kind,
+    /// or one its sender could still shrink.
     pub fn open(fd: OwnedFd) -> io::Result<ProcessView> {
+        let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS)
+            .map(SealFlag::from_bits_truncate)
+            .unwrap_or(SealFlag::empty());
+        if !seals.contains(SealFlag::F_SEAL_SHRINK) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the process page is not a memfd sealed against shrinking (F_SEAL_SHRINK)",
+            ));
+        }
         let len = nix::sys::stat::fstat(fd.as_raw_fd())
             .map_err(io::Error::from)?
             .st_size as usize;
@@ -152,13 +199,63 @@ mod tests {
         );
     }
 
+    fn sealed(len: usize, seals: SealFlag) -> OwnedFd {
+        let fd = memfd_create(
+            c"t",
+            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+        )
+        .unwrap();
+        nix::unistd::ftruncate(&fd, len as i64).unwrap();
+        fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)).unwrap();
+        fd
+    }
+
+    fn with_magic(fd: &OwnedFd) {
+        let m = map(fd, PROCESS_LEN, true).unwrap();
+        // SAFETY: as in ProcessView::page; the test writes through atomics.
+        let p = unsafe { &*(m.ptr.as_ptr() as *const ProcessPage) };
+        p.version.store(PAGE_VERSION, Ordering::Relaxed);
+        p.magic.store(PROCESS_MAGIC, Ordering::Release);
+    }
+
     #[test]
     fn process_pages_are_checked() {
-        let fd = memfd_create(c"t", MemFdCreateFlag::MFD_CLOEXEC).unwrap();
-        nix::unistd::ftruncate(&fd, 10).unwrap();
-        assert!(ProcessView::open(fd).is_err(), "too small");
+        let shrink = SealFlag::F_SEAL_SHRINK;
+        assert!(ProcessView::open(sealed(10, shrink)).is_err(), "too small");
+        assert!(
+            ProcessView::open(sealed(PROCESS_LEN, shrink)).is_err(),
+            "no magic"
+        );
+        let fd = sealed(PROCESS_LEN, shrink);
+        with_magic(&fd);
+        assert!(ProcessView::open(fd).is_ok());
+        // Unsealed: the sender could truncate it under the broker's mapping.
+        let fd = sealed(PROCESS_LEN, SealFlag::F_SEAL_GROW);
+        with_magic(&fd);
+        let e = ProcessView::open(fd).err().unwrap().to_string();
+        assert!(e.contains("F_SEAL_SHRINK"), "{e}");
         let fd = memfd_create(c"t", MemFdCreateFlag::MFD_CLOEXEC).unwrap();
         nix::unistd::ftruncate(&fd, PROCESS_LEN as i64).unwrap();
-        assert!(ProcessView::open(fd).is_err(), "no magic");
+        with_magic(&fd);
+        assert!(ProcessView::open(fd).is_err(), "no seals at all");
+    }
+
+    #[test]
+    fn a_reopened_budget_page_cannot_be_mapped_writable() {
+        let b = Budget::new().unwrap();
+        let reader = b.reader_fd().unwrap();
+        let rw = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{}", reader.as_raw_fd()))
+            .unwrap();
+        assert!(
+            map(&rw, BUDGET_LEN, true).is_err(),
+            "sealed against new writable mappings"
+        );
+        assert!(nix::unistd::ftruncate(&rw, 0).is_err(), "and resizing");
+        // The broker's own mapping still writes.
+        b.write(|p| p.dev[0].share_ppm.store(5, Ordering::Relaxed));
+        assert_eq!(b.page().generation.load(Ordering::Relaxed) % 2, 0);
     }
 }

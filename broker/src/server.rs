@@ -27,15 +27,36 @@ pub const TICK: Duration = Duration::from_millis(10);
 const RECLAIM_WAIT: Duration = Duration::from_millis(200);
 /// How often the configuration file is looked at (besides SIGHUP).
 const CONFIG_POLL: Duration = Duration::from_millis(250);
+/// How long a connection may take to say Hello (or ask for the status).
+const HELLO_WAIT: Duration = Duration::from_secs(5);
+/// After a restart, how long reservations wait for the processes of the
+/// previous broker to reconnect and report what they hold (their shims
+/// retry at least every 250 ms), so that nobody is granted memory a
+/// sibling that has not reconnected yet still holds.
+pub const RECOVERY: Duration = Duration::from_secs(1);
+/// Messages queued for a process that does not read them: beyond this the
+/// connection is closed (and the process's memory returned).
+const OUTBOX: usize = 64;
+/// Reservations a process may have waiting at once (the shim has one).
+const RESERVES_QUEUED: usize = 4;
+
+/// A connected process's mailbox.
+struct Conn {
+    tx: mpsc::Sender<Msg>,
+    /// Closes the connection.
+    kill: Arc<Notify>,
+}
 
 pub struct Broker {
     pub state: Mutex<State>,
     pub metrics: Metrics,
     /// Writers of the connected processes.
-    txs: Mutex<HashMap<ConnId, mpsc::UnboundedSender<Msg>>>,
+    txs: Mutex<HashMap<ConnId, Conn>>,
     /// Signalled whenever memory is returned to a ledger.
     released: Notify,
     started: Instant,
+    /// Until when reservations wait for reconnecting processes (a restart).
+    recovering_until: Mutex<Option<Instant>>,
     config_path: Option<PathBuf>,
     metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -59,8 +80,17 @@ impl Broker {
             txs: Mutex::new(HashMap::new()),
             released: Notify::new(),
             started: Instant::now(),
+            recovering_until: Mutex::new(None),
             config_path,
         })
+    }
+
+    /// This broker replaces one that stopped: its processes are reconnecting.
+    pub fn recovering(&self) {
+        *self
+            .recovering_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + RECOVERY);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -68,8 +98,10 @@ impl Broker {
     }
 
     fn send(&self, id: ConnId, m: Msg) {
-        if let Some(tx) = self.txs.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
-            let _ = tx.send(m);
+        if let Some(c) = self.txs.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            if let Err(mpsc::error::TrySendError::Full(_)) = c.tx.try_send(m) {
+                c.kill.notify_one();
+            }
         }
     }
 
@@ -87,10 +119,8 @@ impl Broker {
         match Config::load(path) {
             Ok(cfg) => {
                 let over = self.state().reload(Box::new(cfg), now_ns());
-                for id in over {
-                    for dev in 0..tslice_proto::MAX_DEVICES as u32 {
-                        self.send(id, Msg::Reclaim { dev });
-                    }
+                for (id, dev) in over {
+                    self.send(id, Msg::Reclaim { dev });
                 }
                 self.metrics
                     .reloads
@@ -122,18 +152,20 @@ impl Broker {
 
 /// Binds the socket: any local process may connect (its identity comes from
 /// the kernel, not from what it says), the directory is created if needed,
-/// and a stale socket of a previous broker is replaced.
-pub fn bind(path: &Path) -> io::Result<UnixListener> {
+/// and a stale socket of a previous broker is replaced (true: there was
+/// one, so this broker is a restart and its processes are reconnecting).
+pub fn bind(path: &Path) -> io::Result<(UnixListener, bool)> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    let replaced = match std::fs::remove_file(path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
     let l = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-    Ok(l)
+    Ok((l, replaced))
 }
 
 /// Serves until the process is stopped.
@@ -151,7 +183,17 @@ pub async fn serve(broker: Arc<Broker>, listener: UnixListener) -> io::Result<()
         });
     }
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors (or memory): the connections that are
+                // open go on; new ones wait in the backlog until some close.
+                broker.reject("accept-failed");
+                warn!("cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let b = broker.clone();
         tokio::spawn(async move {
             if let Err(e) = connection(b.clone(), stream).await {
@@ -243,20 +285,35 @@ async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
         return Ok(());
     };
     let pid = pid as u32;
-    let pidfd = identity::peer_pidfd(stream.as_raw_fd(), pid)?;
     let mut fb = FrameBuf::new();
     let mut fds: Vec<OwnedFd> = Vec::new();
-    let first = loop {
-        match fb.next_msg() {
-            Ok(Some(m)) => break m,
-            Ok(None) => {}
-            Err(e) => {
-                b.reject("malformed");
-                warn!(pid, "closing the connection: {e}");
-                return Ok(());
+    let first = async {
+        loop {
+            match fb.next_msg() {
+                Ok(Some(m)) => return Ok(Some(m)),
+                Ok(None) => {}
+                Err(e) => {
+                    b.reject("malformed");
+                    warn!(pid, "closing the connection: {e}");
+                    return Ok(None);
+                }
+            }
+            if !wire::recv_with_fds(&stream, &mut fb, &mut fds).await? {
+                return Ok::<_, io::Error>(None);
             }
         }
-        if !wire::recv_with_fds(&stream, &mut fb, &mut fds).await? {
+    };
+    let first = match tokio::time::timeout(HELLO_WAIT, first).await {
+        Ok(r) => match r? {
+            Some(m) => m,
+            None => return Ok(()),
+        },
+        Err(_) => {
+            b.reject("no-hello");
+            debug!(
+                pid,
+                "closing a connection that said nothing for {HELLO_WAIT:?}"
+            );
             return Ok(());
         }
     };
@@ -271,8 +328,9 @@ async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
     };
     // The identity, from the kernel; the pidfd pins the process (if it died
     // and its pid was reused, the pidfd says so and nothing is admitted).
+    let pidfd = identity::peer_pidfd(stream.as_raw_fd(), pid)?;
     let cgroup = identity::cgroup_of(pid)?;
-    if identity::pidfd_exited(&pidfd) {
+    if identity::pidfd_exited(&pidfd) || identity::hung_up(stream.as_raw_fd()) {
         return Ok(());
     }
     let peer = Peer {
@@ -293,14 +351,26 @@ async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
     });
     let budget = Budget::new()?;
     let reader = budget.reader_fd()?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let (tx, mut rx) = mpsc::channel::<Msg>(OUTBOX);
+    let kill = Arc::new(Notify::new());
     let (id, tenant) = b
         .state()
         .admit(peer.clone(), &hello, budget, view, now_ns());
-    b.txs
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, tx);
+    // From here on the process is in the state: whatever ends this task
+    // (even a panic) takes it out again.
+    let mut guard = Finish {
+        b: &b,
+        id,
+        pid,
+        reason: "welcome failed".into(),
+    };
+    b.txs.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        id,
+        Conn {
+            tx,
+            kill: kill.clone(),
+        },
+    );
     b.metrics.connections.inc();
     info!(pid, uid, cgroup = %peer.cgroup, %tenant, devices = hello.devices.len(), "process connected");
     let welcome = Msg::Welcome {
@@ -309,10 +379,7 @@ async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
     };
     let sent = wire::send_with_fd(&stream, &welcome, reader.as_raw_fd()).await;
     drop(reader);
-    if let Err(e) = sent {
-        finish(&b, id, pid, "welcome failed");
-        return Err(e);
-    }
+    sent?;
     let (mut rd, mut wr) = stream.into_split();
     let writer = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
@@ -333,8 +400,26 @@ async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
             Err(_) => std::future::pending::<()>().await,
         }
     };
-    let reason = tokio::select! {
-        r = serve_process(&b, id, &mut rd, &mut fb) => match r {
+    // Reservations wait (for siblings to return memory, for a restart's
+    // reconnections) in a task of their own, so the process's Releases are
+    // read meanwhile: two siblings reserving at once each get what the
+    // other returns.
+    let (rtx, mut rrx) = mpsc::channel::<(u32, u32, u64)>(RESERVES_QUEUED);
+    let rb = b.clone();
+    let reserver = tokio::spawn(async move {
+        while let Some((req, dev, bytes)) = rrx.recv().await {
+            let granted = reserve(&rb, id, dev, bytes).await;
+            rb.send(
+                id,
+                Msg::Grant {
+                    req,
+                    bytes: granted,
+                },
+            );
+        }
+    });
+    guard.reason = tokio::select! {
+        r = serve_process(&b, id, &mut rd, &mut fb, &rtx) => match r {
             Ok(()) => "disconnected".to_string(),
             Err(e) => {
                 b.reject("malformed");
@@ -343,20 +428,40 @@ async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
             }
         },
         _ = exited => "exited".to_string(),
+        _ = kill.notified() => {
+            b.reject("not-reading");
+            warn!(pid, %tenant, "closing the connection: the process does not read its messages");
+            "not reading its messages".to_string()
+        }
     };
+    reserver.abort();
     writer.abort();
-    finish(&b, id, pid, &reason);
     Ok(())
 }
 
-fn finish(b: &Broker, id: ConnId, pid: u32, reason: &str) {
-    b.txs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-    b.state().remove(id, now_ns());
-    b.released.notify_waiters();
-    info!(
-        pid,
-        "process gone ({reason}); its memory is back in its tenant's ledger"
-    );
+/// Takes a process out of the state when its connection task ends, however
+/// it ends.
+struct Finish<'a> {
+    b: &'a Broker,
+    id: ConnId,
+    pid: u32,
+    reason: String,
+}
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        let b = self.b;
+        b.txs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+        b.state().remove(self.id, now_ns());
+        b.released.notify_waiters();
+        info!(
+            pid = self.pid,
+            "process gone ({}); its memory is back in its tenant's ledger", self.reason
+        );
+    }
 }
 
 async fn serve_process(
@@ -364,18 +469,17 @@ async fn serve_process(
     id: ConnId,
     rd: &mut tokio::net::unix::OwnedReadHalf,
     fb: &mut FrameBuf,
+    reserves: &mpsc::Sender<(u32, u32, u64)>,
 ) -> io::Result<()> {
     while let Some(m) = wire::read_msg(rd, fb).await? {
         match m {
             Msg::Reserve { req, dev, bytes } => {
-                let granted = reserve(b, id, dev, bytes).await;
-                b.send(
-                    id,
-                    Msg::Grant {
-                        req,
-                        bytes: granted,
-                    },
-                );
+                if reserves.try_send((req, dev, bytes)).is_err() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("more than {RESERVES_QUEUED} reservations waiting at once"),
+                    ));
+                }
             }
             Msg::Release { dev, bytes } => {
                 b.state().release(id, dev, bytes);
@@ -395,6 +499,10 @@ async fn serve_process(
 /// A reservation: granted at once, or after siblings returned what they
 /// held unused, or refused.
 async fn reserve(b: &Arc<Broker>, id: ConnId, dev: u32, bytes: u64) -> u64 {
+    let recovering = *b.recovering_until.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(until) = recovering {
+        tokio::time::sleep_until(until.into()).await;
+    }
     let deadline = Instant::now() + RECLAIM_WAIT;
     let mut asked = false;
     loop {
@@ -452,4 +560,32 @@ async fn status_reply(b: &Broker, stream: UnixStream, uid: u32) -> io::Result<()
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_process_that_does_not_read_its_messages_is_cut_off() {
+        let b = Broker::new(Config::default(), None);
+        let (tx, _rx) = mpsc::channel(OUTBOX);
+        let kill = Arc::new(Notify::new());
+        b.txs.lock().unwrap().insert(
+            7,
+            Conn {
+                tx,
+                kill: kill.clone(),
+            },
+        );
+        for _ in 0..OUTBOX {
+            b.send(7, Msg::Reclaim { dev: 0 });
+        }
+        let cut = tokio::time::timeout(Duration::from_millis(1), kill.notified()).await;
+        assert!(cut.is_err(), "a full outbox is not yet over the bound");
+        b.send(7, Msg::Reclaim { dev: 0 });
+        tokio::time::timeout(Duration::from_secs(1), kill.notified())
+            .await
+            .expect("one more message than the outbox holds closes the connection");
+    }
 }

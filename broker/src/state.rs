@@ -61,6 +61,13 @@ pub fn uuid_string(u: &Uuid) -> String {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DevLedger {
     pub limit: u64,
+    /// The device's memory, as the tenant's processes report it: the
+    /// smallest report (a process can only lower it, for its own tenant).
+    /// Share-of-device limits resolve against it.
+    pub total: u64,
+    /// The device's CUDA ordinal as the tenant first saw it (per-ordinal
+    /// limits apply by it; another process may see the device elsewhere).
+    pub ordinal: u32,
     /// Granted to its processes (used or held for use).
     pub reserved: u64,
     pub high_water: u64,
@@ -143,14 +150,30 @@ fn tenant_for_spec(name: &str, limits: &Limits, configured: bool) -> Tenant {
     }
 }
 
-/// A tenant's limit on a device, from its limits and the device as one of
-/// its processes sees it.
-fn resolve_limit(limits: &Limits, ordinal: u32, uuid: &Uuid, total: u64) -> u64 {
+/// A tenant's limit on a device, from its limits and the device as its
+/// ledger knows it.
+fn resolve_limit(limits: &Limits, uuid: &Uuid, l: &DevLedger) -> u64 {
     limits
         .memory
         .as_ref()
-        .and_then(|m| m.for_device(ordinal, Some(&uuid_string(uuid))))
-        .map_or(u64::MAX, |l| l.resolve(total))
+        .and_then(|m| m.for_device(l.ordinal, Some(&uuid_string(uuid))))
+        .map_or(u64::MAX, |m| m.resolve(l.total))
+}
+
+/// A tenant's ledger of a device a process reports (created at the first
+/// report; a smaller total than known lowers the ledger's).
+fn ledger_for(t: &mut Tenant, uuid: Uuid, ordinal: u32, total: u64) -> &mut DevLedger {
+    let limits = &t.limits;
+    let l = t.ledgers.entry(uuid).or_insert_with(|| DevLedger {
+        total,
+        ordinal,
+        ..DevLedger::default()
+    });
+    if l.limit == 0 || total < l.total {
+        l.total = l.total.min(total);
+        l.limit = resolve_limit(limits, &uuid, l);
+    }
+    l
 }
 
 impl State {
@@ -215,9 +238,12 @@ impl State {
             .entry(name.clone())
             .or_insert_with(|| tenant_for_spec(&name, &limits, false));
         t.procs.insert(id);
-        for (i, d) in devs.iter().enumerate() {
-            let l = t.ledgers.entry(d.uuid).or_default();
-            l.limit = resolve_limit(&t.limits, i as u32, &d.uuid, d.total);
+        let mut devs = devs;
+        for (i, d) in devs.iter_mut().enumerate() {
+            let l = ledger_for(t, d.uuid, i as u32, d.total);
+            // What a reconnecting process says it holds is believed up to
+            // the device's size (a lie can only crowd its own tenant).
+            d.granted = d.granted.min(l.total);
             l.reserved = l.reserved.saturating_add(d.granted);
             l.high_water = l.high_water.max(l.reserved);
         }
@@ -246,7 +272,7 @@ impl State {
         let Some(pd) = p.devs.get(dev as usize) else {
             return Reserve::Denied;
         };
-        let (uuid, tenant) = (pd.uuid, p.tenant.clone());
+        let (uuid, total, tenant) = (pd.uuid, pd.total, p.tenant.clone());
         let Some(t) = self.tenants.get_mut(&tenant) else {
             return Reserve::Denied;
         };
@@ -262,8 +288,13 @@ impl State {
                         .is_some_and(|q| q.devs.iter().any(|d| d.uuid == uuid))
             })
             .collect();
-        let l = t.ledgers.entry(uuid).or_default();
+        let l = ledger_for(t, uuid, dev, total);
         let remaining = l.limit.saturating_sub(l.reserved);
+        if bytes > l.total {
+            // Never fits the device, whatever the tenant's limit.
+            l.denials += 1;
+            return Reserve::Denied;
+        }
         if bytes > remaining {
             // Siblings may hold reservation they do not use (their own page
             // says how much: a claim, used only to decide whether to ask).
@@ -303,15 +334,17 @@ impl State {
         } else {
             ((remaining - bytes) / (4 * n)).min(CHUNK)
         };
-        let grant = bytes + spare / GRANULARITY * GRANULARITY;
-        l.reserved += grant;
+        // `bytes` is at most the device's size, so the sums stay exact
+        // (saturating only against a tenant's own lies about that size).
+        let grant = bytes.saturating_add(spare / GRANULARITY * GRANULARITY);
+        l.reserved = l.reserved.saturating_add(grant);
         l.high_water = l.high_water.max(l.reserved);
         if let Some(pd) = self
             .procs
             .get_mut(&id)
             .and_then(|p| p.devs.get_mut(dev as usize))
         {
-            pd.granted += grant;
+            pd.granted = pd.granted.saturating_add(grant);
         }
         self.publish_memory(&tenant);
         Reserve::Granted(grant)
@@ -379,9 +412,10 @@ impl State {
 
     /// A new configuration: limits change, tenants come and go, processes
     /// may move to another tenant (their reservations move with them).
-    /// Returns the processes whose tenant is over a lowered memory limit
-    /// (to be asked for their unused reservation).
-    pub fn reload(&mut self, source: Box<dyn PolicySource>, now: u64) -> Vec<ConnId> {
+    /// Returns the processes (and their ordinal of the device) whose tenant
+    /// is over a lowered memory limit (to be asked for their unused
+    /// reservation there).
+    pub fn reload(&mut self, source: Box<dyn PolicySource>, now: u64) -> Vec<(ConnId, u32)> {
         self.source = source;
         for t in self.tenants.values_mut() {
             t.configured = false;
@@ -411,8 +445,8 @@ impl State {
                     .entry(new.clone())
                     .or_insert_with(|| tenant_for_spec(&new, &limits, false));
                 t.procs.insert(id);
-                for d in &devs {
-                    let l = t.ledgers.entry(d.uuid).or_default();
+                for (i, d) in devs.iter().enumerate() {
+                    let l = ledger_for(t, d.uuid, i as u32, d.total);
                     l.reserved = l.reserved.saturating_add(d.granted);
                     l.high_water = l.high_water.max(l.reserved);
                 }
@@ -425,20 +459,28 @@ impl State {
         for name in names {
             let t = self.tenants.get_mut(&name).expect("listed");
             if !t.configured {
-                t.limits = defaults.clone();
+                // A tenant the source makes up for its processes: what the
+                // source says of them now.
+                t.limits = t
+                    .procs
+                    .first()
+                    .and_then(|id| self.procs.get(id))
+                    .map_or_else(|| defaults.clone(), |p| self.source.classify(&p.peer).1);
             }
-            for pid in t.procs.clone() {
-                let Some(p) = self.procs.get(&pid) else {
-                    continue;
-                };
-                for (i, d) in p.devs.iter().enumerate() {
-                    if let Some(l) = t.ledgers.get_mut(&d.uuid) {
-                        l.limit = resolve_limit(&t.limits, i as u32, &d.uuid, d.total);
-                    }
-                }
+            for (uuid, l) in t.ledgers.iter_mut() {
+                l.limit = resolve_limit(&t.limits, uuid, l);
             }
             if t.ledgers.values().any(|l| l.reserved > l.limit) {
-                over.extend(t.procs.iter().copied());
+                for id in &t.procs {
+                    let Some(p) = self.procs.get(id) else {
+                        continue;
+                    };
+                    for (i, d) in p.devs.iter().enumerate() {
+                        if t.ledgers.get(&d.uuid).is_some_and(|l| l.reserved > l.limit) {
+                            over.push((*id, i as u32));
+                        }
+                    }
+                }
             }
         }
         self.tenants
@@ -461,16 +503,16 @@ impl State {
             let Some(p) = self.procs.get(id) else {
                 continue;
             };
-            let page = p.budget.page();
-            for (i, d) in p.devs.iter().enumerate() {
-                if let (Some(pd), Some(l)) = (page.dev.get(i), t.ledgers.get(&d.uuid)) {
-                    pd.mem_limit.store(l.limit, Ordering::Relaxed);
-                    pd.mem_reserved.store(l.reserved, Ordering::Relaxed);
-                    pd.mem_mine.store(d.granted, Ordering::Relaxed);
+            p.budget.write(|page| {
+                for (i, d) in p.devs.iter().enumerate() {
+                    if let (Some(pd), Some(l)) = (page.dev.get(i), t.ledgers.get(&d.uuid)) {
+                        pd.mem_limit.store(l.limit, Ordering::Relaxed);
+                        pd.mem_reserved.store(l.reserved, Ordering::Relaxed);
+                        pd.mem_mine.store(d.granted, Ordering::Relaxed);
+                    }
                 }
-            }
-            page.devices.store(p.devs.len() as u32, Ordering::Relaxed);
-            page.generation.fetch_add(1, Ordering::Release);
+                page.devices.store(p.devs.len() as u32, Ordering::Relaxed);
+            });
         }
     }
 
@@ -607,31 +649,31 @@ impl State {
                 d.share_ppm = w.share;
             }
             let page = p.budget.page();
-            let pd = &page.dev[w.dev];
+            let Some(pd) = page.dev.get(w.dev) else {
+                continue;
+            };
             let (anchor, cycle, offset, len) = w.slot.unwrap_or((0, 0, 0, 0));
-            let slot_changed = pd.slot_len_ns.load(Ordering::Relaxed) != len
+            let changed = pd.slot_len_ns.load(Ordering::Relaxed) != len
                 || pd.slot_anchor_ns.load(Ordering::Relaxed) != anchor
                 || pd.slot_cycle_ns.load(Ordering::Relaxed) != cycle
-                || pd.slot_offset_ns.load(Ordering::Relaxed) != offset;
-            if slot_changed {
-                // Length last, 0 meanwhile: a reader never combines halves of two slots.
-                pd.slot_len_ns.store(0, Ordering::Release);
-                pd.slot_anchor_ns.store(anchor, Ordering::Relaxed);
-                pd.slot_cycle_ns.store(cycle, Ordering::Relaxed);
-                pd.slot_offset_ns.store(offset, Ordering::Relaxed);
-                pd.slot_len_ns.store(len, Ordering::Release);
-            }
-            let changed = [
-                pd.share_ppm.swap(w.share, Ordering::Relaxed) != w.share,
-                pd.class.swap(w.class, Ordering::Relaxed) != w.class,
-                pd.hold_until_ns.swap(w.hold, Ordering::Relaxed) != w.hold,
-                slot_changed,
-            ]
-            .contains(&true);
-            page.written_ns.store(now, Ordering::Relaxed);
+                || pd.slot_offset_ns.load(Ordering::Relaxed) != offset
+                || pd.share_ppm.load(Ordering::Relaxed) != w.share
+                || pd.class.load(Ordering::Relaxed) != w.class
+                || pd.hold_until_ns.load(Ordering::Relaxed) != w.hold;
             if changed {
-                page.generation.fetch_add(1, Ordering::Release);
+                // One update: a reader never combines halves of two slots.
+                p.budget.write(|page| {
+                    let pd = &page.dev[w.dev];
+                    pd.slot_anchor_ns.store(anchor, Ordering::Relaxed);
+                    pd.slot_cycle_ns.store(cycle, Ordering::Relaxed);
+                    pd.slot_offset_ns.store(offset, Ordering::Relaxed);
+                    pd.slot_len_ns.store(len, Ordering::Relaxed);
+                    pd.share_ppm.store(w.share, Ordering::Relaxed);
+                    pd.class.store(w.class, Ordering::Relaxed);
+                    pd.hold_until_ns.store(w.hold, Ordering::Relaxed);
+                });
             }
+            page.written_ns.store(now, Ordering::Relaxed);
         }
     }
 }
@@ -755,17 +797,16 @@ weight = 3
     }
 
     #[test]
-    fn unmatched_processes_get_the_defaults_per_cgroup() {
+    fn unmatched_processes_get_the_defaults_per_user() {
         let mut s = State::new(Box::new(config()));
         let p = admit(&mut s, "/elsewhere/job");
-        assert!(s.tenants.contains_key("default:/elsewhere/job"));
-        assert_eq!(
-            s.tenants["default:/elsewhere/job"].ledgers[&[1; 16]].limit,
-            8 * GIB
-        );
+        let q = admit(&mut s, "/elsewhere/other");
+        assert_eq!(s.procs[&q].tenant, "default:uid:0", "one ledger per user");
+        assert_eq!(s.tenants["default:uid:0"].ledgers[&[1; 16]].limit, 8 * GIB);
         s.remove(p, 2);
+        s.remove(q, 2);
         assert!(
-            !s.tenants.contains_key("default:/elsewhere/job"),
+            !s.tenants.contains_key("default:uid:0"),
             "gone with its last process"
         );
     }
@@ -789,6 +830,133 @@ weight = 3
         ));
     }
 
+    fn hello_with(total: u64, reconnect: Option<u64>) -> Hello {
+        let mut h = hello(reconnect.map(|g| (g, 0)));
+        h.devices[0].total = total;
+        h
+    }
+
+    fn config_text(text: &str) -> Config {
+        Config::parse(text, "t").unwrap()
+    }
+
+    #[test]
+    fn a_share_of_the_device_resolves_against_the_smallest_total_reported() {
+        let cfg = "[[tenant]]\nname = \"a\"\ncgroup = \"/a\"\nmemory-limit = \"10%\"\n";
+        let mut s = State::new(Box::new(config_text(cfg)));
+        let honest = s
+            .admit(
+                peer("/a"),
+                &hello_with(80 * GIB, None),
+                Budget::new().unwrap(),
+                None,
+                1,
+            )
+            .0;
+        assert_eq!(s.tenants["a"].ledgers[&[1; 16]].limit, 8 * GIB);
+        // A process claiming a huge device does not raise the tenant's limit...
+        let liar = s
+            .admit(
+                peer("/a"),
+                &hello_with(u64::MAX / 2, None),
+                Budget::new().unwrap(),
+                None,
+                1,
+            )
+            .0;
+        assert_eq!(s.tenants["a"].ledgers[&[1; 16]].limit, 8 * GIB);
+        s.remove(liar, 2);
+        assert_eq!(s.tenants["a"].ledgers[&[1; 16]].limit, 8 * GIB);
+        assert_eq!(s.reserve(honest, 0, 9 * GIB), Reserve::Denied);
+        // ...one claiming a small one lowers it, for its own tenant only.
+        let _small = s
+            .admit(
+                peer("/a"),
+                &hello_with(40 * GIB, None),
+                Budget::new().unwrap(),
+                None,
+                1,
+            )
+            .0;
+        assert_eq!(s.tenants["a"].ledgers[&[1; 16]].limit, 4 * GIB);
+        // A reload resolves again against what is known.
+        s.reload(Box::new(config_text(&cfg.replace("10%", "50%"))), 3);
+        assert_eq!(s.tenants["a"].ledgers[&[1; 16]].limit, 20 * GIB);
+    }
+
+    #[test]
+    fn what_a_reconnect_claims_to_hold_is_capped_at_the_device() {
+        let mut s = State::new(Box::new(config()));
+        let honest = s
+            .admit(
+                peer("/a"),
+                &hello_with(80 * GIB, Some(300 * MIB)),
+                Budget::new().unwrap(),
+                None,
+                1,
+            )
+            .0;
+        let liar = s
+            .admit(
+                peer("/a"),
+                &hello_with(80 * GIB, Some(u64::MAX)),
+                Budget::new().unwrap(),
+                None,
+                1,
+            )
+            .0;
+        assert_eq!(
+            s.tenants["a"].ledgers[&[1; 16]].reserved,
+            80 * GIB + 300 * MIB
+        );
+        s.remove(liar, 2);
+        assert_eq!(
+            s.tenants["a"].ledgers[&[1; 16]].reserved,
+            300 * MIB,
+            "the honest sibling's holding is still counted"
+        );
+        s.remove(honest, 3);
+        assert_eq!(s.tenants["a"].ledgers[&[1; 16]].reserved, 0);
+    }
+
+    #[test]
+    fn a_reservation_beyond_the_device_is_refused_without_overflow() {
+        let mut s = State::new(Box::new(config_text("")));
+        let p = admit(&mut s, "/x");
+        for ask in [u64::MAX, u64::MAX - 4096, 80 * GIB + 1] {
+            assert_eq!(s.reserve(p, 0, ask), Reserve::Denied, "{ask}");
+        }
+        let Reserve::Granted(g) = s.reserve(p, 0, 80 * GIB) else {
+            panic!("the whole device fits an unlimited tenant")
+        };
+        assert!(g >= 80 * GIB);
+        s.remove(p, 2);
+        assert!(s.procs.is_empty());
+    }
+
+    #[test]
+    fn budget_pages_are_written_under_a_sequence_lock() {
+        let mut s = State::new(Box::new(config()));
+        let a = admit(&mut s, "/a");
+        let b = admit(&mut s, "/b");
+        for id in [a, b] {
+            s.procs.get_mut(&id).unwrap().devs[0].active_until_ns = u64::MAX;
+        }
+        let gen = |s: &State| s.procs[&a].budget.page().generation.load(Ordering::Relaxed);
+        let before = gen(&s);
+        s.tick(20);
+        let after = gen(&s);
+        assert!(after > before && after % 2 == 0, "{before} -> {after}");
+        s.tick(21);
+        assert_eq!(gen(&s), after, "nothing changed, nothing written");
+        assert!(
+            s.procs[&a].budget.page().dev[0]
+                .slot_len_ns
+                .load(Ordering::Relaxed)
+                > 0
+        );
+    }
+
     #[test]
     fn a_lowered_limit_refuses_until_under_and_names_who_to_ask() {
         let mut s = State::new(Box::new(config()));
@@ -796,7 +964,7 @@ weight = 3
         assert!(matches!(s.reserve(p, 0, 600 * MIB), Reserve::Granted(_)));
         let text = "[[tenant]]\nname = \"a\"\ncgroup = \"/a\"\nmemory-limit = \"256MiB\"\n";
         let over = s.reload(Box::new(Config::parse(text, "t").unwrap()), 2);
-        assert_eq!(over, vec![p]);
+        assert_eq!(over, vec![(p, 0)]);
         assert_eq!(s.reserve(p, 0, 2 * MIB), Reserve::Denied);
         assert_eq!(
             s.procs[&p].budget.page().dev[0]
@@ -817,7 +985,7 @@ weight = 3
         s.reload(Box::new(Config::parse(text, "t").unwrap()), 2);
         assert_eq!(s.procs[&p].tenant, "c");
         assert_eq!(s.tenants["c"].ledgers[&[1; 16]].reserved, g);
-        assert!(!s.tenants.contains_key("default:/c"));
+        assert!(!s.tenants.contains_key("default:uid:0"));
         assert!(
             !s.tenants.contains_key("a"),
             "tenants removed from the file go"

@@ -10,10 +10,24 @@
 //! exceed the device (an overcommitted configuration), the requests are
 //! scaled down in proportion; otherwise every request is met.
 //!
+//! No tenant with work starves: each gets at least [`FLOOR_PPM`] (1%, or
+//! an equal part of the device when more than a hundred have work; never
+//! above its limit), as if it had requested that much. Requests are
+//! guaranteed up to what these floors leave.
+//!
 //! Shares are parts per million of the device. The computation is pure and
 //! O(n log n) in the number of tenants.
 
 use crate::quota::Ppm;
+
+/// The least share of a tenant with work.
+pub const FLOOR_PPM: u64 = 10_000;
+
+/// The floor of a tenant with limit `limit` among `n` with work on a device
+/// of `capacity` ppm.
+pub fn floor_of(limit: u64, capacity: u64, n: u64) -> u64 {
+    FLOOR_PPM.min(limit).min(capacity / n.max(1))
+}
 
 /// What the policy knows of one tenant on one device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,12 +52,46 @@ pub fn shares(claims: &[Claim]) -> Vec<u32> {
 pub fn shares_of(claims: &[Claim], capacity: u32) -> Vec<u32> {
     let cap = capacity as u64;
     let limit = |c: &Claim| (c.limit.0 as u64).min(cap);
-    let mut out = vec![0u64; claims.len()];
     let active: Vec<usize> = (0..claims.len())
         .filter(|&i| claims[i].active && limit(&claims[i]) > 0)
         .collect();
+    let n = active.len() as u64;
+    let floor = |i: usize| floor_of(limit(&claims[i]), cap, n);
+    // Tenants that would get less than their floor get the floor; the
+    // others share the rest (floors sum to at most the device, and every
+    // round pins at least one more tenant or ends).
+    let mut pinned = vec![false; claims.len()];
+    loop {
+        let rest: Vec<usize> = active.iter().copied().filter(|&i| !pinned[i]).collect();
+        let left = cap
+            - (0..claims.len())
+                .filter(|&i| pinned[i])
+                .map(floor)
+                .sum::<u64>();
+        let mut out = fill(claims, &rest, left);
+        let mut more = false;
+        for &i in &rest {
+            if out[i] < floor(i) {
+                pinned[i] = true;
+                more = true;
+            }
+        }
+        if !more {
+            for i in (0..claims.len()).filter(|&i| pinned[i]) {
+                out[i] = floor(i);
+            }
+            return out.into_iter().map(|x| x as u32).collect();
+        }
+    }
+}
+
+/// Requests, then spare time by weight, among the tenants `active` (with
+/// work and a limit above 0) on a device of `cap` ppm.
+fn fill(claims: &[Claim], active: &[usize], cap: u64) -> Vec<u64> {
+    let limit = |c: &Claim| (c.limit.0 as u64).min(cap);
+    let mut out = vec![0u64; claims.len()];
     if active.is_empty() {
-        return vec![0; claims.len()];
+        return out;
     }
     // Requests, capped by limits, scaled down together if they overcommit.
     let want: Vec<u64> = active
@@ -108,7 +156,7 @@ pub fn shares_of(claims: &[Claim], capacity: u32) -> Vec<u32> {
         }
         open.retain(|&i| out[i] < limit(&claims[i]));
     }
-    out.into_iter().map(|x| x as u32).collect()
+    out
 }
 
 /// Splits a tenant's share among its processes on the device: equally
@@ -190,6 +238,20 @@ mod tests {
     }
 
     #[test]
+    fn no_tenant_with_work_starves() {
+        // The requests take the whole device; the third still gets its floor.
+        let s = shares(&[c(60, 100, 1, true), c(40, 100, 1, true), c(0, 100, 1, true)]);
+        assert_eq!(s[2], FLOOR_PPM as u32);
+        assert_eq!(s.iter().sum::<u32>(), 1_000_000);
+        // A very small weight is not rounded away.
+        let s = shares(&[c(0, 100, 1000, true), c(0, 100, 1, true)]);
+        assert!(s[1] >= FLOOR_PPM as u32, "{s:?}");
+        // Among 200 tenants with work, an equal part each.
+        let many = vec![c(0, 100, 1, true); 200];
+        assert!(shares(&many).iter().all(|x| *x == 5_000));
+    }
+
+    #[test]
     fn splitting_among_processes() {
         assert_eq!(
             split(500_000, &[true, true, false, true]),
@@ -222,6 +284,22 @@ mod properties {
             })
     }
 
+    /// Each claim's request as the policy takes it (at least its floor;
+    /// 0 when idle).
+    fn effective(claims: &[Claim]) -> Vec<u64> {
+        let n = claims.iter().filter(|c| c.active && c.limit.0 > 0).count() as u64;
+        claims
+            .iter()
+            .map(|c| {
+                if c.active && c.limit.0 > 0 {
+                    (c.request.0 as u64).max(floor_of(c.limit.0 as u64, 1_000_000, n))
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+
     proptest! {
         #[test]
         fn never_more_than_the_device_nor_any_limit(claims in prop::collection::vec(claim(), 0..12)) {
@@ -239,7 +317,7 @@ mod properties {
         #[test]
         fn feasible_requests_are_met(claims in prop::collection::vec(claim(), 0..12)) {
             let s = shares(&claims);
-            let requested: u64 = claims.iter().filter(|c| c.active).map(|c| c.request.0 as u64).sum();
+            let requested: u64 = effective(&claims).iter().sum();
             if requested <= 1_000_000 {
                 for (c, x) in claims.iter().zip(&s) {
                     if c.active {
@@ -260,15 +338,29 @@ mod properties {
         }
 
         #[test]
+        fn every_tenant_with_work_gets_its_floor(claims in prop::collection::vec(claim(), 0..12)) {
+            let s = shares(&claims);
+            let n = claims.iter().filter(|c| c.active && c.limit.0 > 0).count() as u64;
+            for (c, x) in claims.iter().zip(&s) {
+                if c.active && c.limit.0 > 0 {
+                    let f = floor_of(c.limit.0 as u64, 1_000_000, n);
+                    prop_assert!(*x as u64 >= f, "{} below its floor {}", x, f);
+                }
+            }
+        }
+
+        #[test]
         fn spare_time_follows_weights(claims in prop::collection::vec(claim(), 2..8)) {
             let s = shares(&claims);
-            let requested: u64 = claims.iter().filter(|c| c.active).map(|c| c.request.0 as u64).sum();
+            let eff = effective(&claims);
+            let requested: u64 = eff.iter().sum();
             prop_assume!(requested <= 1_000_000);
             // Two active tenants strictly between request and limit took the
             // spare time in proportion to their weights (to a ppm per weight).
-            let open: Vec<(u64, u64)> = claims.iter().zip(&s)
-                .filter(|(c, x)| c.active && **x > c.request.0 && **x < c.limit.0)
-                .map(|(c, x)| ((*x - c.request.0) as u64, c.weight as u64))
+            // (Above its floor too: one at its floor is pinned there.)
+            let open: Vec<(u64, u64)> = claims.iter().zip(&s).zip(&eff)
+                .filter(|((c, x), r)| c.active && **x as u64 > **r && **x < c.limit.0)
+                .map(|((c, x), _)| ((*x - c.request.0) as u64, c.weight as u64))
                 .collect();
             for a in &open {
                 for b in &open {

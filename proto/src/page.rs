@@ -4,10 +4,12 @@
 //! magic and version.
 //!
 //! * [`BudgetPage`]: written by the broker, mapped **read-only** by the shim
-//!   (its descriptor is opened read-only): the process's compute share and
+//!   (its descriptor is opened read-only and the memfd is sealed against
+//!   new writable mappings): the process's compute share and
 //!   its tenant's memory limit and reservations, per device. The shim reads
 //!   it with atomic loads on its launch path: no round trip.
-//! * [`ProcessPage`]: written by the shim, mapped read-only by the broker:
+//! * [`ProcessPage`]: written by the shim (a memfd sealed against shrinking
+//!   and growing, which the broker checks), mapped read-only by the broker:
 //!   the process's counters per device (launches, which tell the broker who
 //!   has work; GPU time charged; memory). The broker treats it as a claim
 //!   of the process about itself, never as authority over anyone else.
@@ -42,8 +44,8 @@ pub struct BudgetDev {
     /// Coordinated turns: every `slot_cycle_ns` from `slot_anchor_ns`
     /// (`CLOCK_MONOTONIC`), this process runs during `[slot_offset_ns,
     /// slot_offset_ns + slot_len_ns)` and holds its launches otherwise.
-    /// `slot_len_ns` 0: no slot (paced by `share_ppm`). Written with
-    /// `slot_len_ns` last (0 while the others change).
+    /// `slot_len_ns` 0: no slot (paced by `share_ppm`). Read them under the
+    /// page's `generation` (a sequence lock).
     pub slot_anchor_ns: AtomicU64,
     pub slot_cycle_ns: AtomicU64,
     pub slot_offset_ns: AtomicU64,
@@ -59,7 +61,9 @@ pub const CLASS_BEST_EFFORT: u32 = 2;
 pub struct BudgetPage {
     pub magic: AtomicU32,
     pub version: AtomicU32,
-    /// Bumped after every change, so a reader can tell cheaply that nothing
+    /// A sequence lock: odd while the broker writes, bumped again when it is
+    /// done. A reader that sees it odd, or different after its reads, reads
+    /// again; one that sees it unchanged since its last read knows nothing
     /// changed.
     pub generation: AtomicU64,
     pub devices: AtomicU32,

@@ -125,8 +125,13 @@ fn map(fd: RawFd, len: usize, writable: bool) -> io::Result<*mut c_void> {
 
 /// The process's own page, shared with whichever broker it talks to.
 fn new_process_page() -> io::Result<(OwnedFd, Map)> {
-    // SAFETY: memfd_create with a static name and close-on-exec.
-    let fd = unsafe { libc::memfd_create(c"tslice-process".as_ptr(), libc::MFD_CLOEXEC) };
+    // SAFETY: memfd_create with a static name and flags.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"tslice-process".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -134,6 +139,13 @@ fn new_process_page() -> io::Result<(OwnedFd, Map)> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: sizes the memfd we own.
     if unsafe { libc::ftruncate(fd.as_raw_fd(), PROCESS_LEN as libc::off_t) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Sealed at its size: the broker maps it, and refuses a page that could
+    // shrink under its mapping.
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: adds seals to the memfd we own.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
         return Err(io::Error::last_os_error());
     }
     let p = map(fd.as_raw_fd(), PROCESS_LEN, true)?;
@@ -227,7 +239,15 @@ struct Waiting {
     /// The request in flight and its answer once it came.
     req: u32,
     answer: Option<u64>,
+    /// Requests given up on (no answer in time) and their device: a grant
+    /// that comes after all goes back at once, or the tenant's ledger would
+    /// count it for this process until it exits.
+    abandoned: Vec<(u32, usize)>,
 }
+
+/// Abandoned requests remembered (older ones are forgotten: their grants,
+/// if any come, stay counted until the process exits).
+const ABANDONED: usize = 16;
 
 /// The connection to the broker, for the rest of the process's life.
 pub struct Broker {
@@ -405,7 +425,11 @@ impl Broker {
             match msg {
                 Some(Msg::Grant { req, bytes }) => {
                     let mut w = lock(&self.waiting);
-                    if w.req == req {
+                    if let Some(k) = w.abandoned.iter().position(|(r, _)| *r == req) {
+                        let (_, dev) = w.abandoned.swap_remove(k);
+                        drop(w);
+                        self.release(dev, bytes);
+                    } else if w.req == req {
                         w.answer = Some(bytes);
                         self.changed.notify_all();
                     }
@@ -432,10 +456,12 @@ impl Broker {
             "lost the broker at {}; working with the last budgets until it is back",
             self.path.display()
         );
+        // A restarted broker waits about a second for its processes to come
+        // back (tslice-broker's RECOVERY) before it grants anyone memory.
         let mut backoff = Duration::from_millis(20);
         loop {
             std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+            backoff = (backoff * 2).min(Duration::from_millis(250));
             let s = crate::state::shim();
             match self.handshake(true, |i| s.broker_holdings(i)) {
                 Ok((sock, fb)) => {
@@ -500,6 +526,10 @@ impl Broker {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || !self.connected.load(Ordering::Acquire) {
+                if w.abandoned.len() >= ABANDONED {
+                    w.abandoned.remove(0);
+                }
+                w.abandoned.push((req, dev));
                 return None;
             }
             w = self

@@ -12,7 +12,7 @@ use crate::broker::Broker;
 use crate::real;
 use cuda_abi::*;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tslice_policy::estimate::Kind;
@@ -132,29 +132,38 @@ impl DeviceGate {
         }
     }
 
-    /// Applies the broker's budget to the gate when it changed.
+    /// Applies the broker's budget to the gate when it changed. The page is
+    /// read as a sequence lock: `generation` is odd while the broker writes
+    /// and changes with every update, so a read that saw either is dropped
+    /// (and done again at the next launch) rather than applied half old,
+    /// half new.
     fn sync(&self, inner: &mut Inner, now: &mut impl FnMut() -> u64) {
         let Some((b, i)) = self.link else { return };
         let page = b.budget();
         let gen = page.generation.load(Ordering::Acquire);
-        if self.applied.swap(gen, Ordering::Relaxed) == gen {
+        if gen % 2 == 1 || self.applied.load(Ordering::Relaxed) == gen {
             return;
         }
         let Some(d) = page.dev.get(i) else { return };
-        let share = Ppm(d.share_ppm.load(Ordering::Relaxed).min(self.cap.0));
-        if share != inner.gate.config().share {
-            inner.gate.set_share(share, now());
-        }
-        inner
-            .gate
-            .hold_until(d.hold_until_ns.load(Ordering::Relaxed));
-        let len = d.slot_len_ns.load(Ordering::Acquire);
-        inner.gate.set_slot((len > 0).then(|| Slot {
+        let share = d.share_ppm.load(Ordering::Relaxed);
+        let hold = d.hold_until_ns.load(Ordering::Relaxed);
+        let slot = Slot {
             anchor_ns: d.slot_anchor_ns.load(Ordering::Relaxed),
             cycle_ns: d.slot_cycle_ns.load(Ordering::Relaxed),
             offset_ns: d.slot_offset_ns.load(Ordering::Relaxed),
-            len_ns: len,
-        }));
+            len_ns: d.slot_len_ns.load(Ordering::Relaxed),
+        };
+        fence(Ordering::Acquire);
+        if page.generation.load(Ordering::Relaxed) != gen {
+            return;
+        }
+        self.applied.store(gen, Ordering::Relaxed);
+        let share = Ppm(share.min(self.cap.0));
+        if share != inner.gate.config().share {
+            inner.gate.set_share(share, now());
+        }
+        inner.gate.hold_until(hold);
+        inner.gate.set_slot((slot.len_ns > 0).then_some(slot));
     }
 
     /// Waits (sleeping on this thread) until a launch of `key` may go. The

@@ -272,12 +272,13 @@ impl Shim {
     /// process's devices are part of the handshake). None: standalone.
     pub fn broker(&self) -> Option<&'static crate::broker::Broker> {
         let (path, policy) = self.broker_target.as_ref()?;
+        if let Some(b) = self.broker.get() {
+            return *b;
+        }
+        // Not initialised yet: nothing to connect about (and nothing
+        // decided: the next call after cuInit tries).
+        let devices = broker_devices().ok()?;
         *self.broker.get_or_init(|| {
-            let devices = match broker_devices() {
-                Ok(d) => d,
-                // Not initialised yet: nothing to connect about.
-                Err(_) => return None,
-            };
             match crate::broker::Broker::connect(path.clone(), devices) {
                 Ok(b) => Some(b),
                 Err(e) => {

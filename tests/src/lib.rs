@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod raw;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -619,4 +621,47 @@ impl Interactive {
         let _ = writeln!(self.stdin, "exit");
         self.child.wait().expect("wait")
     }
+}
+
+/// The shim library built by `cargo build`.
+pub fn shim() -> PathBuf {
+    let p = profile_dir().join("libtslice.so");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        p.display()
+    );
+    p
+}
+
+/// `tests/cuda/tenant.c`: a CUDA program that allocates on command.
+pub fn tenant_prog() -> PathBuf {
+    let libdir = format!("-L{}", profile_dir().display());
+    build_cuda(&cuda_src("tenant.c"), &[&libdir, "-lcuda", "-lpthread"])
+}
+
+/// Memory the simulated device holds for these pids (ground truth).
+pub fn device_used(gpu: &SimGpu, pids: &[u32]) -> u64 {
+    gpu.monitor(0)
+        .snapshot()
+        .processes
+        .iter()
+        .filter(|p| pids.contains(&p.pid) && p.alive)
+        .map(|p| p.mem_used)
+        .sum()
+}
+
+/// Polls `cond` until it holds; fails the test after `limit`. Returns how
+/// long it took.
+pub fn wait_for(
+    what: &str,
+    limit: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    t0.elapsed()
 }

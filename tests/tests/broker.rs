@@ -3,30 +3,15 @@
 //! shim between them and the simulated GPU; ground truth from the
 //! simulated device's ledger and run record.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tslice_tests::{
-    build_cuda, cuda_src, field, profile_dir, workspace_bin, Broker, Cgroups, Interactive, SimGpu,
+    build_cuda, cuda_src, field, workspace_bin, Broker, Cgroups, Interactive, SimGpu,
 };
+use tslice_tests::{device_used, shim, tenant_prog, wait_for};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
-
-fn shim() -> PathBuf {
-    let p = profile_dir().join("libtslice.so");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        p.display()
-    );
-    p
-}
-
-fn tenant_prog() -> PathBuf {
-    let libdir = format!("-L{}", profile_dir().display());
-    build_cuda(&cuda_src("tenant.c"), &[&libdir, "-lcuda", "-lpthread"])
-}
 
 /// A tenant process under the shim, connected to `broker`, in cgroup `cg`.
 fn tenant(
@@ -49,26 +34,6 @@ fn config_two_tenants(cg: &Cgroups, limit_a: &str) -> String {
         cg.path("a"),
         cg.path("b")
     )
-}
-
-/// Memory the simulated device holds for these pids (ground truth).
-fn device_used(gpu: &SimGpu, pids: &[u32]) -> u64 {
-    gpu.monitor(0)
-        .snapshot()
-        .processes
-        .iter()
-        .filter(|p| pids.contains(&p.pid) && p.alive)
-        .map(|p| p.mem_used)
-        .sum()
-}
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    t0.elapsed()
 }
 
 #[test]

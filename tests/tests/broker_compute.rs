@@ -6,22 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Mutex;
-use tslice_tests::{build_cuda, cuda_src, field, profile_dir, Broker, Cgroups, SimGpu};
+use tslice_tests::shim;
+use tslice_tests::{build_cuda, cuda_src, field, Broker, Cgroups, SimGpu};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn shim() -> PathBuf {
-    let p = profile_dir().join("libtslice.so");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        p.display()
-    );
-    p
 }
 
 fn spin_loop() -> PathBuf {

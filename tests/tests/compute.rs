@@ -7,22 +7,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Mutex;
-use tslice_tests::{build_cuda, cuda_src, field, profile_dir, SimGpu};
+use tslice_tests::shim;
+use tslice_tests::{build_cuda, cuda_src, field, SimGpu};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn shim() -> PathBuf {
-    let p = profile_dir().join("libtslice.so");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        p.display()
-    );
-    p
 }
 
 const SEC: u64 = 1_000_000_000;

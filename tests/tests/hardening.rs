@@ -7,20 +7,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
+use tslice_tests::shim;
 use tslice_tests::{build_cuda, cuda_src, field, profile_dir, SimGpu};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
-
-fn shim() -> PathBuf {
-    let p = profile_dir().join("libtslice.so");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        p.display()
-    );
-    p
-}
 
 fn firstuse() -> PathBuf {
     build_cuda(&cuda_src("firstuse.c"), &["-ldl", "-lpthread"])

@@ -2,18 +2,8 @@
 //! through the real CUDA runtime on the simulated driver, with libtslice.so
 //! preloaded. Ground truth comes from the simulated driver's ledger.
 
-use std::path::PathBuf;
+use tslice_tests::shim;
 use tslice_tests::{build_cuda, cuda_src, field, profile_dir, SimGpu};
-
-fn shim() -> PathBuf {
-    let p = profile_dir().join("libtslice.so");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        p.display()
-    );
-    p
-}
 
 const MIB: u64 = 1 << 20;
 

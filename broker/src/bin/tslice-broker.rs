@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .init();
+    raise_nofile();
     let explicit = args.config != Path::new(DEFAULT_CONFIG);
     let (config, path) = if !explicit && !args.config.exists() {
         tracing::warn!(
@@ -69,7 +70,7 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         let socket = config.socket.clone();
-        let listener = match server::bind(&socket) {
+        let (listener, replaced) = match server::bind(&socket) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("tslice-broker: cannot listen on {}: {e}", socket.display());
@@ -78,6 +79,13 @@ fn main() -> ExitCode {
         };
         tracing::info!(socket = %socket.display(), tenants = config.tenants.len(), "tslice-broker serving");
         let broker = server::Broker::new(config, path);
+        if replaced {
+            tracing::info!(
+                "a previous broker's socket was there: reservations wait {:?} for its processes to reconnect",
+                server::RECOVERY
+            );
+            broker.recovering();
+        }
         let term = async {
             let mut t = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
@@ -100,4 +108,18 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Every connected process holds a few descriptors of the broker's: the
+/// soft limit is raised to the hard one (as servers do), so a node's
+/// processes do not run the broker out of them.
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the descriptor limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
 }
