@@ -9,7 +9,9 @@
  *
  * Identity: the broker identifies a peer from the kernel (SO_PEERCRED, a
  * pidfd, /proc/PID/cgroup), never from what it says. One connection is one
- * process; a process can read and change nothing but its own reservations.
+ * process, and a process has one connection (a second is refused while the
+ * first is open); a process can read and change nothing but its own
+ * reservations.
  *
  * FRAMES
  *   uint32_t length;          little-endian, bytes of the body that follows,
@@ -30,7 +32,10 @@
  *                  CUDA ordinal, with what it already holds (a reconnect after
  *                  a broker restart rebuilds the ledger from these).
  *                  The process page's memfd travels with it (SCM_RIGHTS),
- *                  sealed F_SEAL_SHRINK | F_SEAL_GROW (else the broker ignores it).
+ *                  a memfd of sizeof(struct tslice_process_page) rounded up to
+ *                  whole 4096-byte pages, in ordinary shared memory (not
+ *                  MFD_HUGETLB), sealed F_SEAL_SHRINK | F_SEAL_GROW (else the
+ *                  broker ignores it).
  *   RESERVE (2)    uint32 req, uint32 dev (ordinal), uint64 bytes
  *   RELEASE (3)    uint32 dev, uint64 bytes   (unused reservation returned)
  *   STATUS_REQUEST (4)  (root or the broker's user only)

@@ -50,14 +50,17 @@ fn map(fd: impl AsFd, len: usize, writable: bool) -> io::Result<Mapping> {
     Ok(Mapping { ptr, len })
 }
 
-/// A process's budget page, as the broker writes it.
+/// A process's budget page, as the broker writes it (the broker keeps only
+/// its mapping, no descriptor).
 pub struct Budget {
     map: Mapping,
-    fd: OwnedFd,
 }
 
 impl Budget {
-    pub fn new() -> io::Result<Budget> {
+    /// A new page, and a read-only descriptor of it for the process: it
+    /// cannot map it writable (nor can a reopen of it, the memfd is sealed),
+    /// so it cannot change its own budget.
+    pub fn new() -> io::Result<(Budget, OwnedFd)> {
         let fd = memfd_create(
             c"tslice-budget",
             MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
@@ -82,7 +85,10 @@ impl Budget {
                 format!("cannot seal a budget page ({e}); tslice-broker needs Linux 5.1 or later"),
             )
         })?;
-        let b = Budget { map, fd };
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+        let b = Budget { map };
         let p = b.page();
         p.version.store(PAGE_VERSION, Ordering::Relaxed);
         for d in &p.dev {
@@ -90,7 +96,7 @@ impl Budget {
             d.mem_limit.store(u64::MAX, Ordering::Relaxed);
         }
         p.magic.store(BUDGET_MAGIC, Ordering::Release);
-        Ok(b)
+        Ok((b, OwnedFd::from(reader)))
     }
 
     pub fn page(&self) -> &BudgetPage {
@@ -111,15 +117,6 @@ impl Budget {
         p.generation.fetch_add(1, Ordering::Release);
         r
     }
-
-    /// A read-only descriptor of the page, for the process: it cannot map
-    /// it writable (nor can a reopen of it, the memfd is sealed), so it
-    /// cannot change its own budget.
-    pub fn reader_fd(&self) -> io::Result<OwnedFd> {
-        let path = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
-        let f = std::fs::OpenOptions::new().read(true).open(path)?;
-        Ok(OwnedFd::from(f))
-    }
 }
 
 /// A process's own page, mapped read-only.
@@ -129,8 +126,21 @@ pub struct ProcessView {
 
 impl ProcessView {
     /// Maps a page a process sent; refuses one of the wrong size or kind,
-    /// or one its sender could still shrink.
+    /// one its sender could still shrink, and one not in ordinary shared
+    /// memory (tmpfs): a memfd of huge pages (hugetlbfs) can have a hole
+    /// punched in it, sealed or not, and a read of the hole with no huge
+    /// page free would be a SIGBUS in the broker.
     pub fn open(fd: OwnedFd) -> io::Result<ProcessView> {
+        let fs = nix::sys::statfs::fstatfs(&fd).map_err(io::Error::from)?;
+        if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the process page is not in ordinary shared memory (file system type {:#x}, not tmpfs)",
+                    fs.filesystem_type().0
+                ),
+            ));
+        }
         let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS)
             .map(SealFlag::from_bits_truncate)
             .unwrap_or(SealFlag::empty());
@@ -143,7 +153,7 @@ impl ProcessView {
         let len = nix::sys::stat::fstat(fd.as_raw_fd())
             .map_err(io::Error::from)?
             .st_size as usize;
-        if len < PROCESS_LEN {
+        if len != PROCESS_LEN {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("process page of {len} bytes"),
@@ -179,9 +189,8 @@ mod tests {
 
     #[test]
     fn the_reader_cannot_write_its_budget() {
-        let b = Budget::new().unwrap();
+        let (b, fd) = Budget::new().unwrap();
         b.page().dev[3].share_ppm.store(250_000, Ordering::Release);
-        let fd = b.reader_fd().unwrap();
         assert!(
             map(&fd, BUDGET_LEN, true).is_err(),
             "a read-only descriptor cannot be mapped writable"
@@ -222,6 +231,9 @@ mod tests {
     fn process_pages_are_checked() {
         let shrink = SealFlag::F_SEAL_SHRINK;
         assert!(ProcessView::open(sealed(10, shrink)).is_err(), "too small");
+        let fd = sealed(2 * PROCESS_LEN, shrink);
+        with_magic(&fd);
+        assert!(ProcessView::open(fd).is_err(), "too large");
         assert!(
             ProcessView::open(sealed(PROCESS_LEN, shrink)).is_err(),
             "no magic"
@@ -238,12 +250,21 @@ mod tests {
         nix::unistd::ftruncate(&fd, PROCESS_LEN as i64).unwrap();
         with_magic(&fd);
         assert!(ProcessView::open(fd).is_err(), "no seals at all");
+        // A sealed page of huge pages (when the host has any to give).
+        if let Ok(fd) = memfd_create(
+            c"t",
+            MemFdCreateFlag::MFD_CLOEXEC
+                | MemFdCreateFlag::MFD_ALLOW_SEALING
+                | MemFdCreateFlag::MFD_HUGETLB,
+        ) {
+            let e = ProcessView::open(fd).err().unwrap().to_string();
+            assert!(e.contains("not tmpfs"), "{e}");
+        }
     }
 
     #[test]
     fn a_reopened_budget_page_cannot_be_mapped_writable() {
-        let b = Budget::new().unwrap();
-        let reader = b.reader_fd().unwrap();
+        let (b, reader) = Budget::new().unwrap();
         let rw = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

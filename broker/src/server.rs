@@ -10,7 +10,7 @@ use crate::state::{ConnId, Reserve, State};
 use crate::wire;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,9 @@ struct Conn {
     tx: mpsc::Sender<Msg>,
     /// Closes the connection.
     kill: Arc<Notify>,
+    pid: u32,
+    /// The connection's socket (to tell whether the process has closed it).
+    sock: OwnedFd,
 }
 
 pub struct Broker {
@@ -103,6 +106,11 @@ impl Broker {
                 c.kill.notify_one();
             }
         }
+    }
+
+    /// Whether any process is connected.
+    pub fn has_processes(&self) -> bool {
+        !self.state().procs.is_empty()
     }
 
     /// The status JSON.
@@ -286,6 +294,7 @@ async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
     };
     let pid = pid as u32;
     let mut fb = FrameBuf::new();
+    // The process page (the first descriptor sent; any others are closed).
     let mut fds: Vec<OwnedFd> = Vec::new();
     let first = async {
         loop {
@@ -328,7 +337,22 @@ async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
     };
     // The identity, from the kernel; the pidfd pins the process (if it died
     // and its pid was reused, the pidfd says so and nothing is admitted).
-    let pidfd = identity::peer_pidfd(stream.as_raw_fd(), pid)?;
+    let pidfd = match identity::peer_pidfd(stream.as_raw_fd(), pid) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            b.reject("pid-reused");
+            warn!(pid, uid, "{e}");
+            let (_, mut wr) = stream.into_split();
+            return wire::write_msg(
+                &mut wr,
+                &Msg::Refused {
+                    reason: e.to_string(),
+                },
+            )
+            .await;
+        }
+        Err(e) => return Err(e),
+    };
     let cgroup = identity::cgroup_of(pid)?;
     if identity::pidfd_exited(&pidfd) || identity::hung_up(stream.as_raw_fd()) {
         return Ok(());
@@ -339,7 +363,8 @@ async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
         gid,
         cgroup,
     };
-    let view = fds.pop().and_then(|fd| match ProcessView::open(fd) {
+    let page = fds.drain(..).next();
+    let view = page.and_then(|fd| match ProcessView::open(fd) {
         Ok(v) => Some(v),
         Err(e) => {
             warn!(
@@ -349,13 +374,41 @@ async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
             None
         }
     });
-    let budget = Budget::new()?;
-    let reader = budget.reader_fd()?;
+    let (budget, reader) = Budget::new()?;
+    let sock = stream.as_fd().try_clone_to_owned()?;
     let (tx, mut rx) = mpsc::channel::<Msg>(OUTBOX);
     let kill = Arc::new(Notify::new());
-    let (id, tenant) = b
-        .state()
-        .admit(peer.clone(), &hello, budget, view, now_ns());
+    // One connection per process (descriptors and pages are the broker's to
+    // spend, and a process needs one): looked up and taken at once.
+    let admitted = {
+        let mut txs = b.txs.lock().unwrap_or_else(|p| p.into_inner());
+        if connected_already(&txs, pid) {
+            None
+        } else {
+            let (id, tenant) = b
+                .state()
+                .admit(peer.clone(), &hello, budget, view, now_ns());
+            txs.insert(
+                id,
+                Conn {
+                    tx,
+                    kill: kill.clone(),
+                    pid,
+                    sock,
+                },
+            );
+            Some((id, tenant))
+        }
+    };
+    let Some((id, tenant)) = admitted else {
+        b.reject("already-connected");
+        warn!(pid, uid, "refusing a second connection of the process");
+        let (_, mut wr) = stream.into_split();
+        let reason = format!(
+            "process {pid} is already connected to the broker (one connection per process)"
+        );
+        return wire::write_msg(&mut wr, &Msg::Refused { reason }).await;
+    };
     // From here on the process is in the state: whatever ends this task
     // (even a panic) takes it out again.
     let mut guard = Finish {
@@ -364,13 +417,6 @@ async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
         pid,
         reason: "welcome failed".into(),
     };
-    b.txs.lock().unwrap_or_else(|p| p.into_inner()).insert(
-        id,
-        Conn {
-            tx,
-            kill: kill.clone(),
-        },
-    );
     b.metrics.connections.inc();
     info!(pid, uid, cgroup = %peer.cgroup, %tenant, devices = hello.devices.len(), "process connected");
     let welcome = Msg::Welcome {
@@ -439,6 +485,21 @@ async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `pid` already has a connection that is still open (a process has
+/// one; a new program after `exec` finds its old one closed, and that one is
+/// let go at once).
+fn connected_already(txs: &HashMap<ConnId, Conn>, pid: u32) -> bool {
+    let mut open = false;
+    for c in txs.values().filter(|c| c.pid == pid) {
+        if identity::hung_up(c.sock.as_raw_fd()) {
+            c.kill.notify_one();
+        } else {
+            open = true;
+        }
+    }
+    open
+}
+
 /// Takes a process out of the state when its connection task ends, however
 /// it ends.
 struct Finish<'a> {
@@ -455,7 +516,7 @@ impl Drop for Finish<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
-        b.state().remove(self.id, now_ns());
+        b.state().remove(self.id);
         b.released.notify_waiters();
         info!(
             pid = self.pid,
@@ -571,11 +632,14 @@ mod tests {
         let b = Broker::new(Config::default(), None);
         let (tx, _rx) = mpsc::channel(OUTBOX);
         let kill = Arc::new(Notify::new());
+        let (sock, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
         b.txs.lock().unwrap().insert(
             7,
             Conn {
                 tx,
                 kill: kill.clone(),
+                pid: 1,
+                sock: sock.into(),
             },
         );
         for _ in 0..OUTBOX {

@@ -61,8 +61,9 @@ pub fn uuid_string(u: &Uuid) -> String {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DevLedger {
     pub limit: u64,
-    /// The device's memory, as the tenant's processes report it: the
-    /// smallest report (a process can only lower it, for its own tenant).
+    /// The device's memory, as the tenant's live processes report it: the
+    /// smallest report (a process can only lower it, for its own tenant, and
+    /// only while it lives); 0 while none of them is on the device.
     /// Share-of-device limits resolve against it.
     pub total: u64,
     /// The device's CUDA ordinal as the tenant first saw it (per-ordinal
@@ -165,12 +166,11 @@ fn resolve_limit(limits: &Limits, uuid: &Uuid, l: &DevLedger) -> u64 {
 fn ledger_for(t: &mut Tenant, uuid: Uuid, ordinal: u32, total: u64) -> &mut DevLedger {
     let limits = &t.limits;
     let l = t.ledgers.entry(uuid).or_insert_with(|| DevLedger {
-        total,
         ordinal,
         ..DevLedger::default()
     });
-    if l.limit == 0 || total < l.total {
-        l.total = l.total.min(total);
+    if l.total == 0 || total < l.total {
+        l.total = total;
         l.limit = resolve_limit(limits, &uuid, l);
     }
     l
@@ -242,8 +242,9 @@ impl State {
         for (i, d) in devs.iter_mut().enumerate() {
             let l = ledger_for(t, d.uuid, i as u32, d.total);
             // What a reconnecting process says it holds is believed up to
-            // the device's size (a lie can only crowd its own tenant).
-            d.granted = d.granted.min(l.total);
+            // the device's size as it reports it (a lie can only crowd its
+            // own tenant).
+            d.granted = d.granted.min(d.total);
             l.reserved = l.reserved.saturating_add(d.granted);
             l.high_water = l.high_water.max(l.reserved);
         }
@@ -259,8 +260,16 @@ impl State {
                 since_ns: now,
             },
         );
-        self.publish_memory(&name);
-        self.tick(now);
+        // Its siblings' pages change only if it brought holdings along
+        // (a reconnection); its shares come with the next tick (within
+        // TICK; until then its page gives it the device, so its first
+        // launches are not held back), which keeps admitting a process
+        // independent of how many others there are.
+        if reconnect {
+            self.publish_memory(&name);
+        } else {
+            self.publish_memory_of(&name, id);
+        }
         (id, name)
     }
 
@@ -290,7 +299,7 @@ impl State {
             .collect();
         let l = ledger_for(t, uuid, dev, total);
         let remaining = l.limit.saturating_sub(l.reserved);
-        if bytes > l.total {
+        if bytes > total {
             // Never fits the device, whatever the tenant's limit.
             l.denials += 1;
             return Reserve::Denied;
@@ -390,15 +399,31 @@ impl State {
 
     /// A process is gone (exited, killed, disconnected): everything it held
     /// goes back to its tenant's ledgers.
-    pub fn remove(&mut self, id: ConnId, now: u64) {
+    pub fn remove(&mut self, id: ConnId) {
         let Some(p) = self.procs.remove(&id) else {
             return;
         };
         if let Some(t) = self.tenants.get_mut(&p.tenant) {
             t.procs.remove(&id);
             for d in &p.devs {
+                // The device's size, as the processes that remain report it.
+                let total = t
+                    .procs
+                    .iter()
+                    .filter_map(|s| self.procs.get(s))
+                    .flat_map(|q| q.devs.iter())
+                    .filter(|e| e.uuid == d.uuid)
+                    .map(|e| e.total)
+                    .min()
+                    .unwrap_or(0);
                 if let Some(l) = t.ledgers.get_mut(&d.uuid) {
                     l.reserved = l.reserved.saturating_sub(d.granted);
+                    if total != l.total {
+                        l.total = total;
+                        if total > 0 {
+                            l.limit = resolve_limit(&t.limits, &d.uuid, l);
+                        }
+                    }
                 }
             }
             if t.procs.is_empty() && !t.configured {
@@ -407,7 +432,6 @@ impl State {
                 self.publish_memory(&p.tenant);
             }
         }
-        self.tick(now);
     }
 
     /// A new configuration: limits change, tenants come and go, processes
@@ -500,9 +524,16 @@ impl State {
             return;
         };
         for id in &t.procs {
-            let Some(p) = self.procs.get(id) else {
-                continue;
-            };
+            self.publish_memory_of(tenant, *id);
+        }
+    }
+
+    /// Writes them into one process's page.
+    fn publish_memory_of(&self, tenant: &str, id: ConnId) {
+        let (Some(t), Some(p)) = (self.tenants.get(tenant), self.procs.get(&id)) else {
+            return;
+        };
+        {
             p.budget.write(|page| {
                 for (i, d) in p.devs.iter().enumerate() {
                     if let (Some(pd), Some(l)) = (page.dev.get(i), t.ledgers.get(&d.uuid)) {
@@ -758,8 +789,14 @@ weight = 3
     }
 
     fn admit(s: &mut State, cgroup: &str) -> ConnId {
-        s.admit(peer(cgroup), &hello(None), Budget::new().unwrap(), None, 1)
-            .0
+        s.admit(
+            peer(cgroup),
+            &hello(None),
+            Budget::new().unwrap().0,
+            None,
+            1,
+        )
+        .0
     }
 
     #[test]
@@ -789,9 +826,9 @@ weight = 3
         assert_eq!(s.reserve(p2, 0, left), Reserve::Granted(left));
         assert_eq!(s.tenants["a"].ledgers[&[1; 16]].reserved, GIB);
         // A process that goes returns everything.
-        s.remove(p1, 2);
+        s.remove(p1);
         assert!(s.tenants["a"].ledgers[&[1; 16]].reserved < GIB);
-        s.remove(p2, 3);
+        s.remove(p2);
         assert_eq!(s.tenants["a"].ledgers[&[1; 16]].reserved, 0);
         assert!(s.tenants.contains_key("a"), "configured tenants stay");
     }
@@ -803,8 +840,8 @@ weight = 3
         let q = admit(&mut s, "/elsewhere/other");
         assert_eq!(s.procs[&q].tenant, "default:uid:0", "one ledger per user");
         assert_eq!(s.tenants["default:uid:0"].ledgers[&[1; 16]].limit, 8 * GIB);
-        s.remove(p, 2);
-        s.remove(q, 2);
+        s.remove(p);
+        s.remove(q);
         assert!(
             !s.tenants.contains_key("default:uid:0"),
             "gone with its last process"
@@ -818,7 +855,7 @@ weight = 3
             .admit(
                 peer("/a"),
                 &hello(Some((900 * MIB, 700 * MIB))),
-                Budget::new().unwrap(),
+                Budget::new().unwrap().0,
                 None,
                 1,
             )
@@ -848,7 +885,7 @@ weight = 3
             .admit(
                 peer("/a"),
                 &hello_with(80 * GIB, None),
-                Budget::new().unwrap(),
+                Budget::new().unwrap().0,
                 None,
                 1,
             )
@@ -859,21 +896,22 @@ weight = 3
             .admit(
                 peer("/a"),
                 &hello_with(u64::MAX / 2, None),
-                Budget::new().unwrap(),
+                Budget::new().unwrap().0,
                 None,
                 1,
             )
             .0;
         assert_eq!(s.tenants["a"].ledgers[&[1; 16]].limit, 8 * GIB);
-        s.remove(liar, 2);
+        s.remove(liar);
         assert_eq!(s.tenants["a"].ledgers[&[1; 16]].limit, 8 * GIB);
         assert_eq!(s.reserve(honest, 0, 9 * GIB), Reserve::Denied);
-        // ...one claiming a small one lowers it, for its own tenant only.
-        let _small = s
+        // ...one claiming a small one lowers it, for its own tenant only,
+        // and only while it lives.
+        let small = s
             .admit(
                 peer("/a"),
                 &hello_with(40 * GIB, None),
-                Budget::new().unwrap(),
+                Budget::new().unwrap().0,
                 None,
                 1,
             )
@@ -882,6 +920,44 @@ weight = 3
         // A reload resolves again against what is known.
         s.reload(Box::new(config_text(&cfg.replace("10%", "50%"))), 3);
         assert_eq!(s.tenants["a"].ledgers[&[1; 16]].limit, 20 * GIB);
+        // A reservation that fits the device as its process reports it is
+        // not refused for the liar's smaller one.
+        assert!(matches!(
+            s.reserve(honest, 0, 12 * GIB),
+            Reserve::Granted(_)
+        ));
+        s.remove(small);
+        let l = &s.tenants["a"].ledgers[&[1; 16]];
+        assert_eq!(
+            (l.total, l.limit),
+            (80 * GIB, 40 * GIB),
+            "the lie ends with the liar"
+        );
+        assert!(matches!(
+            s.reserve(honest, 0, 20 * GIB),
+            Reserve::Granted(_)
+        ));
+        s.remove(honest);
+        assert_eq!(
+            s.tenants["a"].ledgers[&[1; 16]].total, 0,
+            "nobody reports the device"
+        );
+        let next = s
+            .admit(
+                peer("/a"),
+                &hello_with(96 * GIB, None),
+                Budget::new().unwrap().0,
+                None,
+                1,
+            )
+            .0;
+        let l = &s.tenants["a"].ledgers[&[1; 16]];
+        assert_eq!(
+            (l.total, l.limit),
+            (96 * GIB, 48 * GIB),
+            "the next one reports it anew"
+        );
+        s.remove(next);
     }
 
     #[test]
@@ -891,7 +967,7 @@ weight = 3
             .admit(
                 peer("/a"),
                 &hello_with(80 * GIB, Some(300 * MIB)),
-                Budget::new().unwrap(),
+                Budget::new().unwrap().0,
                 None,
                 1,
             )
@@ -900,7 +976,7 @@ weight = 3
             .admit(
                 peer("/a"),
                 &hello_with(80 * GIB, Some(u64::MAX)),
-                Budget::new().unwrap(),
+                Budget::new().unwrap().0,
                 None,
                 1,
             )
@@ -909,13 +985,13 @@ weight = 3
             s.tenants["a"].ledgers[&[1; 16]].reserved,
             80 * GIB + 300 * MIB
         );
-        s.remove(liar, 2);
+        s.remove(liar);
         assert_eq!(
             s.tenants["a"].ledgers[&[1; 16]].reserved,
             300 * MIB,
             "the honest sibling's holding is still counted"
         );
-        s.remove(honest, 3);
+        s.remove(honest);
         assert_eq!(s.tenants["a"].ledgers[&[1; 16]].reserved, 0);
     }
 
@@ -930,7 +1006,7 @@ weight = 3
             panic!("the whole device fits an unlimited tenant")
         };
         assert!(g >= 80 * GIB);
-        s.remove(p, 2);
+        s.remove(p);
         assert!(s.procs.is_empty());
     }
 

@@ -31,8 +31,8 @@ pub async fn send_with_fd(stream: &UnixStream, msg: &Msg, fd: RawFd) -> io::Resu
     Ok(())
 }
 
-/// Reads until one whole frame is buffered in `fb`, keeping any
-/// descriptors that arrive (at most 4; more are closed). Returns false at
+/// Reads until one whole frame is buffered in `fb`, keeping the first
+/// descriptor that arrives (any others are closed at once). Returns false at
 /// the end of the stream.
 pub async fn recv_with_fds(
     stream: &UnixStream,
@@ -69,7 +69,7 @@ pub async fn recv_with_fds(
             Ok((n, got)) => {
                 fb.push(&buf[..n]);
                 for fd in got {
-                    if fds.len() < 4 {
+                    if fds.is_empty() {
                         fds.push(fd);
                     }
                 }

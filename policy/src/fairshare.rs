@@ -10,10 +10,13 @@
 //! exceed the device (an overcommitted configuration), the requests are
 //! scaled down in proportion; otherwise every request is met.
 //!
-//! No tenant with work starves: each gets at least [`FLOOR_PPM`] (1%, or
-//! an equal part of the device when more than a hundred have work; never
-//! above its limit), as if it had requested that much. Requests are
-//! guaranteed up to what these floors leave.
+//! No tenant with work starves: each gets at least its floor, as if it had
+//! requested that much: [`FLOOR_PPM`] (1%), never above its limit, and the
+//! floors of all tenants together never more than [`FLOOR_TOTAL_PPM`] (5%:
+//! among more than five tenants with work, an equal part of that). So
+//! requests that sum to at most 95% of the device are always met, however
+//! many tenants without a request have work (a tenant that multiplies
+//! itself cannot crowd out another's guarantee).
 //!
 //! Shares are parts per million of the device. The computation is pure and
 //! O(n log n) in the number of tenants.
@@ -22,11 +25,15 @@ use crate::quota::Ppm;
 
 /// The least share of a tenant with work.
 pub const FLOOR_PPM: u64 = 10_000;
+/// The most that the floors of all tenants take together.
+pub const FLOOR_TOTAL_PPM: u64 = 50_000;
 
 /// The floor of a tenant with limit `limit` among `n` with work on a device
 /// of `capacity` ppm.
 pub fn floor_of(limit: u64, capacity: u64, n: u64) -> u64 {
-    FLOOR_PPM.min(limit).min(capacity / n.max(1))
+    FLOOR_PPM
+        .min(limit)
+        .min(FLOOR_TOTAL_PPM.min(capacity) / n.max(1))
 }
 
 /// What the policy knows of one tenant on one device.
@@ -252,6 +259,21 @@ mod tests {
     }
 
     #[test]
+    fn many_tenants_without_requests_cannot_crowd_out_a_request() {
+        let mut claims = vec![c(90, 100, 1, true)];
+        claims.extend(vec![c(0, 100, 1, true); 99]);
+        let s = shares(&claims);
+        assert!(s[0] >= 900_000, "the request is met: {}", s[0]);
+        // The 99 share the rest, each above 0.
+        assert!(
+            s[1..].iter().all(|x| *x > 0 && *x <= 1_100),
+            "{:?}",
+            &s[1..4]
+        );
+        assert!(s.iter().sum::<u32>() <= 1_000_000);
+    }
+
+    #[test]
     fn splitting_among_processes() {
         assert_eq!(
             split(500_000, &[true, true, false, true]),
@@ -325,6 +347,28 @@ mod properties {
                     }
                 }
             }
+        }
+
+        #[test]
+        fn requests_up_to_95_percent_are_met_among_any_number_of_tenants(
+            requests in prop::collection::vec(0u32..=950_000, 1..4),
+            others in 0usize..300,
+        ) {
+            let total: u64 = requests.iter().map(|r| *r as u64).sum();
+            prop_assume!(total <= 1_000_000 - FLOOR_TOTAL_PPM);
+            let mut claims: Vec<Claim> = requests
+                .iter()
+                .map(|r| Claim { request: Ppm(*r), limit: Ppm::ONE, weight: 1, active: true })
+                .collect();
+            claims.extend(std::iter::repeat_n(
+                Claim { request: Ppm(0), limit: Ppm::ONE, weight: 1000, active: true },
+                others,
+            ));
+            let s = shares(&claims);
+            for (r, x) in requests.iter().zip(&s) {
+                prop_assert!(*x >= *r, "{} below its request {}", x, r);
+            }
+            prop_assert!(s.iter().all(|x| *x > 0));
         }
 
         #[test]

@@ -69,6 +69,8 @@ struct Inner {
     /// Work submitted when the gate last gave up on completions: a later
     /// completion of work up to here proves that stall was a false alarm.
     forced_upto_ns: u64,
+    /// The budget page (its address) and generation last applied.
+    applied: (usize, u64),
 }
 
 // SAFETY: the raw CUevent/CUcontext handles inside are plain driver handles,
@@ -93,8 +95,6 @@ pub struct DeviceGate {
     /// The process's own share from the environment (the broker's can only
     /// be lowered by it).
     cap: Ppm,
-    /// The budget page generation last applied.
-    applied: AtomicU64,
 }
 
 impl DeviceGate {
@@ -102,8 +102,8 @@ impl DeviceGate {
         DeviceGate {
             link,
             cap,
-            applied: AtomicU64::new(u64::MAX),
             inner: Mutex::new(Inner {
+                applied: (0, u64::MAX),
                 gate: Gate::new(cfg, real::now_ns()),
                 pending: VecDeque::new(),
                 pool: Vec::new(),
@@ -141,7 +141,10 @@ impl DeviceGate {
         let Some((b, i)) = self.link else { return };
         let page = b.budget();
         let gen = page.generation.load(Ordering::Acquire);
-        if gen % 2 == 1 || self.applied.load(Ordering::Relaxed) == gen {
+        // A page of another broker (after a reconnection) counts its own
+        // generations: the page is part of what was applied.
+        let which = page as *const _ as usize;
+        if gen % 2 == 1 || inner.applied == (which, gen) {
             return;
         }
         let Some(d) = page.dev.get(i) else { return };
@@ -157,7 +160,7 @@ impl DeviceGate {
         if page.generation.load(Ordering::Relaxed) != gen {
             return;
         }
-        self.applied.store(gen, Ordering::Relaxed);
+        inner.applied = (which, gen);
         let share = Ppm(share.min(self.cap.0));
         if share != inner.gate.config().share {
             inner.gate.set_share(share, now());

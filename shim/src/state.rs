@@ -426,11 +426,25 @@ impl Shim {
                         .dev
                         .get(d.index as usize)
                         .map_or((u64::MAX, 0), |x| {
-                            let all = x.mem_reserved.load(Ordering::Relaxed);
-                            (
-                                x.mem_limit.load(Ordering::Relaxed),
-                                all.saturating_sub(x.mem_mine.load(Ordering::Relaxed)),
-                            )
+                            // The three values of one update (the page is a
+                            // sequence lock; a few tries, then the last read:
+                            // the broker's grant is what finally decides).
+                            let page = b.budget();
+                            let mut read = (0, 0, 0);
+                            for _ in 0..8 {
+                                let gen = page.generation.load(Ordering::Acquire);
+                                read = (
+                                    x.mem_limit.load(Ordering::Relaxed),
+                                    x.mem_reserved.load(Ordering::Relaxed),
+                                    x.mem_mine.load(Ordering::Relaxed),
+                                );
+                                std::sync::atomic::fence(Ordering::Acquire);
+                                if gen % 2 == 0 && page.generation.load(Ordering::Relaxed) == gen {
+                                    break;
+                                }
+                            }
+                            let (limit, all, mine) = read;
+                            (limit, all.saturating_sub(mine))
                         });
                 limit
                     .saturating_sub(others)

@@ -314,6 +314,8 @@ pub struct Broker {
     pub config: PathBuf,
     log: PathBuf,
     child: Option<std::process::Child>,
+    /// Extra environment of the broker process.
+    env: Vec<(String, String)>,
 }
 
 /// A path under `target/` unique to this process and call.
@@ -348,6 +350,11 @@ impl Broker {
     /// Starts a broker with `config` (TOML, without `socket`, which is set
     /// here) and waits until it answers.
     pub fn start(config: &str) -> Broker {
+        Broker::start_with_env(config, &[])
+    }
+
+    /// As [`Broker::start`], with extra environment for the broker process.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Broker {
         let dir = scratch("broker-tests");
         let socket = dir.join("broker.sock");
         let cfg = dir.join("broker.toml");
@@ -357,6 +364,10 @@ impl Broker {
             config: cfg,
             log: dir.join("broker.log"),
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         b.write_config(config);
         b.spawn();
@@ -385,6 +396,7 @@ impl Broker {
             .arg(&self.config)
             .arg("--log")
             .arg("info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stderr(log)
             .spawn()
             .expect("start tslice-broker");
@@ -432,6 +444,21 @@ impl Broker {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Stops the broker with SIGTERM (as a service manager would) and waits
+    /// for it to exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) of our own child, which has not been waited for.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            let st = c.wait().expect("wait for the broker");
+            assert!(
+                st.success(),
+                "the broker stopped with {st}:\n{}",
+                self.log()
+            );
         }
     }
 
@@ -610,6 +637,11 @@ impl Interactive {
     pub fn ask(&mut self, cmd: &str) -> String {
         writeln!(self.stdin, "{cmd}").expect("write to the child");
         self.line()
+    }
+
+    /// Sends a command that answers nothing.
+    pub fn tell(&mut self, cmd: &str) {
+        writeln!(self.stdin, "{cmd}").expect("write to the child");
     }
 
     pub fn pid(&self) -> u32 {

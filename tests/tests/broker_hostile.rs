@@ -76,6 +76,12 @@ fn a_process_page_that_can_shrink_is_refused_and_cannot_kill_the_broker() {
     good.hello(&HelloSpec::default()).unwrap();
     let e = good.truncate_page().unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+    drop(good);
+    wait_for(
+        "the first connection is gone",
+        Duration::from_secs(5),
+        || processes(&broker) == 0,
+    );
     // An unsealed one is not mapped at all; truncating it harms nobody.
     let mut bad = RawClient::connect(&broker.socket).unwrap();
     bad.hello(&HelloSpec {
@@ -89,7 +95,7 @@ fn a_process_page_that_can_shrink_is_refused_and_cannot_kill_the_broker() {
     });
     // Ticks (every 10 ms) read every mapped page; the broker lives on.
     for _ in 0..10 {
-        assert_eq!(processes(&broker), 2);
+        assert_eq!(processes(&broker), 1);
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(alive(&broker), "{}", broker.log());
@@ -388,4 +394,108 @@ fn budget_page() -> std::os::fd::OwnedFd {
         libc::munmap(m, BUDGET_LEN);
         std::os::fd::OwnedFd::from_raw_fd(fd)
     }
+}
+
+#[test]
+fn a_broker_stopped_with_sigterm_is_also_recovered_from() {
+    // As the restart above, but stopped the way a service manager does it:
+    // the socket must stay while processes are connected, so that the next
+    // broker knows they are coming back.
+    let cg = Cgroups::new();
+    let mut broker = Broker::start(&one_tenant(&cg, "1GiB"));
+    let gpu = SimGpu::new();
+    let mut p1 = tenant(&gpu, &broker, &cg, "a/x", &["grab", "512", "64"]);
+    assert_eq!(field(&p1.line(), "held") as u64, 512 * MIB);
+    let mut p2 = tenant(&gpu, &broker, &cg, "a/y", &["grab", "448", "64"]);
+    assert_eq!(field(&p2.line(), "held") as u64, 448 * MIB);
+    broker.terminate();
+    assert!(broker.socket.exists(), "the socket stays for the processes");
+    std::thread::sleep(Duration::from_millis(1400));
+    broker.restart();
+    let mut p3 = tenant(&gpu, &broker, &cg, "a/z", &["grab", "1024", "64"]);
+    let held3 = field(&p3.line(), "held") as u64;
+    let used = device_used(&gpu, &[p1.pid(), p2.pid(), p3.pid()]);
+    assert!(
+        used <= GIB,
+        "tenant a holds {used} > 1 GiB (p3 got {held3})"
+    );
+    assert!(p1.finish().success() && p2.finish().success() && p3.finish().success());
+    // With nobody connected, a stop removes the socket (the next start
+    // grants at once).
+    wait_for("the processes are gone", Duration::from_secs(5), || {
+        processes(&broker) == 0
+    });
+    broker.terminate();
+    assert!(!broker.socket.exists());
+}
+
+#[test]
+fn a_reused_pid_is_not_taken_for_the_process_that_connected() {
+    // A kernel without SO_PEERPIDFD: the broker has only SO_PEERCRED's pid.
+    let old_kernel = tslice_tests::build_cuda(
+        &tslice_tests::cuda_src("old_kernel.c"),
+        &["-shared", "-fPIC", "-ldl"],
+    );
+    let cg = Cgroups::new();
+    let config = format!(
+        "[defaults]\nmemory-limit = \"1GiB\"\n[[tenant]]\nname = \"gold\"\ncgroup = \"{}\"\nmemory-limit = \"70GiB\"\n",
+        cg.path("gold")
+    );
+    let broker = Broker::start_with_env(&config, &[("LD_PRELOAD", old_kernel.to_str().unwrap())]);
+    // The attacker connects, hands its socket to a child and exits; its pid
+    // goes to a process of tenant gold; the child then says Hello.
+    let mut attacker = raw_client(&broker, &cg, "evil");
+    let x = attacker.pid();
+    let handed = attacker.ask("handoff");
+    assert_eq!(handed, format!("handed pid={x}"));
+    let mut st = 0;
+    // SAFETY: waitpid of our own child (the std handle is not used again).
+    assert_eq!(unsafe { libc::waitpid(x as i32, &mut st, 0) }, x as i32);
+    let mut victim = None;
+    for _ in 0..200 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (x - 1).to_string()).unwrap();
+        let mut sleep = Command::new("sleep");
+        sleep.arg("30");
+        let mut v = cg.wrap("gold", sleep).spawn().unwrap();
+        if v.id() == x {
+            victim = Some(v);
+            break;
+        }
+        v.kill().unwrap();
+        v.wait().unwrap();
+    }
+    let mut victim = victim.expect("pid reused for the victim (another process kept taking it)");
+    wait_for("the victim is in gold", Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{x}/cgroup"))
+            .is_ok_and(|c| c.contains(&format!("0::{}\n", cg.path("gold"))))
+    });
+    let answer = attacker.ask("hello total=85899345920");
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    assert!(
+        answer.starts_with("refused=") && answer.contains("reused"),
+        "the attacker was taken for the process now at pid {x}: {answer}\n{}",
+        broker.log()
+    );
+    attacker.tell("exit");
+}
+
+#[test]
+fn one_process_holds_one_connection() {
+    let broker = Broker::start("");
+    let mut first = RawClient::connect(&broker.socket).unwrap();
+    first.hello(&HelloSpec::default()).unwrap();
+    let mut second = RawClient::connect(&broker.socket).unwrap();
+    let e = second.hello(&HelloSpec::default()).unwrap_err();
+    assert!(e.to_string().contains("already connected"), "{e}");
+    assert_eq!(processes(&broker), 1);
+    // Once the first is closed (as at exec), the process connects again.
+    drop(first);
+    let mut again = RawClient::connect(&broker.socket).unwrap();
+    again.hello(&HelloSpec::default()).unwrap();
+    wait_for(
+        "the old connection is let go",
+        Duration::from_secs(5),
+        || processes(&broker) == 1,
+    );
 }

@@ -93,6 +93,7 @@ fn main() -> ExitCode {
                 _ = async { match t.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
             }
         };
+        let b = broker.clone();
         tokio::select! {
             r = server::serve(broker, listener) => {
                 if let Err(e) = r {
@@ -102,8 +103,16 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             _ = term => {
-                tracing::info!("stopping");
-                let _ = std::fs::remove_file(&socket);
+                // Processes that are connected reconnect to the next broker,
+                // which finds the socket and waits for them (RECOVERY); with
+                // nobody connected the socket goes, so that the next start
+                // grants at once.
+                if b.has_processes() {
+                    tracing::info!("stopping; the socket stays for the connected processes to find the next broker");
+                } else {
+                    tracing::info!("stopping");
+                    let _ = std::fs::remove_file(&socket);
+                }
                 ExitCode::SUCCESS
             }
         }

@@ -10,6 +10,8 @@
 //! wait N                  -> grant=BYTES | closed
 //! release BYTES           -> ok
 //! held                    -> held=BYTES
+//! handoff                 -> handed pid=PID  (the connecting process forks
+//!                            and exits; its child goes on with the socket)
 //! exit
 //! ```
 
@@ -69,6 +71,24 @@ fn main() {
                 "ok".into()
             }
             ("held", _) => format!("held={}", c.held),
+            ("handoff", _) => {
+                // SAFETY: getpid and fork in a single-threaded program; the
+                // parent only exits, the child goes on as before.
+                let (me, child) = unsafe { (libc::getpid(), libc::fork()) };
+                match child {
+                    0 => {
+                        // Until the parent is gone (reparented).
+                        // SAFETY: getppid has no preconditions.
+                        while unsafe { libc::getppid() } == me {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                        format!("handed pid={me}")
+                    }
+                    // SAFETY: leaves at once, without running destructors.
+                    c if c > 0 => unsafe { libc::_exit(0) },
+                    _ => panic!("fork: {}", std::io::Error::last_os_error()),
+                }
+            }
             ("exit", _) => break,
             _ => panic!("unknown command {line:?}"),
         };
