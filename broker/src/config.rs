@@ -15,6 +15,16 @@
 //! compute-limit = "60%"
 //! weight = 2
 //! class = "standard"
+//! [kubernetes]                 # pods and their tslice.dev/* annotations
+//! node-name = "gpu-node-1"     # default: $NODE_NAME
+//! pod-wait = "2s"              # a process whose pod is not known yet waits
+//! [[ceiling]]                  # the most a namespace's pods may ask for
+//! namespace = "team-a"         # "*": every namespace
+//! memory-limit = "16Gi"
+//! compute-request = "20%"
+//! compute-limit = "50%"
+//! weight = 10
+//! latency-critical = false
 //! ```
 //!
 //! Every key is optional except a tenant's `name` and at least one matcher
@@ -26,6 +36,7 @@ use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use tslice_policy::annotations::Ceiling;
 use tslice_policy::quota::{self, MemLimit, PerDevice, Ppm};
 
 /// Where shims connect unless configured otherwise.
@@ -33,46 +44,7 @@ pub const DEFAULT_SOCKET: &str = "/run/tslice/broker.sock";
 /// Where the broker reads its configuration unless told otherwise.
 pub const DEFAULT_CONFIG: &str = "/etc/tslice/broker.toml";
 
-/// How a tenant's work is treated when others want the GPU too.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Class {
-    /// While it has work, best-effort tenants hold their launches.
-    LatencyCritical,
-    Standard,
-    /// Holds its launches while a latency-critical tenant has work.
-    BestEffort,
-}
-
-impl Class {
-    pub const FORMS: &'static str = "latency-critical, standard, best-effort";
-
-    pub fn parse(s: &str) -> Option<Class> {
-        match s.trim() {
-            "latency-critical" => Some(Class::LatencyCritical),
-            "standard" => Some(Class::Standard),
-            "best-effort" => Some(Class::BestEffort),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Class::LatencyCritical => "latency-critical",
-            Class::Standard => "standard",
-            Class::BestEffort => "best-effort",
-        }
-    }
-
-    /// The code in the budget page (`tslice_proto::page::CLASS_*`).
-    pub fn code(self) -> u32 {
-        match self {
-            Class::LatencyCritical => tslice_proto::page::CLASS_LATENCY_CRITICAL,
-            Class::Standard => tslice_proto::page::CLASS_STANDARD,
-            Class::BestEffort => tslice_proto::page::CLASS_BEST_EFFORT,
-        }
-    }
-}
+pub use tslice_policy::class::Class;
 
 /// What a tenant may use.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,6 +58,8 @@ pub struct Limits {
     /// Share of spare time.
     pub weight: u32,
     pub class: Class,
+    /// A namespace's ceiling on the memory limit (for every device).
+    pub memory_ceiling: Option<MemLimit>,
 }
 
 impl Default for Limits {
@@ -96,6 +70,7 @@ impl Default for Limits {
             compute_limit: Ppm::ONE,
             weight: 1,
             class: Class::Standard,
+            memory_ceiling: None,
         }
     }
 }
@@ -162,6 +137,20 @@ pub struct Config {
     pub defaults: Limits,
     pub default_tenant: DefaultTenant,
     pub tenants: Vec<TenantSpec>,
+    /// Pods as tenants, from the API server (None: not on Kubernetes).
+    pub kubernetes: Option<KubeSettings>,
+    /// Namespace ceilings ("*": every namespace), in file order.
+    pub ceilings: Vec<(String, Ceiling)>,
+}
+
+/// The `[kubernetes]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeSettings {
+    /// The node whose pods are watched.
+    pub node_name: String,
+    /// How long a process whose pod the watch has not delivered yet waits
+    /// before it gets the defaults (nanoseconds).
+    pub pod_wait_ns: u64,
 }
 
 impl Default for Config {
@@ -172,7 +161,21 @@ impl Default for Config {
             defaults: Limits::default(),
             default_tenant: DefaultTenant::Uid,
             tenants: Vec::new(),
+            kubernetes: None,
+            ceilings: Vec::new(),
         }
+    }
+}
+
+impl Config {
+    /// The ceiling of a namespace: its own, else the one for every
+    /// namespace ("*"), else none.
+    pub fn ceiling(&self, namespace: &str) -> Option<&Ceiling> {
+        self.ceilings
+            .iter()
+            .find(|(n, _)| n == namespace)
+            .or_else(|| self.ceilings.iter().find(|(n, _)| n == "*"))
+            .map(|(_, c)| c)
     }
 }
 
@@ -196,6 +199,26 @@ struct RawConfig {
     default_tenant: Option<toml::Value>,
     defaults: Option<RawLimits>,
     tenant: Option<Vec<RawTenant>>,
+    kubernetes: Option<RawKube>,
+    ceiling: Option<Vec<RawCeiling>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawKube {
+    node_name: Option<toml::Value>,
+    pod_wait: Option<toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCeiling {
+    namespace: Option<toml::Value>,
+    memory_limit: Option<toml::Value>,
+    compute_request: Option<toml::Value>,
+    compute_limit: Option<toml::Value>,
+    weight: Option<toml::Value>,
+    latency_critical: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -221,7 +244,8 @@ struct RawTenant {
 
 const KEYS: &str =
     "socket, metrics, default-tenant, [defaults] (memory-limit, compute-limit, compute-request, weight, class), \
-[[tenant]] (name, cgroup, uid, gid, memory-limit, compute-request, compute-limit, weight, class)";
+[[tenant]] (name, cgroup, uid, gid, memory-limit, compute-request, compute-limit, weight, class), \
+[kubernetes] (node-name, pod-wait), [[ceiling]] (namespace, memory-limit, compute-request, compute-limit, weight, latency-critical)";
 
 /// A value as a string (TOML strings, and integers for sizes).
 fn text(v: &toml::Value) -> String {
@@ -340,6 +364,12 @@ pub trait PolicySource: Send + Sync {
     fn declared(&self) -> Vec<(String, Limits)>;
     /// What a process that matches no tenant may use.
     fn defaults(&self) -> Limits;
+    /// Whether the source knows enough about this process to classify it
+    /// now (a pod the API server has not delivered yet: not yet, and the
+    /// broker waits a little before it takes the defaults).
+    fn known(&self, _peer: &crate::identity::Peer) -> bool {
+        true
+    }
 }
 
 impl PolicySource for Config {
@@ -492,6 +522,111 @@ impl Config {
                 limits,
             });
         }
+        if let Some(k) = raw.kubernetes {
+            let c = Ctx {
+                file,
+                section: "[kubernetes] ".into(),
+            };
+            let node_name = match k.node_name {
+                Some(toml::Value::String(n)) if !n.trim().is_empty() => n,
+                Some(v) => return Err(c.err("node-name", &v, "not a node name", "the node's name")),
+                None => match std::env::var("NODE_NAME") {
+                    Ok(n) if !n.trim().is_empty() => n,
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "{file}: [kubernetes] node-name is missing and NODE_NAME is not set; accepted: node-name = \"<the node's name>\" (the DaemonSet sets NODE_NAME from spec.nodeName)"
+                        )))
+                    }
+                },
+            };
+            let pod_wait_ns = match &k.pod_wait {
+                None => 2_000_000_000,
+                Some(v) => quota::parse_duration("pod-wait", &self::text(v))
+                    .map_err(|e| c.quota_err(e, "pod-wait", v))?,
+            };
+            cfg.kubernetes = Some(KubeSettings {
+                node_name,
+                pod_wait_ns,
+            });
+        }
+        for (i, r) in raw.ceiling.unwrap_or_default().into_iter().enumerate() {
+            let ns = match &r.namespace {
+                Some(toml::Value::String(n)) if !n.trim().is_empty() => n.clone(),
+                Some(v) => {
+                    let c = Ctx {
+                        file,
+                        section: format!("ceiling #{}: ", i + 1),
+                    };
+                    return Err(c.err("namespace", v, "not a namespace", "a namespace name, or \"*\" for every namespace"));
+                }
+                None => {
+                    return Err(ConfigError(format!(
+                        "{file}: ceiling #{}: namespace is missing; accepted: a namespace name, or \"*\" for every namespace",
+                        i + 1
+                    )))
+                }
+            };
+            let c = Ctx {
+                file,
+                section: format!("ceiling {ns:?}: "),
+            };
+            if cfg.ceilings.iter().any(|(n, _)| *n == ns) {
+                return Err(c.err(
+                    "namespace",
+                    &toml::Value::String(ns),
+                    "it is given twice",
+                    "one [[ceiling]] per namespace",
+                ));
+            }
+            let raw_limits = RawLimits {
+                memory_limit: None,
+                compute_request: r.compute_request.clone(),
+                compute_limit: r.compute_limit.clone(),
+                weight: r.weight.clone(),
+                class: None,
+            };
+            let l = c.limits(&raw_limits, &Limits::default())?;
+            let memory = match &r.memory_limit {
+                None => None,
+                Some(v) => {
+                    let m = tslice_policy::annotations::memory(&self::text(v))
+                        .map_err(|e| c.quota_err(e, "memory-limit", v))?;
+                    match (m.default, m.devices.is_empty()) {
+                        (Some(x), true) => Some(x),
+                        _ => {
+                            return Err(c.err(
+                                "memory-limit",
+                                v,
+                                "per-device ceilings are not supported",
+                                "one size or share (16Gi, 25%)",
+                            ))
+                        }
+                    }
+                }
+            };
+            let forbid_latency_critical = match &r.latency_critical {
+                None | Some(toml::Value::Boolean(true)) => false,
+                Some(toml::Value::Boolean(false)) => true,
+                Some(v) => {
+                    return Err(c.err(
+                        "latency-critical",
+                        v,
+                        "not true or false",
+                        "true (allowed, the default) or false",
+                    ))
+                }
+            };
+            cfg.ceilings.push((
+                ns,
+                Ceiling {
+                    memory,
+                    compute_request: r.compute_request.is_some().then_some(l.compute_request),
+                    compute_limit: r.compute_limit.is_some().then_some(l.compute_limit),
+                    weight: r.weight.is_some().then_some(l.weight),
+                    forbid_latency_critical,
+                },
+            ));
+        }
         Ok(cfg)
     }
 
@@ -633,5 +768,18 @@ class = "best-effort"
         };
         assert!(m.matches("/k/x", 5, 9));
         assert!(!m.matches("/k/x", 6, 9), "all given criteria must match");
+    }
+}
+
+#[cfg(test)]
+mod class_codes {
+    use super::Class;
+    use tslice_proto::page::{CLASS_BEST_EFFORT, CLASS_LATENCY_CRITICAL, CLASS_STANDARD};
+
+    #[test]
+    fn the_policys_class_codes_are_the_pages() {
+        assert_eq!(Class::Standard.code(), CLASS_STANDARD);
+        assert_eq!(Class::LatencyCritical.code(), CLASS_LATENCY_CRITICAL);
+        assert_eq!(Class::BestEffort.code(), CLASS_BEST_EFFORT);
     }
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod identity;
 pub mod metrics;
 pub mod pages;
+pub mod pods;
 pub mod server;
 pub mod state;
 pub mod status;

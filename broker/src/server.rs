@@ -2,10 +2,11 @@
 //! connected process, the tick that hands out compute shares, the watch on
 //! the configuration file, and the metrics endpoint.
 
-use crate::config::Config;
+use crate::config::{Config, PolicySource};
 use crate::identity::{self, Peer};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::pages::{Budget, ProcessView};
+use crate::pods::{KubeSource, Pods};
 use crate::state::{ConnId, Reserve, State};
 use crate::wire;
 use std::collections::HashMap;
@@ -62,6 +63,13 @@ pub struct Broker {
     recovering_until: Mutex<Option<Instant>>,
     config_path: Option<PathBuf>,
     metrics_addr: Option<std::net::SocketAddr>,
+    /// On Kubernetes: the node's pods (the policy source is made of these
+    /// and the configuration file).
+    pods: Option<Arc<Pods>>,
+    /// How long a process whose pod is not known yet waits for it.
+    pod_wait: Duration,
+    /// The node whose pods are watched.
+    node: Option<String>,
 }
 
 fn now_ns() -> u64 {
@@ -76,9 +84,19 @@ fn now_ns() -> u64 {
 
 impl Broker {
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Arc<Broker> {
+        let pods = config
+            .kubernetes
+            .as_ref()
+            .map(|_| Arc::new(Pods::default()));
+        let pod_wait =
+            Duration::from_nanos(config.kubernetes.as_ref().map_or(0, |k| k.pod_wait_ns));
+        let node = config.kubernetes.as_ref().map(|k| k.node_name.clone());
         Arc::new(Broker {
+            node,
             metrics_addr: config.metrics,
-            state: Mutex::new(State::new(Box::new(config))),
+            state: Mutex::new(State::new(source(config, &pods))),
+            pods,
+            pod_wait,
             metrics: Metrics::new(),
             txs: Mutex::new(HashMap::new()),
             released: Notify::new(),
@@ -126,7 +144,10 @@ impl Broker {
         };
         match Config::load(path) {
             Ok(cfg) => {
-                let over = self.state().reload(Box::new(cfg), now_ns());
+                if cfg.kubernetes.is_some() != self.pods.is_some() {
+                    warn!("[kubernetes] is read at start only: restart the broker to change it");
+                }
+                let over = self.state().reload(source(cfg, &self.pods), now_ns());
                 for (id, dev) in over {
                     self.send(id, Msg::Reclaim { dev });
                 }
@@ -150,11 +171,35 @@ impl Broker {
         }
     }
 
+    fn node_name(&self) -> Option<String> {
+        self.node.clone()
+    }
+
+    /// The policy source changed (a pod): every process classified again.
+    pub fn reapply(&self) {
+        let over = self.state().reapply(now_ns());
+        for (id, dev) in over {
+            self.send(id, Msg::Reclaim { dev });
+        }
+    }
+
     fn reject(&self, why: &str) {
         self.metrics
             .rejected
             .get_or_create(&ResultLabels { result: why.into() })
             .inc();
+    }
+}
+
+/// The policy source of a configuration: the file's, or on Kubernetes the
+/// node's pods with the file's defaults and ceilings.
+fn source(config: Config, pods: &Option<Arc<Pods>>) -> Box<dyn PolicySource> {
+    match pods {
+        Some(p) => Box::new(KubeSource {
+            config,
+            pods: p.clone(),
+        }),
+        None => Box::new(config),
     }
 }
 
@@ -181,6 +226,16 @@ pub async fn serve(broker: Arc<Broker>, listener: UnixListener) -> io::Result<()
     broker.metrics.up.set(1);
     tokio::spawn(ticker(broker.clone()));
     tokio::spawn(config_watch(broker.clone()));
+    if let (Some(pods), Some(node)) = (broker.pods.clone(), broker.node_name()) {
+        tokio::spawn(crate::pods::watch(pods.clone(), node));
+        let b = broker.clone();
+        tokio::spawn(async move {
+            loop {
+                pods.changed.notified().await;
+                b.reapply();
+            }
+        });
+    }
     let metrics_addr = broker.metrics_addr;
     if let Some(addr) = metrics_addr {
         let b = broker.clone();
@@ -363,6 +418,12 @@ async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
         gid,
         cgroup,
     };
+    // A pod the watch has not delivered yet (the process started right
+    // after it was scheduled): wait a little for it, then take the defaults.
+    let waited = Instant::now();
+    while !b.state().source.known(&peer) && waited.elapsed() < b.pod_wait {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let page = fds.drain(..).next();
     let view = page.and_then(|fd| match ProcessView::open(fd) {
         Ok(v) => Some(v),

@@ -154,11 +154,16 @@ fn tenant_for_spec(name: &str, limits: &Limits, configured: bool) -> Tenant {
 /// A tenant's limit on a device, from its limits and the device as its
 /// ledger knows it.
 fn resolve_limit(limits: &Limits, uuid: &Uuid, l: &DevLedger) -> u64 {
-    limits
+    let own = limits
         .memory
         .as_ref()
         .and_then(|m| m.for_device(l.ordinal, Some(&uuid_string(uuid))))
-        .map_or(u64::MAX, |m| m.resolve(l.total))
+        .map_or(u64::MAX, |m| m.resolve(l.total));
+    own.min(
+        limits
+            .memory_ceiling
+            .map_or(u64::MAX, |c| c.resolve(l.total)),
+    )
 }
 
 /// A tenant's ledger of a device a process reports (created at the first
@@ -441,6 +446,12 @@ impl State {
     /// reservation there).
     pub fn reload(&mut self, source: Box<dyn PolicySource>, now: u64) -> Vec<(ConnId, u32)> {
         self.source = source;
+        self.reapply(now)
+    }
+
+    /// What the source says now (it changed: a pod was annotated or
+    /// deleted), applied as [`State::reload`] does.
+    pub fn reapply(&mut self, now: u64) -> Vec<(ConnId, u32)> {
         for t in self.tenants.values_mut() {
             t.configured = false;
         }

@@ -6,10 +6,13 @@
 //! tested on its own.
 #![forbid(unsafe_code)]
 
+pub mod annotations;
 pub mod bucket;
+pub mod class;
 pub mod estimate;
 pub mod fairshare;
 pub mod gate;
 pub mod ledger;
+pub mod podcgroup;
 pub mod quota;
 pub mod vmm;

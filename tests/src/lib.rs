@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod k8s;
 pub mod raw;
 
 /// The repository root.
@@ -319,7 +320,7 @@ pub struct Broker {
 }
 
 /// A path under `target/` unique to this process and call.
-fn scratch(kind: &str) -> PathBuf {
+pub fn scratch(kind: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let d = profile_dir()
         .parent()
@@ -536,10 +537,14 @@ impl Cgroups {
     /// The cgroup path (as `/proc/PID/cgroup` shows it) of `name` below the
     /// test's root; created.
     pub fn path(&self, name: &str) -> String {
-        let dir = self.root_dir.join(name);
-        if !dir.exists() {
-            std::fs::create_dir_all(&dir).expect("create a cgroup");
-            self.made.lock().unwrap().push(dir);
+        // Each level made here is removed again (deepest first).
+        let mut dir = self.root_dir.clone();
+        for part in name.split('/').filter(|p| !p.is_empty()) {
+            dir.push(part);
+            if !dir.exists() {
+                std::fs::create_dir(&dir).expect("create a cgroup");
+                self.made.lock().unwrap().push(dir.clone());
+            }
         }
         format!("{}/{name}", self.root_path)
     }
