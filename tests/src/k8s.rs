@@ -232,10 +232,18 @@ impl ApiServer {
     }
 
     pub fn create_namespace(&self, name: &str) {
+        self.create_namespace_labeled(name, &[]);
+    }
+
+    pub fn create_namespace_labeled(&self, name: &str, labels: &[(&str, &str)]) {
+        let labels: serde_json::Map<String, serde_json::Value> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect();
         self.block_on(async {
             let api: Api<Namespace> = Api::all(self.client().await);
             let ns: Namespace = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": name}
+                "metadata": {"name": name, "labels": labels}
             }))
             .unwrap();
             api.create(&PostParams::default(), &ns)
@@ -371,4 +379,160 @@ pub fn kubelet_cgroup(pod_uid: &str, container: u32) -> String {
         pod_uid.replace('-', "_"),
         container
     )
+}
+
+/// `helm` with these arguments; (success, stdout, stderr).
+pub fn helm(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(testbin("helm"))
+        .args(args)
+        .env(
+            "HELM_CACHE_HOME",
+            crate::repo_root().join(".k8s/helm/cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            crate::repo_root().join(".k8s/helm/config"),
+        )
+        .env("HELM_DATA_HOME", crate::repo_root().join(".k8s/helm/data"))
+        .output()
+        .expect("run helm");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The chart's directory.
+pub fn chart() -> PathBuf {
+    crate::repo_root().join("deploy/helm/tslice")
+}
+
+/// The objects of a multi-document YAML text (empty documents dropped).
+pub fn yaml_objects(text: &str) -> Vec<serde_json::Value> {
+    serde_saphyr::from_multiple::<serde_json::Value>(text)
+        .expect("parse the rendered YAML")
+        .into_iter()
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+impl ApiServer {
+    /// Applies objects server-side (as `kubectl apply --server-side`);
+    /// returns each object's error, if any, by kind/name.
+    pub fn apply(&self, objects: &[serde_json::Value]) -> Vec<String> {
+        use kube::api::DynamicObject;
+        use kube::core::GroupVersionKind;
+        self.block_on(async {
+            let client = self.client().await;
+            let discovery = kube::Discovery::new(client.clone())
+                .run()
+                .await
+                .expect("discover the API");
+            let mut errors = Vec::new();
+            for o in objects {
+                let (group, version) = match o["apiVersion"].as_str().unwrap_or("").split_once('/')
+                {
+                    Some((g, v)) => (g.to_string(), v.to_string()),
+                    None => (
+                        String::new(),
+                        o["apiVersion"].as_str().unwrap_or("").to_string(),
+                    ),
+                };
+                let kind = o["kind"].as_str().unwrap_or("").to_string();
+                let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
+                let gvk = GroupVersionKind::gvk(&group, &version, &kind);
+                let Some((ar, caps)) = discovery.resolve_gvk(&gvk) else {
+                    errors.push(format!("{kind}/{name}: the API server has no such kind"));
+                    continue;
+                };
+                let api: Api<DynamicObject> = match caps.scope {
+                    kube::discovery::Scope::Namespaced => Api::namespaced_with(
+                        client.clone(),
+                        o["metadata"]["namespace"].as_str().unwrap_or("default"),
+                        &ar,
+                    ),
+                    kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
+                };
+                let pp = PatchParams::apply("tslice-tests").force();
+                if let Err(e) = api.patch(&name, &pp, &Patch::Apply(o)).await {
+                    errors.push(format!("{kind}/{name}: {e}"));
+                }
+            }
+            errors
+        })
+    }
+
+    /// A token of a service account (the TokenRequest API, as kubelet gets
+    /// one for a pod).
+    pub fn token(&self, ns: &str, sa: &str) -> String {
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        self.block_on(async {
+            let api: Api<ServiceAccount> = Api::namespaced(self.client().await, ns);
+            let req = serde_json::json!({
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 3600}
+            });
+            let r: serde_json::Value = api
+                .create_subresource("token", sa, &PostParams::default(), &req)
+                .await
+                .unwrap_or_else(|e| panic!("a token for {ns}/{sa}: {e}"));
+            r["status"]["token"].as_str().expect("a token").to_string()
+        })
+    }
+
+    /// A kubeconfig that authenticates with a bearer token.
+    pub fn token_kubeconfig(&self, name: &str, token: &str) -> PathBuf {
+        let path = self.dir.join(format!("{name}.kubeconfig"));
+        kubeconfig(&path, &self.url, &self.ca, &format!("    token: {token}"));
+        path
+    }
+
+    /// A serving certificate for 127.0.0.1 signed by the test CA: (cert, key).
+    pub fn issue_cert(&self, name: &str) -> (PathBuf, PathBuf) {
+        sh(
+            &self.dir,
+            &format!(
+                r#"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout {name}.key -out {name}.csr -subj "/CN={name}" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > {name}.ext
+openssl x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out {name}.crt -days 2 -extfile {name}.ext 2>/dev/null
+"#
+            ),
+        );
+        (
+            self.dir.join(format!("{name}.crt")),
+            self.dir.join(format!("{name}.key")),
+        )
+    }
+
+    /// Creates an object from JSON with the admin's client; the object the
+    /// server returns, or its refusal.
+    pub fn create_pod_json(
+        &self,
+        ns: &str,
+        pod: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        self.block_on(async {
+            let api: Api<Pod> = Api::namespaced(self.client().await, ns);
+            let pod: Pod = serde_json::from_value(pod).map_err(|e| e.to_string())?;
+            api.create(&PostParams::default(), &pod)
+                .await
+                .map(|p| serde_json::to_value(p).unwrap())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// Patches a pod's annotation; the refusal if any.
+    pub fn try_annotate(&self, ns: &str, name: &str, key: &str, value: &str) -> Result<(), String> {
+        self.block_on(async {
+            let api: Api<Pod> = Api::namespaced(self.client().await, ns);
+            let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
 }

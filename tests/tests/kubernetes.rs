@@ -5,7 +5,7 @@
 //! Ground truth from the simulated device and the broker's status.
 
 use std::time::Duration;
-use tslice_tests::k8s::{kubelet_cgroup, ApiServer, Gate};
+use tslice_tests::k8s::{chart, helm, kubelet_cgroup, yaml_objects, ApiServer, Gate};
 use tslice_tests::{
     device_used, field, shim, tenant_prog, wait_for, Broker, Cgroups, Interactive, SimGpu,
 };
@@ -180,4 +180,354 @@ fn a_namespace_ceiling_holds_whatever_the_pod_asks() {
     let t = broker.tenant("pod:team-c/greedy");
     assert_eq!(t["class"], "standard", "{t:#}");
     assert!(p.finish().success());
+}
+
+/// The chart, rendered with values for this API server (its webhooks only
+/// for namespaces labelled for the chart test, so other tests' pods are not
+/// sent to a webhook that is not running), applied once.
+fn chart_applied(api: &ApiServer) -> &'static str {
+    static APPLIED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    APPLIED.get_or_init(|| {
+        api.create_namespace("tslice-system");
+        let (ok, out, err) = helm(&[
+            "template",
+            "t",
+            chart().to_str().unwrap(),
+            "--namespace",
+            "tslice-system",
+            "--set",
+            "webhook.namespaceSelector.matchLabels.tslice-chart-test=yes",
+            "--set",
+            "ceilings[0].namespace=team-a,ceilings[0].memoryLimit=16Gi,ceilings[0].latencyCritical=false",
+        ]);
+        assert!(ok, "helm template failed:\n{err}");
+        let objects = yaml_objects(&out);
+        let errors = api.apply(&objects);
+        assert!(errors.is_empty(), "objects refused:\n{}", errors.join("\n"));
+    });
+    "tslice-system"
+}
+
+#[test]
+fn the_chart_lints_renders_and_every_object_is_accepted_by_the_api_server() {
+    let api = ApiServer::shared();
+    let (ok, out, err) = helm(&["lint", "--strict", chart().to_str().unwrap()]);
+    assert!(ok && !out.contains("[ERROR]"), "helm lint:\n{out}{err}");
+    let (ok, out, err) = helm(&[
+        "template",
+        "t",
+        chart().to_str().unwrap(),
+        "--namespace",
+        "tslice-system",
+    ]);
+    assert!(ok, "{err}");
+    let objects = yaml_objects(&out);
+    let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    for want in [
+        "DaemonSet",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Secret",
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
+        assert!(kinds.contains(&want), "no {want} in {kinds:?}");
+    }
+    // The broker's configuration as rendered is one the broker accepts.
+    let cm = objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+    let toml = cm["data"]["broker.toml"].as_str().unwrap();
+    let path = api.dir.join("rendered-broker.toml");
+    std::fs::write(&path, toml).unwrap();
+    let st = std::process::Command::new(tslice_tests::workspace_bin("tslice-broker"))
+        .args(["--check", "--config", path.to_str().unwrap()])
+        .env("NODE_NAME", "n")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{toml}\n{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    // An invalid value is refused by the chart, naming it.
+    let (ok, _, err) = helm(&[
+        "template",
+        "t",
+        chart().to_str().unwrap(),
+        "--set",
+        "webhook.preload=bogus",
+    ]);
+    assert!(
+        !ok && err.contains("webhook.preload=\"bogus\" is invalid; accepted: env, ld.so.preload"),
+        "{err}"
+    );
+    // Applied to the real API server: every object accepted.
+    chart_applied(api);
+}
+
+#[test]
+fn the_broker_runs_with_the_charts_rbac_and_is_denied_anything_else() {
+    let api = ApiServer::shared();
+    let ns = chart_applied(api);
+    let token = api.token(ns, "t-broker");
+    let kc = api.token_kubeconfig("t-broker", &token);
+    // Anything but reading pods is refused to the broker's account.
+    let denied = api.block_on(async {
+        use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+        use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+        let c = tslice_tests::k8s::client_from(&kc).await;
+        let is_403 = |r: Result<(), kube::Error>| match r {
+            Err(kube::Error::Api(e)) => e.code == 403,
+            _ => false,
+        };
+        let pods: Api<Pod> = Api::all(c.clone());
+        assert!(
+            pods.list(&ListParams::default()).await.is_ok(),
+            "the broker may list pods"
+        );
+        let in_ns: Api<Pod> = Api::namespaced(c.clone(), "default");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "image": "i"}]}
+        }))
+        .unwrap();
+        let secrets: Api<Secret> = Api::all(c.clone());
+        let nodes: Api<Node> = Api::all(c.clone());
+        vec![
+            (
+                "create pods",
+                is_403(in_ns.create(&PostParams::default(), &pod).await.map(|_| ())),
+            ),
+            (
+                "patch pods",
+                is_403(
+                    in_ns
+                        .patch(
+                            "x",
+                            &PatchParams::default(),
+                            &Patch::Merge(serde_json::json!({})),
+                        )
+                        .await
+                        .map(|_| ()),
+                ),
+            ),
+            (
+                "delete pods",
+                is_403(
+                    in_ns
+                        .delete("x", &DeleteParams::default())
+                        .await
+                        .map(|_| ()),
+                ),
+            ),
+            (
+                "list secrets",
+                is_403(secrets.list(&ListParams::default()).await.map(|_| ())),
+            ),
+            (
+                "list nodes",
+                is_403(nodes.list(&ListParams::default()).await.map(|_| ())),
+            ),
+        ]
+    });
+    for (what, refused) in denied {
+        assert!(refused, "the broker's account may {what}");
+    }
+    // And with exactly that account the broker does its job.
+    api.create_namespace("team-e");
+    let uid = api.create_pod(
+        "team-e",
+        "job",
+        "node-e",
+        &[("tslice.dev/memory-limit", "192Mi")],
+    );
+    let broker = broker_via(&kc, "node-e", "");
+    wait_for(
+        "the broker lists the node's pods",
+        Duration::from_secs(30),
+        || broker.log().contains("the node's pods are listed"),
+    );
+    let cg = Cgroups::new();
+    let gpu = SimGpu::new();
+    let mut p = in_pod(&gpu, &broker, &cg, &uid, 1, &["grab", "512", "64"]);
+    assert_eq!(field(&p.line(), "held") as u64, 192 * MIB);
+    assert!(p.finish().success());
+}
+
+#[test]
+fn the_webhook_injects_gpu_pods_and_refuses_bad_annotations_with_a_clear_message() {
+    let api = ApiServer::shared();
+    let (cert, key) = api.issue_cert("webhook");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = api.dir.join("webhook-broker.toml");
+    std::fs::write(
+        &cfg,
+        "[[ceiling]]\nnamespace = \"team-w\"\nmemory-limit = \"16Gi\"\n",
+    )
+    .unwrap();
+    let log = std::fs::File::create(api.dir.join("webhook.log")).unwrap();
+    let mut server = std::process::Command::new(tslice_tests::workspace_bin("tslice-webhook"))
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_for("the webhook listens", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    // Registered with the API server, for namespaces labelled for this test.
+    let ca = base64(&std::fs::read(&api.ca).unwrap());
+    let hook = |kind: &str, name: &str, path: &str, ops: serde_json::Value| {
+        serde_json::json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": kind,
+            "metadata": {"name": name},
+            "webhooks": [{
+                "name": format!("{path}.tslice.dev"),
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "namespaceSelector": {"matchLabels": {"tslice-webhook-test": "yes"}},
+                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ops, "resources": ["pods"]}],
+                "clientConfig": {"url": format!("https://127.0.0.1:{port}/{path}"), "caBundle": ca}
+            }]
+        })
+    };
+    let errors = api.apply(&[
+        hook(
+            "MutatingWebhookConfiguration",
+            "test-inject",
+            "mutate",
+            serde_json::json!(["CREATE"]),
+        ),
+        hook(
+            "ValidatingWebhookConfiguration",
+            "test-validate",
+            "validate",
+            serde_json::json!(["CREATE", "UPDATE"]),
+        ),
+    ]);
+    assert!(errors.is_empty(), "{errors:?}");
+    api.create_namespace_labeled("team-w", &[("tslice-webhook-test", "yes")]);
+    let pod = |name: &str, gpu: bool, notes: serde_json::Value| {
+        let res = if gpu {
+            serde_json::json!({"limits": {"nvidia.com/gpu": "1"}})
+        } else {
+            serde_json::json!({})
+        };
+        serde_json::json!({
+            "metadata": {"name": name, "annotations": notes},
+            "spec": {"containers": [{"name": "main", "image": "example.com/job:1", "resources": res}]}
+        })
+    };
+    // The webhook's registration takes a moment to reach the admission chain.
+    let mut injected = serde_json::Value::Null;
+    wait_for("a GPU pod is injected", Duration::from_secs(20), || {
+        let name = format!("gpu-{}", rand_suffix());
+        match api.create_pod_json(
+            "team-w",
+            pod(
+                &name,
+                true,
+                serde_json::json!({"tslice.dev/memory-limit": "8Gi"}),
+            ),
+        ) {
+            Ok(p) if p["metadata"]["annotations"]["tslice.dev/injected"] == "true" => {
+                injected = p;
+                true
+            }
+            _ => false,
+        }
+    });
+    let c = &injected["spec"]["containers"][0];
+    let env = c["env"].as_array().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "LD_PRELOAD" && e["value"] == "/opt/tslice/libtslice.so"),
+        "{c:#}"
+    );
+    assert!(env
+        .iter()
+        .any(|e| e["name"] == "TSLICE_BROKER" && e["value"] == "/run/tslice/broker.sock"));
+    let vols = injected["spec"]["volumes"].as_array().unwrap();
+    assert!(
+        vols.iter()
+            .any(|v| v["hostPath"]["path"] == "/var/lib/tslice/lib"),
+        "{vols:?}"
+    );
+    // A pod without a GPU is left alone.
+    let plain = api
+        .create_pod_json("team-w", pod("cpu-only", false, serde_json::json!({})))
+        .unwrap();
+    assert!(plain["spec"]["containers"][0]["env"].is_null(), "{plain:#}");
+    // Bad annotations are refused at creation, naming the annotation, the
+    // value and what is accepted.
+    let e = api
+        .create_pod_json(
+            "team-w",
+            pod(
+                "lots",
+                true,
+                serde_json::json!({"tslice.dev/memory-limit": "lots"}),
+            ),
+        )
+        .unwrap_err();
+    assert!(
+        e.contains("annotation tslice.dev/memory-limit=\"lots\" is invalid")
+            && e.contains("accepted: a size in Kubernetes' binary units"),
+        "{e}"
+    );
+    let e = api
+        .create_pod_json(
+            "team-w",
+            pod(
+                "greedy",
+                true,
+                serde_json::json!({"tslice.dev/memory-limit": "32Gi"}),
+            ),
+        )
+        .unwrap_err();
+    assert!(e.contains("above this namespace's ceiling (16Gi)"), "{e}");
+    // And when changed on a running pod.
+    let name = injected["metadata"]["name"].as_str().unwrap().to_string();
+    let e = api
+        .try_annotate("team-w", &name, "tslice.dev/compute-limit", "150%")
+        .unwrap_err();
+    assert!(
+        e.contains("annotation tslice.dev/compute-limit=\"150%\" is invalid"),
+        "{e}"
+    );
+    api.try_annotate("team-w", &name, "tslice.dev/compute-limit", "50%")
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn base64(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }

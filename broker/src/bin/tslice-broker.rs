@@ -19,10 +19,23 @@ struct Args {
     /// RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log: String,
+    /// Only check the configuration file: print what is wrong (or nothing)
+    /// and exit (0: usable, 2: not).
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.check {
+        return match Config::load(&args.config) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tslice-broker: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log));
     let filter = match filter {
