@@ -18,6 +18,7 @@
 //! [kubernetes]                 # pods and their tslice.dev/* annotations
 //! node-name = "gpu-node-1"     # default: $NODE_NAME
 //! pod-wait = "2s"              # a process whose pod is not known yet waits
+//! cgroup-roots = ["/kubepods.slice", "/kubepods"]   # the kubelet's (default: these and kind's)
 //! [[ceiling]]                  # the most a namespace's pods may ask for
 //! namespace = "team-a"         # "*": every namespace
 //! memory-limit = "16Gi"
@@ -151,6 +152,9 @@ pub struct KubeSettings {
     /// How long a process whose pod the watch has not delivered yet waits
     /// before it gets the defaults (nanoseconds).
     pub pod_wait_ns: u64,
+    /// The kubelet's cgroup roots: only a process below one of them is in
+    /// a pod.
+    pub cgroup_roots: Vec<String>,
 }
 
 impl Default for Config {
@@ -208,6 +212,7 @@ struct RawConfig {
 struct RawKube {
     node_name: Option<toml::Value>,
     pod_wait: Option<toml::Value>,
+    cgroup_roots: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -245,7 +250,7 @@ struct RawTenant {
 const KEYS: &str =
     "socket, metrics, default-tenant, [defaults] (memory-limit, compute-limit, compute-request, weight, class), \
 [[tenant]] (name, cgroup, uid, gid, memory-limit, compute-request, compute-limit, weight, class), \
-[kubernetes] (node-name, pod-wait), [[ceiling]] (namespace, memory-limit, compute-request, compute-limit, weight, latency-critical)";
+[kubernetes] (node-name, pod-wait, cgroup-roots), [[ceiling]] (namespace, memory-limit, compute-request, compute-limit, weight, latency-critical)";
 
 /// A value as a string (TOML strings, and integers for sizes).
 fn text(v: &toml::Value) -> String {
@@ -544,9 +549,33 @@ impl Config {
                 Some(v) => quota::parse_duration("pod-wait", &self::text(v))
                     .map_err(|e| c.quota_err(e, "pod-wait", v))?,
             };
+            let cgroup_roots = match &k.cgroup_roots {
+                None => tslice_policy::podcgroup::DEFAULT_ROOTS
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect(),
+                Some(toml::Value::Array(a))
+                    if !a.is_empty()
+                        && a.iter().all(|r| r.as_str().is_some_and(|r| r.starts_with('/') && r.len() > 1)) =>
+                {
+                    a.iter()
+                        .filter_map(|r| r.as_str())
+                        .map(|r| r.trim_end_matches('/').to_string())
+                        .collect()
+                }
+                Some(v) => {
+                    return Err(c.err(
+                        "cgroup-roots",
+                        v,
+                        "not a list of cgroup paths",
+                        "absolute cgroup paths of the kubelet's roots ([\"/kubepods.slice\", \"/kubepods\"])",
+                    ))
+                }
+            };
             cfg.kubernetes = Some(KubeSettings {
                 node_name,
                 pod_wait_ns,
+                cgroup_roots,
             });
         }
         for (i, r) in raw.ceiling.unwrap_or_default().into_iter().enumerate() {

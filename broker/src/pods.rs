@@ -150,9 +150,22 @@ pub struct KubeSource {
     pub pods: Arc<Pods>,
 }
 
+impl KubeSource {
+    /// The pod of a process (below the kubelet's roots only).
+    fn pod_of(&self, peer: &Peer) -> Option<podcgroup::PodRef> {
+        let roots = self
+            .config
+            .kubernetes
+            .as_ref()
+            .map(|k| k.cgroup_roots.as_slice())
+            .unwrap_or_default();
+        podcgroup::pod_of_path(&peer.cgroup, roots)
+    }
+}
+
 impl PolicySource for KubeSource {
     fn classify(&self, peer: &Peer) -> (String, Limits) {
-        let Some(pod) = podcgroup::pod_of_path(&peer.cgroup) else {
+        let Some(pod) = self.pod_of(peer) else {
             return self.config.classify(&peer.cgroup, peer.uid, peer.gid);
         };
         match self.pods.get(&pod.uid) {
@@ -185,7 +198,8 @@ impl PolicySource for KubeSource {
     }
 
     fn known(&self, peer: &Peer) -> bool {
-        podcgroup::pod_of_path(&peer.cgroup).is_none_or(|p| self.pods.get(&p.uid).is_some())
+        self.pod_of(peer)
+            .is_none_or(|p| self.pods.get(&p.uid).is_some())
     }
 }
 

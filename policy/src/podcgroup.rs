@@ -8,6 +8,24 @@
 //! relative to a cgroup namespace (`/../..`), and the runtimes' container
 //! naming (containerd `cri-containerd-<id>.scope`, CRI-O `crio-<id>.scope`,
 //! Docker `docker-<id>.scope`, or the bare ID under cgroupfs).
+//!
+//! Only the kubelet's own tree counts: a path must begin at one of the
+//! kubelet's cgroup roots ([`DEFAULT_ROOTS`], or the node's own), then an
+//! optional QoS level, then the pod. Anybody who may make cgroups (a
+//! systemd user session has a delegated subtree) can name a directory
+//! `kubepods-pod<uid>.slice`; only root can make one in the kubelet's tree.
+//! A path read from inside a cgroup namespace (the broker in a container)
+//! starts with `..` up to the common ancestor: the rest must be the
+//! kubelet's tree below its root (a QoS level or a pod), which a process
+//! outside it cannot show.
+
+/// The kubelet's cgroup roots: the systemd driver's, cgroupfs's, and a
+/// kubelet whose root is below another slice (kind).
+pub const DEFAULT_ROOTS: [&str; 3] = [
+    "/kubepods.slice",
+    "/kubepods",
+    "/kubelet.slice/kubelet-kubepods.slice",
+];
 
 /// A process's pod, as its cgroup names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,22 +42,47 @@ pub struct PodRef {
 
 /// The pod of a process, from the text of its `/proc/PID/cgroup` (every
 /// line is looked at: on a cgroup v1 host the pod shows in each
-/// controller's hierarchy, on v2 in the `0::` line). None: not in a pod.
+/// controller's hierarchy, on v2 in the `0::` line), under the default
+/// roots. None: not in a pod.
 pub fn pod_of(proc_cgroup: &str) -> Option<PodRef> {
+    let roots: Vec<String> = DEFAULT_ROOTS.iter().map(|r| r.to_string()).collect();
     proc_cgroup.lines().find_map(|line| {
         let path = line.splitn(3, ':').nth(2)?;
-        pod_of_path(path)
+        pod_of_path(path, &roots)
     })
 }
 
-/// The pod of one cgroup path.
-pub fn pod_of_path(path: &str) -> Option<PodRef> {
+/// The pod of one cgroup path, in the kubelet's tree below one of `roots`.
+pub fn pod_of_path(path: &str, roots: &[String]) -> Option<PodRef> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let (i, uid) = segs
-        .iter()
-        .enumerate()
-        .find_map(|(i, s)| pod_uid(s).map(|u| (i, u)))?;
-    let (container, runtime) = match segs.get(i + 1).and_then(|s| container_of(s)) {
+    let below = roots.iter().find_map(|r| {
+        let r: Vec<&str> = r.split('/').filter(|s| !s.is_empty()).collect();
+        segs.starts_with(&r).then(|| &segs[r.len()..])
+    });
+    let below = match below {
+        Some(b) => b,
+        None => {
+            // Relative to a cgroup namespace: what follows the `..` is the
+            // kubelet's tree below its root, or a root itself.
+            let ups = segs.iter().take_while(|s| **s == "..").count();
+            if ups == 0 {
+                return None;
+            }
+            let rest = &segs[ups..];
+            let rooted = roots.iter().find_map(|r| {
+                let r: Vec<&str> = r.split('/').filter(|s| !s.is_empty()).collect();
+                (!r.is_empty() && rest.starts_with(&r)).then(|| &rest[r.len()..])
+            });
+            rooted.unwrap_or(rest)
+        }
+    };
+    // An optional QoS level, then the pod, then the container.
+    let mut i = 0;
+    if below.first().is_some_and(|s| is_qos(s)) {
+        i = 1;
+    }
+    let uid = pod_uid(below.get(i)?)?;
+    let (container, runtime) = match below.get(i + 1).and_then(|s| container_of(s)) {
         Some((c, r)) => (Some(c), Some(r)),
         None => (None, None),
     };
@@ -47,6 +90,15 @@ pub fn pod_of_path(path: &str) -> Option<PodRef> {
         uid,
         container,
         runtime,
+    })
+}
+
+/// A QoS level of the kubelet's tree (`kubepods-burstable.slice`,
+/// `kubelet-kubepods-besteffort.slice`, `burstable`).
+fn is_qos(seg: &str) -> bool {
+    let unit = seg.strip_suffix(".slice").unwrap_or(seg);
+    ["burstable", "besteffort"].iter().any(|q| {
+        unit == *q || (seg.ends_with(".slice") && unit.ends_with(&format!("kubepods-{q}")))
     })
 }
 
@@ -176,6 +228,24 @@ mod tests {
             ),
             // Not pods.
             ("0::/user.slice/user-1000.slice/session-3.scope\n".into(), None),
+            // A pod's name made outside the kubelet's tree (anybody with a
+            // delegated cgroup subtree can make one): not that pod.
+            (
+                format!("0::/user.slice/user-1000.slice/user@1000.service/app.slice/kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope\n"),
+                None,
+            ),
+            (
+                format!("0::/user.slice/user-1000.slice/user@1000.service/kubepods.slice/kubepods-pod{UID_}.slice\n"),
+                None,
+            ),
+            (format!("0::/system.slice/kubepods-pod{UID_}.slice\n"), None),
+            (format!("0::/kubepods.slice/evil.slice/kubepods-pod{UID_}.slice\n"), None),
+            (format!("0::/../../user.slice/kubepods-pod{UID_}.slice\n"), None),
+            // A container's own sub-cgroup named like another pod: its pod.
+            (
+                format!("0::/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope/kubepods-pod11111111_2222_4333_8444_555555555555.slice\n"),
+                pod(true, "containerd"),
+            ),
             ("0::/system.slice/containerd.service\n".into(), None),
             ("0::/\n".into(), None),
             ("0::/kubepods/podcast-app/worker\n".into(), None),
@@ -202,13 +272,29 @@ mod tests {
 
     #[test]
     fn a_container_id_must_be_one() {
+        let roots: Vec<String> = DEFAULT_ROOTS.iter().map(|r| r.to_string()).collect();
         assert_eq!(
-            pod_of_path(&format!("/kubepods/pod{UID}/not-an-id")),
+            pod_of_path(&format!("/kubepods/pod{UID}/not-an-id"), &roots),
             pod(false, "")
         );
         assert_eq!(
-            pod_of_path(&format!("/kubepods/pod{UID}/{}", &ID[..63])),
+            pod_of_path(&format!("/kubepods/pod{UID}/{}", &ID[..63]), &roots),
             pod(false, "")
         );
+    }
+
+    #[test]
+    fn a_nodes_own_root() {
+        let roots = vec!["/custom/kubepods.slice".to_string()];
+        let path = format!("/custom/kubepods.slice/kubepods-pod{UID_}.slice/crio-{ID}.scope");
+        assert_eq!(pod_of_path(&path, &roots), pod(true, "cri-o"));
+        assert_eq!(
+            pod_of_path(&format!("/kubepods.slice/kubepods-pod{UID_}.slice"), &roots),
+            None,
+            "the default roots are not this node's"
+        );
+        // Relative to a cgroup namespace, the root itself may show.
+        let rel = format!("/../../custom/kubepods.slice/kubepods-pod{UID_}.slice/crio-{ID}.scope");
+        assert_eq!(pod_of_path(&rel, &roots), pod(true, "cri-o"));
     }
 }

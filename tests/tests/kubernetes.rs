@@ -12,15 +12,18 @@ use tslice_tests::{
 
 const MIB: u64 = 1 << 20;
 
-fn broker_via(kubeconfig: &std::path::Path, node: &str, extra: &str) -> Broker {
+/// A broker of node `node`, whose kubelet's cgroup root is `cg`'s
+/// `kubepods.slice` (where `in_pod` starts programs).
+fn broker_via(kubeconfig: &std::path::Path, cg: &Cgroups, node: &str, extra: &str) -> Broker {
     let config = format!(
-        "[defaults]\nmemory-limit = \"256Mi\"\n[kubernetes]\nnode-name = \"{node}\"\npod-wait = \"3s\"\n{extra}"
+        "[defaults]\nmemory-limit = \"256Mi\"\n[kubernetes]\nnode-name = \"{node}\"\npod-wait = \"3s\"\ncgroup-roots = [\"{}/kubepods.slice\"]\n{extra}",
+        cg.root()
     );
     Broker::start_with_env(&config, &[("KUBECONFIG", kubeconfig.to_str().unwrap())])
 }
 
-fn broker_for(api: &ApiServer, node: &str, extra: &str) -> Broker {
-    let b = broker_via(&api.kubeconfig, node, extra);
+fn broker_for(api: &ApiServer, cg: &Cgroups, node: &str, extra: &str) -> Broker {
+    let b = broker_via(&api.kubeconfig, cg, node, extra);
     wait_for(
         "the broker lists the node's pods",
         Duration::from_secs(30),
@@ -72,8 +75,8 @@ fn a_pods_annotations_are_its_limits_live_and_deleting_it_releases_its_ledger() 
         "node-b",
         &[("tslice.dev/memory-limit", "8Gi")],
     );
-    let broker = broker_for(api, "node-a", "");
     let cg = Cgroups::new();
+    let broker = broker_for(api, &cg, "node-a", "");
     let gpu = SimGpu::new();
     // Two containers of the pod: one ledger.
     let mut p1 = in_pod(&gpu, &broker, &cg, &uid, 1, &["grab", "384", "64"]);
@@ -89,6 +92,22 @@ fn a_pods_annotations_are_its_limits_live_and_deleting_it_releases_its_ledger() 
     let mut p3 = in_pod(&gpu, &broker, &cg, &other, 1, &["grab", "512", "64"]);
     assert_eq!(field(&p3.line(), "held") as u64, 256 * MIB);
     assert_eq!(limit_of(&broker, "pod:team-a/plain"), Some(256 * MIB));
+    // A process that names its cgroup after the pod outside the kubelet's
+    // tree (as anybody with a delegated cgroup subtree could) is not the pod.
+    let fake = format!(
+        "user.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{:064x}.scope",
+        uid.replace('-', "_"),
+        9
+    );
+    let mut c = gpu.command(&tenant_prog());
+    c.args(["grab", "512", "64"])
+        .env("LD_PRELOAD", shim())
+        .env("TSLICE_BROKER", &broker.socket);
+    let mut impostor = Interactive::spawn(cg.wrap(&fake, c));
+    assert_eq!(field(&impostor.line(), "held") as u64, 256 * MIB);
+    let t = broker.tenant("pod:team-a/trainer");
+    assert_eq!(t["processes"].as_array().unwrap().len(), 2, "{t:#}");
+    assert!(impostor.finish().success());
     // An annotation changed on the running pod reaches its processes within 1 s.
     api.annotate("team-a", "trainer", "tslice.dev/memory-limit", Some("1Gi"));
     let took = wait_for("the new limit is applied", Duration::from_secs(5), || {
@@ -130,8 +149,8 @@ fn a_process_whose_pod_is_not_delivered_yet_waits_for_it_then_takes_the_defaults
     // The broker's way to the API server is held: its watch has delivered
     // nothing when the pod's process connects.
     let gate = Gate::new(api);
-    let broker = broker_via(&gate.kubeconfig(api), "node-c", "");
     let cg = Cgroups::new();
+    let broker = broker_via(&gate.kubeconfig(api), &cg, "node-c", "");
     let gpu = SimGpu::new();
     let mut p = in_pod(&gpu, &broker, &cg, &uid, 1, &["grab", "512", "64"]);
     // A process of a pod that does not exist at all, beside it.
@@ -168,12 +187,13 @@ fn a_namespace_ceiling_holds_whatever_the_pod_asks() {
             ("tslice.dev/class", "latency-critical"),
         ],
     );
+    let cg = Cgroups::new();
     let broker = broker_for(
         api,
+        &cg,
         "node-d",
         "[[ceiling]]\nnamespace = \"team-c\"\nmemory-limit = \"384Mi\"\nlatency-critical = false\n",
     );
-    let cg = Cgroups::new();
     let gpu = SimGpu::new();
     let mut p = in_pod(&gpu, &broker, &cg, &uid, 1, &["grab", "1024", "64"]);
     assert_eq!(field(&p.line(), "held") as u64, 384 * MIB);
@@ -343,13 +363,13 @@ fn the_broker_runs_with_the_charts_rbac_and_is_denied_anything_else() {
         "node-e",
         &[("tslice.dev/memory-limit", "192Mi")],
     );
-    let broker = broker_via(&kc, "node-e", "");
+    let cg = Cgroups::new();
+    let broker = broker_via(&kc, &cg, "node-e", "");
     wait_for(
         "the broker lists the node's pods",
         Duration::from_secs(30),
         || broker.log().contains("the node's pods are listed"),
     );
-    let cg = Cgroups::new();
     let gpu = SimGpu::new();
     let mut p = in_pod(&gpu, &broker, &cg, &uid, 1, &["grab", "512", "64"]);
     assert_eq!(field(&p.line(), "held") as u64, 192 * MIB);
