@@ -1,14 +1,17 @@
 //! Reading the images the runtime loads: the fatbin wrapper, the fatbin
 //! container and the ELF cubins inside it, for kernel names and the sizes of
-//! `__device__` variables. Compressed entries and PTX are not decoded.
+//! `__device__` variables. Compressed entries (what `nvcc -compress-mode`
+//! makes, and what cuBLAS and PyTorch ship: zstd, or LZ4 blocks) are
+//! decompressed first; PTX is not read.
 
 use std::collections::{HashMap, HashSet};
 
 const WRAPPER_MAGIC: u32 = 0x466243b1;
 const FATBIN_MAGIC: u32 = 0xBA55ED50;
 const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
-/// Header flags marking a compressed entry (LZ4 and zstd).
-const COMPRESSED: u64 = 0x2000 | 0x8000;
+/// Header flags of a compressed entry.
+const LZ4: u64 = 0x2000;
+const ZSTD: u64 = 0x8000;
 /// Upper bound on what this reader copies out of an image (sanity).
 const MAX_IMAGE: u64 = 1 << 30;
 
@@ -100,12 +103,52 @@ pub unsafe fn read_image(image: *const u8) -> Symbols {
         if eh == 0 || end > fb.len() {
             break;
         }
-        if kind == 2 && flags & COMPRESSED == 0 && fb[start..].starts_with(ELF_MAGIC) {
-            read_elf(&fb[start..end], &mut out);
+        if kind == 2 {
+            // The uncompressed size follows the flags in a 64-byte header.
+            let full = if eh >= 64 {
+                u64_at(&fb, off + 56).unwrap_or(0)
+            } else {
+                0
+            };
+            // A compressed payload's own length (the entry is padded).
+            let packed = match u32_at(&fb, off + 16) {
+                Some(n) if n > 0 && start + (n as usize) <= end => start + n as usize,
+                _ => end,
+            };
+            let raw = if flags & (LZ4 | ZSTD) != 0 {
+                &fb[start..packed]
+            } else {
+                &fb[start..end]
+            };
+            if let Some(elf) = payload(raw, flags, full) {
+                if elf.starts_with(ELF_MAGIC) {
+                    read_elf(&elf, &mut out);
+                }
+            }
         }
         off = end;
     }
     out
+}
+
+/// An entry's payload, decompressed if it is (None: it cannot be).
+fn payload(raw: &[u8], flags: u64, full: u64) -> Option<std::borrow::Cow<'_, [u8]>> {
+    use std::io::Read;
+    if flags & ZSTD != 0 {
+        let mut d = ruzstd::decoding::StreamingDecoder::new(raw).ok()?;
+        let mut out = Vec::with_capacity(full.min(MAX_IMAGE) as usize);
+        // One frame; the payload may be padded after it.
+        d.by_ref().take(MAX_IMAGE).read_to_end(&mut out).ok()?;
+        Some(out.into())
+    } else if flags & LZ4 != 0 {
+        if full == 0 || full > MAX_IMAGE {
+            return None;
+        }
+        let out = lz4_flex::block::decompress(raw, full as usize).ok()?;
+        Some(out.into())
+    } else {
+        Some(raw.into())
+    }
 }
 
 /// Collects function and object symbols from an ELF64 cubin.

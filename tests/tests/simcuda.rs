@@ -253,3 +253,21 @@ fn driver_version_is_configurable() {
     let out = sim.run_ok(&prog, &[]);
     assert_eq!(field(&out, "driver"), 13020.0);
 }
+
+#[test]
+fn globals_and_kernels_are_found_in_compressed_fatbins_too() {
+    // zstd (what -compress-mode=size makes for cubins), LZ4 blocks
+    // (-compress-mode=speed with every entry compressed), and plain.
+    let lz4 = ["-compress-mode=speed", "-Xfatbin=-compress-all"];
+    for args in [
+        &["-compress-mode=size"][..],
+        &lz4[..],
+        &["-compress-mode=none"][..],
+    ] {
+        let prog = build_cuda(&cuda_src("symbols.cu"), args);
+        let sim = SimGpu::new();
+        let out = sim.run_ok(&prog, &[]);
+        assert_ok(&out);
+        assert_eq!(field(&out, "table_size"), 4000.0, "{args:?}");
+    }
+}
