@@ -271,6 +271,8 @@ pub const ABIS: &[Abi] = &[
     abi("cuOccupancyMaxActiveBlocksPerMultiprocessor", 6050, Some("cuOccupancyMaxActiveBlocksPerMultiprocessor"), None),
     abi("cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags", 7000, Some("cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags"), None),
     abi("cuOccupancyAvailableDynamicSMemPerBlock", 10020, Some("cuOccupancyAvailableDynamicSMemPerBlock"), None),
+    abi("cuOccupancyMaxPotentialClusterSize", 11070, Some("cuOccupancyMaxPotentialClusterSize"), None),
+    abi("cuOccupancyMaxActiveClusters", 11070, Some("cuOccupancyMaxActiveClusters"), None),
     // launches
     abi("cuLaunchKernel", 4000, Some("cuLaunchKernel"), Some("cuLaunchKernel_ptsz")),
     abi("cuLaunchKernelEx", 11060, Some("cuLaunchKernelEx"), Some("cuLaunchKernelEx_ptsz")),

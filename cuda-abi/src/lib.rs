@@ -43,6 +43,7 @@ impl CUresult {
     pub const ERROR_STREAM_CAPTURE_INVALIDATED: CUresult = CUresult(901);
     pub const ERROR_STREAM_CAPTURE_UNMATCHED: CUresult = CUresult(903);
     pub const ERROR_STREAM_CAPTURE_WRONG_THREAD: CUresult = CUresult(908);
+    pub const ERROR_INVALID_CLUSTER_SIZE: CUresult = CUresult(912);
     pub const ERROR_UNKNOWN: CUresult = CUresult(999);
 
     pub fn is_success(self) -> bool {
@@ -228,6 +229,8 @@ pub struct CUlaunchAttribute {
     pub value: [u8; 64],
 }
 pub const CU_LAUNCH_ATTRIBUTE_COOPERATIVE: u32 = 2;
+/// Its value: three `u32`, the cluster's dimensions in blocks.
+pub const CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION: u32 = 4;
 
 /// `CUlaunchConfig`.
 #[repr(C)]

@@ -5,7 +5,10 @@ use crate::entry::{cstr, out, out_opt, Res, INVALID_HANDLE, INVALID_VALUE};
 use crate::fatbin::{self, Symbols};
 use crate::memory::{self, Alloc, Kind};
 use crate::process::{self, handle_of, Handle, Magic};
-use cuda_abi::{CUdevice, CUdeviceptr, CUfunction, CUkernel, CUlibrary, CUmodule, CUresult};
+use cuda_abi::{
+    CUdevice, CUdeviceptr, CUfunction, CUkernel, CUlaunchAttribute, CUlaunchConfig, CUlibrary,
+    CUmodule, CUresult, CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION,
+};
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CString};
 use std::sync::{Arc, Mutex};
@@ -428,6 +431,92 @@ export! {
         let per_block = (233_472 / blocks as usize).saturating_sub(1024).min(232_448).saturating_sub(f.attr(1)? as usize);
         // SAFETY: caller's output pointer.
         unsafe { out(size, per_block) }
+    }
+}
+
+// CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_{WIDTH,HEIGHT,DEPTH} are 11..=13,
+// NON_PORTABLE_CLUSTER_SIZE_ALLOWED 14.
+
+/// An H100's graphics processing clusters (132 SMs): a thread block cluster
+/// runs within one GPC.
+const GPC_SMS: [i32; 8] = [18, 18, 18, 18, 18, 18, 18, 6];
+
+/// The cluster shape of a launch: its cluster-dimension attribute, else the
+/// function's compile-time one, else 1x1x1.
+///
+/// # Safety
+/// `cfg.attrs` points to `cfg.numAttrs` attributes (or is unused when 0).
+unsafe fn cluster_of(cfg: &CUlaunchConfig, f: &Function) -> Res<i32> {
+    let attrs: &[CUlaunchAttribute] = if cfg.numAttrs == 0 || cfg.attrs.is_null() {
+        &[]
+    } else {
+        // SAFETY: per the function contract.
+        unsafe { std::slice::from_raw_parts(cfg.attrs, cfg.numAttrs as usize) }
+    };
+    let dims = match attrs
+        .iter()
+        .find(|a| a.id == CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION)
+    {
+        Some(a) => {
+            let d = |i: usize| {
+                u32::from_le_bytes(a.value[4 * i..4 * i + 4].try_into().unwrap_or([0; 4]))
+            };
+            [d(0), d(1), d(2)]
+        }
+        None => {
+            let d = |a: i32| f.attr(a).map(|v| v.max(1) as u32);
+            [d(11)?, d(12)?, d(13)?]
+        }
+    };
+    let grid = [cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ];
+    if dims.contains(&0) || grid.iter().zip(dims).any(|(g, d)| *g % d != 0) {
+        return Err(CUresult::ERROR_INVALID_CLUSTER_SIZE);
+    }
+    let size = dims.iter().map(|d| u64::from(*d)).product::<u64>();
+    let most = if f.attr(14)? != 0 { 16 } else { 8 };
+    if size > most {
+        return Err(CUresult::ERROR_INVALID_CLUSTER_SIZE);
+    }
+    Ok(size as i32)
+}
+
+fn block_of(cfg: &CUlaunchConfig) -> Res<i32> {
+    let b = u64::from(cfg.blockDimX) * u64::from(cfg.blockDimY) * u64::from(cfg.blockDimZ);
+    i32::try_from(b).map_err(|_| INVALID_VALUE)
+}
+
+export! {
+    /// The largest cluster a launch of `func` with this configuration could
+    /// use: 8 blocks (portable), 16 where the function allows non-portable
+    /// sizes, 0 if its blocks cannot run at all.
+    fn cuOccupancyMaxPotentialClusterSize(size: *mut i32, func: CUfunction, config: *const CUlaunchConfig) {
+        let f = process::initialized()?.functions.get(func)?;
+        // SAFETY: the caller's configuration, when given.
+        let cfg = unsafe { config.as_ref() }.ok_or(INVALID_VALUE)?;
+        let blocks = occupancy(&f, block_of(cfg)?, cfg.sharedMemBytes as usize)?;
+        let v = match blocks {
+            0 => 0,
+            _ if f.attr(14)? != 0 => 16,
+            _ => 8,
+        };
+        // SAFETY: caller's output pointer.
+        unsafe { out(size, v) }
+    }
+}
+
+export! {
+    /// How many clusters of this launch fit on the device at once: each GPC
+    /// holds as many as its SMs have room for blocks.
+    fn cuOccupancyMaxActiveClusters(n: *mut i32, func: CUfunction, config: *const CUlaunchConfig) {
+        let f = process::initialized()?.functions.get(func)?;
+        // SAFETY: the caller's configuration, when given.
+        let cfg = unsafe { config.as_ref() }.ok_or(INVALID_VALUE)?;
+        // SAFETY: the configuration's attribute array, per the API contract.
+        let size = unsafe { cluster_of(cfg, &f) }?;
+        let per_sm = occupancy(&f, block_of(cfg)?, cfg.sharedMemBytes as usize)?;
+        let v = GPC_SMS.iter().map(|g| g * per_sm / size).sum::<i32>();
+        // SAFETY: caller's output pointer.
+        unsafe { out(n, v) }
     }
 }
 

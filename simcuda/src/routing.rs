@@ -285,6 +285,8 @@ fn exports() -> Vec<(&'static str, usize)> {
         module::cuOccupancyMaxActiveBlocksPerMultiprocessor,
         module::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags,
         module::cuOccupancyAvailableDynamicSMemPerBlock,
+        module::cuOccupancyMaxPotentialClusterSize,
+        module::cuOccupancyMaxActiveClusters,
         // launches
         launch::cuLaunchKernel,
         launch::cuLaunchKernel_ptsz,

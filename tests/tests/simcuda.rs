@@ -271,3 +271,16 @@ fn globals_and_kernels_are_found_in_compressed_fatbins_too() {
         assert_eq!(field(&out, "table_size"), 4000.0, "{args:?}");
     }
 }
+
+#[test]
+fn cluster_occupancy_as_cublas_asks_it() {
+    let prog = build_cuda(&cuda_src("clusters.cu"), &[]);
+    let sim = SimGpu::new();
+    let out = sim.run_ok(&prog, &[]);
+    assert_ok(&out);
+    assert_eq!(field(&out, "potential"), 8.0, "portable clusters: 8 blocks");
+    assert_eq!(field(&out, "potential_nonportable"), 16.0);
+    // 256-thread blocks: 8 per SM; 132 SMs in GPCs of 18 (and one of 6).
+    assert_eq!(field(&out, "active_2"), (7.0 * (18.0 * 8.0 / 2.0)) + 24.0);
+    assert_eq!(field(&out, "active_16"), 7.0 * 9.0 + 3.0);
+}
