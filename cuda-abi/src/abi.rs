@@ -59,6 +59,10 @@ pub const ABIS: &[Abi] = &[
     abi("cuDeviceGetPCIBusId", 4010, Some("cuDeviceGetPCIBusId"), None),
     abi("cuDeviceGetByPCIBusId", 4010, Some("cuDeviceGetByPCIBusId"), None),
     abi("cuDeviceCanAccessPeer", 4000, Some("cuDeviceCanAccessPeer"), None),
+    abi("cuCtxEnablePeerAccess", 4000, Some("cuCtxEnablePeerAccess"), None),
+    abi("cuCtxDisablePeerAccess", 4000, Some("cuCtxDisablePeerAccess"), None),
+    abi("cuProfilerStart", 4000, Some("cuProfilerStart"), None),
+    abi("cuProfilerStop", 4000, Some("cuProfilerStop"), None),
     abi("cuDeviceGetP2PAttribute", 8000, Some("cuDeviceGetP2PAttribute"), None),
     abi("cuDeviceGetDefaultMemPool", 11020, Some("cuDeviceGetDefaultMemPool"), None),
     abi("cuDeviceGetMemPool", 11020, Some("cuDeviceGetMemPool"), None),
@@ -212,6 +216,8 @@ pub const ABIS: &[Abi] = &[
     abi("cuStreamSynchronize", 2000, Some("cuStreamSynchronize"), Some("cuStreamSynchronize_ptsz")),
     abi("cuStreamWaitEvent", 3020, Some("cuStreamWaitEvent"), Some("cuStreamWaitEvent_ptsz")),
     abi("cuStreamGetPriority", 5050, Some("cuStreamGetPriority"), Some("cuStreamGetPriority_ptsz")),
+    abi("cuStreamGetAttribute", 11000, Some("cuStreamGetAttribute"), Some("cuStreamGetAttribute_ptsz")),
+    abi("cuStreamSetAttribute", 11000, Some("cuStreamSetAttribute"), Some("cuStreamSetAttribute_ptsz")),
     abi("cuStreamGetFlags", 5050, Some("cuStreamGetFlags"), Some("cuStreamGetFlags_ptsz")),
     abi("cuStreamGetCtx", 9020, Some("cuStreamGetCtx"), Some("cuStreamGetCtx_ptsz")),
     abi("cuStreamGetCtx", 12050, Some("cuStreamGetCtx_v2"), Some("cuStreamGetCtx_v2_ptsz")),
@@ -369,10 +375,11 @@ mod tests {
             .lines()
             .find_map(|l| l.strip_prefix("CUDA_HOME="))
             .expect("CUDA_HOME in .cuda/env");
-        let text = std::fs::read_to_string(
-            std::path::Path::new(home.trim()).join("include/cudaTypedefs.h"),
-        )
-        .expect("cudaTypedefs.h in the toolkit");
+        let inc = std::path::Path::new(home.trim()).join("include");
+        let text = std::fs::read_to_string(inc.join("cudaTypedefs.h"))
+            .expect("cudaTypedefs.h in the toolkit")
+            + &std::fs::read_to_string(inc.join("cudaProfilerTypedefs.h"))
+                .expect("cudaProfilerTypedefs.h in the toolkit");
         let mut m: HashMap<String, (BTreeSet<i32>, bool)> = HashMap::new();
         for part in text.split("PFN_").skip(1) {
             let ident: String = part

@@ -36,6 +36,8 @@ impl CUresult {
     pub const ERROR_ILLEGAL_STATE: CUresult = CUresult(401);
     pub const ERROR_NOT_FOUND: CUresult = CUresult(500);
     pub const ERROR_NOT_READY: CUresult = CUresult(600);
+    pub const ERROR_PEER_ACCESS_ALREADY_ENABLED: CUresult = CUresult(704);
+    pub const ERROR_PEER_ACCESS_NOT_ENABLED: CUresult = CUresult(705);
     pub const ERROR_LAUNCH_FAILED: CUresult = CUresult(719);
     pub const ERROR_NOT_PERMITTED: CUresult = CUresult(800);
     pub const ERROR_NOT_SUPPORTED: CUresult = CUresult(801);

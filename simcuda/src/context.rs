@@ -61,6 +61,8 @@ pub struct Ctx {
     legacy: Mutex<Option<Arc<Stream>>>,
     cls: Mutex<Vec<ClsEntry>>,
     host_tx: Mutex<Option<mpsc::Sender<HostJob>>>,
+    /// Contexts (ids) whose memory this one may access (peer access).
+    peers: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Handle for Ctx {
@@ -197,6 +199,7 @@ pub fn create(p: &Process, device: i32, flags: u32, primary: bool) -> Arc<Ctx> {
         legacy: Mutex::new(None),
         cls: Mutex::new(Vec::new()),
         host_tx: Mutex::new(None),
+        peers: Mutex::new(std::collections::HashSet::new()),
     })
 }
 
@@ -518,5 +521,55 @@ export! {
         let c = resolve(ctx)?;
         // SAFETY: caller's output pointer.
         unsafe { out(id, c.id) }
+    }
+}
+
+export! {
+    /// Lets the current context access `peer`'s memory (a context of
+    /// another device; the simulated devices are all peers, as GPUs on one
+    /// NVLink switch are).
+    fn cuCtxEnablePeerAccess(peer: CUcontext, flags: u32) {
+        let c = current()?;
+        if flags != 0 {
+            return Err(INVALID_VALUE);
+        }
+        let p = process::initialized()?.contexts.get_or(peer, INVALID_CONTEXT)?;
+        if !p.alive() {
+            return Err(INVALID_CONTEXT);
+        }
+        if p.device == c.device {
+            return Err(CUresult::ERROR_INVALID_DEVICE);
+        }
+        let mut peers = c.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if !peers.insert(p.id) {
+            return Err(CUresult::ERROR_PEER_ACCESS_ALREADY_ENABLED);
+        }
+        Ok(())
+    }
+}
+
+export! {
+    fn cuCtxDisablePeerAccess(peer: CUcontext) {
+        let c = current()?;
+        let p = process::initialized()?.contexts.get_or(peer, INVALID_CONTEXT)?;
+        let mut peers = c.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if !peers.remove(&p.id) {
+            return Err(CUresult::ERROR_PEER_ACCESS_NOT_ENABLED);
+        }
+        Ok(())
+    }
+}
+
+export! {
+    /// No profiler is attached to the simulated driver: starting and
+    /// stopping one succeed with a current context, as without a profiler.
+    fn cuProfilerStart() {
+        current().map(|_| ())
+    }
+}
+
+export! {
+    fn cuProfilerStop() {
+        current().map(|_| ())
     }
 }

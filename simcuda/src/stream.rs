@@ -11,6 +11,7 @@ use crate::entry::{out, out_opt, Res, INVALID_HANDLE, INVALID_VALUE};
 use crate::process::{self, handle_of, Handle, Magic};
 use cuda_abi::{CUcontext, CUdevice, CUresult, CUstream, CU_STREAM_LEGACY, CU_STREAM_PER_THREAD};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -43,6 +44,8 @@ pub struct Stream {
     host: Mutex<(u64, u64)>,
     host_cv: Condvar,
     capture: Mutex<Option<StreamCapture>>,
+    /// Attributes set with `cuStreamSetAttribute` (id → the 64-byte value).
+    attrs: Mutex<HashMap<u32, [u8; 64]>>,
 }
 
 impl Handle for Stream {
@@ -65,6 +68,7 @@ impl Stream {
             host: Mutex::new((0, 0)),
             host_cv: Condvar::new(),
             capture: Mutex::new(None),
+            attrs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -378,5 +382,50 @@ export_pt! {
             // SAFETY: the caller's callback with its own stream handle and user data, called once.
             unsafe { cb(hs as CUstream, CUresult::SUCCESS, data as *mut c_void) }
         }))
+    }
+}
+
+/// Stream attributes (`CUstreamAttrID`): access policy window, synchronization
+/// policy, priority, memory synchronization domain map and domain, NVLink
+/// scheduling hint.
+const STREAM_ATTRS: [u32; 6] = [1, 3, 8, 9, 10, 16];
+
+export_pt! {
+    /// A stream's attribute: what was set, else its default (the
+    /// priority is the stream's own).
+    fn cuStreamGetAttribute / cuStreamGetAttribute_ptsz(h: CUstream, attr: u32, value: *mut [u8; 64]) |ds| {
+        let s = resolve(h, ds)?;
+        if !STREAM_ATTRS.contains(&attr) {
+            return Err(INVALID_VALUE);
+        }
+        let stored = s.attrs.lock().unwrap_or_else(|e| e.into_inner()).get(&attr).copied();
+        let v = stored.unwrap_or_else(|| {
+            let mut d = [0u8; 64];
+            match attr {
+                8 => d[..4].copy_from_slice(&s.priority.to_le_bytes()),
+                // CU_SYNC_POLICY_AUTO
+                3 => d[..4].copy_from_slice(&1u32.to_le_bytes()),
+                _ => {}
+            }
+            d
+        });
+        // SAFETY: caller's output pointer (a CUstreamAttrValue, 64 bytes).
+        unsafe { out(value, v) }
+    }
+}
+
+export_pt! {
+    fn cuStreamSetAttribute / cuStreamSetAttribute_ptsz(h: CUstream, attr: u32, value: *const [u8; 64]) |ds| {
+        let s = resolve(h, ds)?;
+        if !STREAM_ATTRS.contains(&attr) {
+            return Err(INVALID_VALUE);
+        }
+        // SAFETY: the caller's CUstreamAttrValue (64 bytes), when given.
+        let v = *unsafe { value.as_ref() }.ok_or(INVALID_VALUE)?;
+        if attr == 3 && !(1..=4).contains(&u32::from_le_bytes([v[0], v[1], v[2], v[3]])) {
+            return Err(INVALID_VALUE);
+        }
+        s.attrs.lock().unwrap_or_else(|e| e.into_inner()).insert(attr, v);
+        Ok(())
     }
 }

@@ -284,3 +284,68 @@ fn cluster_occupancy_as_cublas_asks_it() {
     assert_eq!(field(&out, "active_2"), (7.0 * (18.0 * 8.0 / 2.0)) + 24.0);
     assert_eq!(field(&out, "active_16"), 7.0 * 9.0 + 3.0);
 }
+
+/// The entry points the real CUDA runtime looks up that the simulated
+/// driver does not implement, as the runtime itself asks for them; kept in
+/// `simcuda/MISSING.txt`. A runtime that asks for a new one, or a driver
+/// that implements one on the list, fails here until the list says so: a
+/// gap is found by CI, not by a user.
+#[test]
+fn the_runtimes_missing_entry_points_are_the_known_ones() {
+    let prog = build_cuda(&cuda_src("hello.cu"), &[]);
+    let sim = SimGpu::new().env("SIMCUDA_LOG", "1");
+    let out = sim.run(&prog, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    let asked: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter(|l| l.ends_with("): not implemented"))
+        .filter_map(|l| l.split("cuGetProcAddress(").nth(1)?.split(',').next())
+        // (The runtime also looks up an empty name.)
+        .filter(|n| !n.is_empty())
+        .collect();
+    let path = tslice_tests::repo_root().join("simcuda/MISSING.txt");
+    if std::env::var_os("TSLICE_BLESS").is_some() {
+        // Rewrites the list (review the diff before committing it).
+        let mut text = String::from(
+            "# Entry points the real CUDA runtime looks up that the simulated driver does not\n\
+             # implement (regenerate: TSLICE_BLESS=1 cargo test -p tslice-tests --test simcuda missing).\n",
+        );
+        for n in &asked {
+            text.push_str(n);
+            text.push('\n');
+        }
+        std::fs::write(&path, text).unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let known: std::collections::BTreeSet<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let new: Vec<&&str> = asked.difference(&known).collect();
+    let done: Vec<&&str> = known.difference(&asked).collect();
+    assert!(
+        new.is_empty() && done.is_empty(),
+        "the runtime asks for entry points the simulated driver lacks that {} does not list: {new:?}; \
+         listed but implemented now (or no longer asked for): {done:?}",
+        path.display()
+    );
+    assert!(
+        !asked.is_empty(),
+        "the runtime's lookups were not seen (SIMCUDA_LOG)"
+    );
+}
+
+#[test]
+fn peer_access_profiler_and_stream_attributes() {
+    let prog = build_cuda(&cuda_src("peers.cu"), &[]);
+    let sim = SimGpu::new()
+        .env("SIMCUDA_DEVICES", "2")
+        .env("SIMCUDA_MEM", "16GiB");
+    assert_ok(&sim.run_ok(&prog, &[]));
+}
