@@ -15,11 +15,12 @@ root=$PWD
 scripts/setup-cuda-toolkit.sh
 source .cuda/env
 echo "== building tslice (release)"
-cargo build --release --locked -p tslice-shim -p simcuda -p simgpu 2>&1 | grep -vE '^\s+(Compiling|Finished|Blocking)' || true
+cargo build --release --locked -p tslice-shim -p simcuda -p simnvml -p simgpu 2>&1 | grep -vE '^\s+(Compiling|Finished|Blocking)' || true
 work=$(mktemp -d /tmp/tslice-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lib" "$work/gpu"
 ln -s "$root/target/release/libcuda.so" "$work/lib/libcuda.so.1"
+ln -s "$root/target/release/libnvidia_ml.so" "$work/lib/libnvidia-ml.so.1"
 nvcc() { "$CUDA_HOME/bin/nvcc" -arch=sm_90 -cudart shared -I"$CUDA_HOME/include" -L"$CUDA_HOME/lib" "$@"; }
 nvcc -o "$work/tenant" examples/tenant.cu
 nvcc -o "$work/spin" tests/cuda/spin_loop.cu

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs NVIDIA's CUDA toolkit packages from PyPI (nvcc, the runtime, headers)
+# Installs NVIDIA's CUDA toolkit packages from PyPI (nvcc, the runtime, headers,
+# nvml.h, nvidia-ml-py)
 # into .cuda/ at the repository root, at pinned versions, so that CUDA programs
 # can be built and run on the simulated driver of a machine without a GPU.
 # Idempotent: does nothing when the pinned versions are already there.
@@ -15,6 +16,10 @@ pins=(
   nvidia-cuda-crt==13.5.37
   nvidia-nvvm==13.5.37
   nvidia-cuda-cccl==13.3.5.0.6
+  # nvml.h, for the programs that test the simulated NVML (and the shim's
+  # NVML hooks); nvidia-ml-py, the Python binding tools and PyTorch use.
+  nvidia-nvml-dev==13.5.37
+  nvidia-ml-py==13.615.71
 )
 stamp="$dest/installed-$(printf '%s\n' "${pins[@]}" | sha256sum | cut -c1-16)"
 if [[ -f "$stamp" && -f "$dest/env" ]]; then

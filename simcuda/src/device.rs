@@ -9,7 +9,7 @@ use cuda_abi::{CUcontext, CUdevice, CUmemoryPool, CUresult, CUuuid};
 use std::ffi::c_char;
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub const NAME: &str = "NVIDIA H100 80GB HBM3 (simulated)";
+pub const NAME: &str = simgpu::DEVICE_NAME;
 
 /// One simulated device as this process sees it.
 pub struct Device {
@@ -75,7 +75,7 @@ pub fn open_all() -> Result<Vec<Device>, CUresult> {
 
 /// PCI bus number of a device (distinct per device, below 256).
 pub fn pci_bus(ordinal: i32) -> i32 {
-    0x18 + 0x0e * ordinal
+    simgpu::pci_bus(ordinal as u32) as i32
 }
 
 /// The value of a device attribute, `None` for an unknown attribute.

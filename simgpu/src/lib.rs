@@ -316,6 +316,15 @@ fn my_slot(shm: &Shm, core: &mut Core<'_>, id: (u32, u64), now: u64) -> Option<u
     Some(slot)
 }
 
+/// The simulated device's name (the driver and NVML report it).
+pub const DEVICE_NAME: &str = "NVIDIA H100 80GB HBM3 (simulated)";
+
+/// The PCI bus number of a device (distinct per device, below 256; the
+/// driver and NVML report it).
+pub fn pci_bus(ordinal: u32) -> u32 {
+    0x18 + 0x0e * ordinal
+}
+
 /// One shared simulated device, attached in this process.
 pub struct Device {
     shm: Arc<Shm>,

@@ -44,6 +44,17 @@ pub fn simcuda_lib() -> PathBuf {
     p
 }
 
+/// The simulated NVML (`libnvidia_ml.so`, installed as `libnvidia-ml.so.1`).
+pub fn simnvml_lib() -> PathBuf {
+    let p = profile_dir().join("libnvidia_ml.so");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` before `cargo test`",
+        p.display()
+    );
+    p
+}
+
 /// `CUDA_HOME` of the pinned toolkit, from `.cuda/env`.
 pub fn cuda_home() -> PathBuf {
     let env = repo_root().join(".cuda/env");
@@ -194,6 +205,11 @@ impl SimGpu {
         std::os::unix::fs::symlink(&lib, root.join("lib/libcuda.so.1"))
             .expect("symlink libcuda.so.1");
         std::os::unix::fs::symlink(&lib, root.join("lib/libcuda.so")).expect("symlink libcuda.so");
+        let nvml = simnvml_lib();
+        std::os::unix::fs::symlink(&nvml, root.join("lib/libnvidia-ml.so.1"))
+            .expect("symlink libnvidia-ml.so.1");
+        std::os::unix::fs::symlink(&nvml, root.join("lib/libnvidia-ml.so"))
+            .expect("symlink libnvidia-ml.so");
         SimGpu {
             root,
             envs: Vec::new(),

@@ -349,3 +349,64 @@ fn peer_access_profiler_and_stream_attributes() {
         .env("SIMCUDA_MEM", "16GiB");
     assert_ok(&sim.run_ok(&prog, &[]));
 }
+
+#[test]
+fn the_simulated_nvml_reports_what_the_driver_did() {
+    let libdir = format!("-L{}", profile_dir().display());
+    let prog = build_cuda(&cuda_src("nvml.c"), &[&libdir, "-lcuda", "-lnvidia_ml"]);
+    let sim = SimGpu::new()
+        .env("SIMCUDA_DEVICES", "2")
+        .env("SIMCUDA_MEM", "16GiB");
+    let out = sim.run_ok(&prog, &["300"]);
+    assert_ok(&out);
+    assert_eq!(field(&out, "count"), 2.0);
+    // 300 MiB in 2 MiB pages, charged to this process alone.
+    assert_eq!(field(&out, "dev0_mine"), 300.0 * MIB);
+    assert_eq!(field(&out, "dev0_used"), 300.0 * MIB);
+    assert_eq!(field(&out, "dev0_processes"), 1.0);
+    assert!(
+        out.contains("name=NVIDIA H100 80GB HBM3 (simulated)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bus=00000000:26:00.0"),
+        "device 1's PCI bus id: {out}"
+    );
+}
+
+#[test]
+fn nvidia_ml_py_reads_the_simulated_nvml() {
+    let sim = SimGpu::new();
+    // A CUDA process holding memory, alive while NVML is read.
+    let mut holder = tslice_tests::Interactive::spawn({
+        let mut c = sim.command(&tslice_tests::tenant_prog());
+        c.args(["grab", "256", "64"]);
+        c
+    });
+    assert_eq!(field(&holder.line(), "held"), 256.0 * MIB);
+    let python = tslice_tests::cuda_home()
+        .ancestors()
+        .find(|p| p.join("bin/python").exists())
+        .expect("the toolkit's venv")
+        .join("bin/python");
+    let mut c = sim.command(&python);
+    c.arg(tslice_tests::repo_root().join("tests/cuda/nvml_check.py"));
+    let out = c.output().expect("run python");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ok(&text);
+    assert!(
+        text.contains("dev0 name=NVIDIA H100 80GB HBM3 (simulated)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("dev0 pid={} mem={}", holder.pid(), 256u64 << 20)),
+        "the holder and its memory: {text}"
+    );
+    assert_eq!(field(&text, "used"), 256.0 * MIB);
+    assert!(holder.finish().success());
+}
