@@ -147,14 +147,31 @@ pub struct Config {
 /// The `[kubernetes]` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KubeSettings {
-    /// The node whose pods are watched.
-    pub node_name: String,
+    /// The node whose pods are watched (None: `$NODE_NAME`, see
+    /// [`KubeSettings::node`]).
+    pub node_name: Option<String>,
     /// How long a process whose pod the watch has not delivered yet waits
     /// before it gets the defaults (nanoseconds).
     pub pod_wait_ns: u64,
     /// The kubelet's cgroup roots: only a process below one of them is in
     /// a pod.
     pub cgroup_roots: Vec<String>,
+}
+
+impl KubeSettings {
+    /// The node whose pods the broker watches: `node-name`, else
+    /// `$NODE_NAME` (the DaemonSet sets it from `spec.nodeName`).
+    pub fn node(&self, file: &str) -> Result<String, ConfigError> {
+        match &self.node_name {
+            Some(n) => Ok(n.clone()),
+            None => match std::env::var("NODE_NAME") {
+                Ok(n) if !n.trim().is_empty() => Ok(n),
+                _ => Err(ConfigError(format!(
+                    "{file}: [kubernetes] node-name is missing and NODE_NAME is not set; accepted: node-name = \"<the node's name>\" (the DaemonSet sets NODE_NAME from spec.nodeName)"
+                ))),
+            },
+        }
+    }
 }
 
 impl Default for Config {
@@ -532,17 +549,14 @@ impl Config {
                 file,
                 section: "[kubernetes] ".into(),
             };
+            // The node's name is the broker's business (the webhook reads this
+            // file too, and runs on no node in particular): see `node_name`.
             let node_name = match k.node_name {
-                Some(toml::Value::String(n)) if !n.trim().is_empty() => n,
-                Some(v) => return Err(c.err("node-name", &v, "not a node name", "the node's name")),
-                None => match std::env::var("NODE_NAME") {
-                    Ok(n) if !n.trim().is_empty() => n,
-                    _ => {
-                        return Err(ConfigError(format!(
-                            "{file}: [kubernetes] node-name is missing and NODE_NAME is not set; accepted: node-name = \"<the node's name>\" (the DaemonSet sets NODE_NAME from spec.nodeName)"
-                        )))
-                    }
-                },
+                Some(toml::Value::String(n)) if !n.trim().is_empty() => Some(n),
+                Some(v) => {
+                    return Err(c.err("node-name", &v, "not a node name", "the node's name"))
+                }
+                None => None,
             };
             let pod_wait_ns = match &k.pod_wait {
                 None => 2_000_000_000,

@@ -109,6 +109,9 @@ pub fn limits_of(cfg: &Config, info: &PodInfo) -> Limits {
         if let Some(m) = c.weight {
             l.weight = l.weight.min(m);
         }
+        if c.forbid_latency_critical && l.class == tslice_policy::class::Class::LatencyCritical {
+            l.class = tslice_policy::class::Class::Standard;
+        }
     }
     l.compute_request = l.compute_request.min(l.compute_limit);
     l
@@ -243,5 +246,33 @@ pub async fn watch(pods: Arc<Pods>, node: String) {
             }
             Err(e) => warn!("watching pods: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tslice_policy::class::Class;
+
+    #[test]
+    fn ceilings_hold_the_defaults_too() {
+        let cfg = Config::parse(
+            "[defaults]\nclass = \"latency-critical\"\ncompute-limit = \"80%\"\nweight = 50\n\
+             [[ceiling]]\nnamespace = \"a\"\ncompute-limit = \"40%\"\nweight = 5\nlatency-critical = false\n",
+            "t",
+        )
+        .unwrap();
+        let info = |ns: &str| PodInfo {
+            namespace: ns.into(),
+            name: "p".into(),
+            quota: PodQuota::default(),
+        };
+        let l = limits_of(&cfg, &info("a"));
+        assert_eq!(l.class, Class::Standard);
+        assert_eq!(l.compute_limit.0, 400_000);
+        assert_eq!(l.weight, 5);
+        let l = limits_of(&cfg, &info("b"));
+        assert_eq!(l.class, Class::LatencyCritical, "no ceiling there");
+        assert_eq!(l.weight, 50);
     }
 }

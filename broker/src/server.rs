@@ -90,7 +90,10 @@ impl Broker {
             .map(|_| Arc::new(Pods::default()));
         let pod_wait =
             Duration::from_nanos(config.kubernetes.as_ref().map_or(0, |k| k.pod_wait_ns));
-        let node = config.kubernetes.as_ref().map(|k| k.node_name.clone());
+        let node = config
+            .kubernetes
+            .as_ref()
+            .and_then(|k| k.node("the configuration").ok());
         Arc::new(Broker {
             node,
             metrics_addr: config.metrics,

@@ -18,6 +18,9 @@ pub const COMPUTE_REQUEST: &str = "tslice.dev/compute-request";
 pub const COMPUTE_LIMIT: &str = "tslice.dev/compute-limit";
 pub const WEIGHT: &str = "tslice.dev/weight";
 pub const CLASS: &str = "tslice.dev/class";
+/// Set by tslice's webhook on the pods it injected (read by nobody: it
+/// grants nothing, and is accepted with any value).
+pub const INJECTED: &str = "tslice.dev/injected";
 /// Every annotation tslice reads.
 pub const KNOWN: [&str; 5] = [MEMORY_LIMIT, COMPUTE_REQUEST, COMPUTE_LIMIT, WEIGHT, CLASS];
 /// The prefix of tslice's annotations (any other key under it is a typo).
@@ -123,7 +126,7 @@ pub fn parse<'a>(
     let mut q = PodQuota::default();
     let mut errors = Vec::new();
     for (key, value) in annotations {
-        if !key.starts_with(PREFIX) {
+        if !key.starts_with(PREFIX) || key == INJECTED {
             continue;
         }
         let r = match key {
@@ -348,6 +351,7 @@ mod tests {
             (WEIGHT, "7"),
             (CLASS, "best-effort"),
             ("example.com/other", "whatever"),
+            (INJECTED, "true"),
         ])
         .unwrap();
         assert_eq!(q.compute_request, Some(Ppm(300_000)));

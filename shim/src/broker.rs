@@ -4,7 +4,11 @@
 //! exists, else no broker (standalone, limits from the environment). A
 //! broker that is named but cannot be reached is refused unless
 //! `TSLICE_NO_BROKER=standalone` (`refuse`, the default, fails the process's
-//! CUDA calls closed with one line saying why).
+//! CUDA calls closed with one line saying why). On a node that fixes its
+//! broker (a root-owned `tslice-broker.path` file beside the loaded
+//! `libtslice.so`, as the Kubernetes DaemonSet installs it in a directory
+//! pods mount read-only), the process's environment has no say: that
+//! broker, and refusal when it cannot be reached.
 //!
 //! When: at the process's first successful `cuInit`, never before (a
 //! process that never initialises CUDA starts no thread and opens no
@@ -74,8 +78,54 @@ pub enum NoBroker {
     Standalone,
 }
 
+/// The file beside the shim that fixes the node's broker.
+pub const NODE_BROKER_FILE: &str = "tslice-broker.path";
+
+/// The broker the node fixes: the socket path in [`NODE_BROKER_FILE`] next
+/// to the loaded library, if that file is owned by root and writable by
+/// nobody else (a tenant can neither write nor replace it).
+fn node_broker() -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: Dl_info is plain pointers and integers; all zeroes is valid.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr with the address of a function of this library and a
+    // valid out-structure; the name it returns lives as long as the library.
+    let found = unsafe { libc::dladdr(node_broker as *const c_void, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: a NUL-terminated path owned by the dynamic loader.
+    let lib = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    let lib = std::path::Path::new(
+        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(lib.to_bytes()),
+    );
+    let file = lib.parent()?.join(NODE_BROKER_FILE);
+    let meta = std::fs::metadata(&file).ok()?;
+    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        log::warn!(
+            "{} is not owned by root or is writable by others: ignored",
+            file.display()
+        );
+        return None;
+    }
+    let text = std::fs::read_to_string(&file).ok()?;
+    let path = text.trim();
+    (!path.is_empty()).then(|| PathBuf::from(path))
+}
+
 /// Where to connect, and what to do if nobody answers. None: standalone.
 pub fn target() -> Result<Option<(PathBuf, NoBroker)>, String> {
+    if let Some(p) = node_broker() {
+        if std::env::var_os("TSLICE_BROKER").is_some()
+            || std::env::var_os("TSLICE_NO_BROKER").is_some()
+        {
+            log::warn!(
+                "TSLICE_BROKER and TSLICE_NO_BROKER are ignored: this node's broker is {}",
+                p.display()
+            );
+        }
+        return Ok(Some((p, NoBroker::Refuse)));
+    }
     let policy = match std::env::var("TSLICE_NO_BROKER") {
         Err(_) => NoBroker::Refuse,
         Ok(v) => match v.trim() {

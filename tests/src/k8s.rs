@@ -524,6 +524,25 @@ openssl x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out {
         })
     }
 
+    /// Patches a pod's annotation through its status subresource; the
+    /// refusal if any.
+    pub fn try_annotate_status(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), String> {
+        self.block_on(async {
+            let api: Api<Pod> = Api::namespaced(self.client().await, ns);
+            let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+            api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
     /// Patches a pod's annotation; the refusal if any.
     pub fn try_annotate(&self, ns: &str, name: &str, key: &str, value: &str) -> Result<(), String> {
         self.block_on(async {

@@ -499,3 +499,37 @@ fn one_process_holds_one_connection() {
         || processes(&broker) == 1,
     );
 }
+
+#[test]
+fn a_node_that_fixes_its_broker_ignores_what_the_process_says() {
+    // The shim as the DaemonSet installs it: beside a root-owned file naming
+    // the node's broker. The process points TSLICE_BROKER elsewhere and asks
+    // to run standalone: neither counts.
+    let broker = Broker::start("[defaults]\nmemory-limit = \"256MiB\"\n");
+    let dir = tempdir();
+    let lib = dir.join("libtslice.so");
+    std::fs::copy(shim(), &lib).unwrap();
+    let fixed = dir.join("tslice-broker.path");
+    std::fs::write(&fixed, format!("{}\n", broker.socket.display())).unwrap();
+    let gpu = SimGpu::new();
+    let run = |mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fixed, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut c = gpu.command(&tenant_prog());
+        c.args(["grab", "1024", "64"])
+            .env("LD_PRELOAD", &lib)
+            .env("TSLICE_BROKER", dir.join("elsewhere.sock"))
+            .env("TSLICE_NO_BROKER", "standalone");
+        let mut p = Interactive::spawn(c);
+        let held = field(&p.line(), "held") as u64;
+        assert!(p.finish().success());
+        held
+    };
+    assert_eq!(
+        run(0o644),
+        256 * MIB,
+        "the node's broker and its default limit"
+    );
+    // A file others may write fixes nothing (the environment decides).
+    assert_eq!(run(0o666), GIB, "standalone, as the environment asked");
+}

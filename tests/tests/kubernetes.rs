@@ -61,11 +61,16 @@ fn limit_of(broker: &Broker, tenant: &str) -> Option<u64> {
 fn a_pods_annotations_are_its_limits_live_and_deleting_it_releases_its_ledger() {
     let api = ApiServer::shared();
     api.create_namespace("team-a");
+    // (Marked as injected, as the webhook leaves it: not an annotation
+    // problem for the broker.)
     let uid = api.create_pod(
         "team-a",
         "trainer",
         "node-a",
-        &[("tslice.dev/memory-limit", "512Mi")],
+        &[
+            ("tslice.dev/memory-limit", "512Mi"),
+            ("tslice.dev/injected", "true"),
+        ],
     );
     let other = api.create_pod("team-a", "plain", "node-a", &[]);
     // A pod of another node is not this broker's.
@@ -88,6 +93,7 @@ fn a_pods_annotations_are_its_limits_live_and_deleting_it_releases_its_ledger() 
         "the pod passed its 512Mi annotation (p2 got {held2})"
     );
     assert_eq!(limit_of(&broker, "pod:team-a/trainer"), Some(512 * MIB));
+    assert!(!broker.log().contains("is invalid"), "{}", broker.log());
     // A pod without annotations gets the node's defaults.
     let mut p3 = in_pod(&gpu, &broker, &cg, &other, 1, &["grab", "512", "64"]);
     assert_eq!(field(&p3.line(), "held") as u64, 256 * MIB);
@@ -376,8 +382,55 @@ fn the_broker_runs_with_the_charts_rbac_and_is_denied_anything_else() {
     assert!(p.finish().success());
 }
 
+/// The chart rendered for the webhook test: its configuration and its
+/// webhook objects, pointed at a webhook on this machine (there is no
+/// Service without a kubelet) and at namespaces labelled for the test.
+fn chart_webhook(port: u16, ca: &str) -> (String, Vec<serde_json::Value>) {
+    let (ok, out, err) = helm(&[
+        "template",
+        "w",
+        chart().to_str().unwrap(),
+        "--namespace",
+        "tslice-w",
+        "--set",
+        "webhook.namespaceSelector.matchLabels.tslice-webhook-test=yes",
+        "--set",
+        "ceilings[0].namespace=team-w,ceilings[0].memoryLimit=16Gi",
+    ]);
+    assert!(ok, "{err}");
+    let objects = yaml_objects(&out);
+    let config = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .and_then(|o| o["data"]["broker.toml"].as_str())
+        .unwrap()
+        .to_string();
+    let hooks = objects
+        .into_iter()
+        .filter(|o| {
+            o["kind"]
+                .as_str()
+                .is_some_and(|k| k.ends_with("WebhookConfiguration"))
+        })
+        .map(|mut o| {
+            for w in o["webhooks"].as_array_mut().unwrap() {
+                let path = w["clientConfig"]["service"]["path"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                w["clientConfig"] = serde_json::json!({
+                    "url": format!("https://127.0.0.1:{port}{path}"),
+                    "caBundle": ca,
+                });
+            }
+            o
+        })
+        .collect();
+    (config, hooks)
+}
+
 #[test]
-fn the_webhook_injects_gpu_pods_and_refuses_bad_annotations_with_a_clear_message() {
+fn the_charts_webhook_injects_gpu_pods_and_refuses_bad_annotations_with_a_clear_message() {
     let api = ApiServer::shared();
     let (cert, key) = api.issue_cert("webhook");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -385,62 +438,36 @@ fn the_webhook_injects_gpu_pods_and_refuses_bad_annotations_with_a_clear_message
         .local_addr()
         .unwrap()
         .port();
+    let ca = base64(&std::fs::read(&api.ca).unwrap());
+    let (config, hooks) = chart_webhook(port, &ca);
+    // The chart's own configuration (with [kubernetes], and no NODE_NAME:
+    // the webhook runs on no node in particular).
     let cfg = api.dir.join("webhook-broker.toml");
-    std::fs::write(
-        &cfg,
-        "[[ceiling]]\nnamespace = \"team-w\"\nmemory-limit = \"16Gi\"\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, config).unwrap();
     let log = std::fs::File::create(api.dir.join("webhook.log")).unwrap();
-    let mut server = std::process::Command::new(tslice_tests::workspace_bin("tslice-webhook"))
-        .args([
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ])
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut server = KillOnDrop(
+        std::process::Command::new(tslice_tests::workspace_bin("tslice-webhook"))
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+            ])
+            .env_remove("NODE_NAME")
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     wait_for("the webhook listens", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    // Registered with the API server, for namespaces labelled for this test.
-    let ca = base64(&std::fs::read(&api.ca).unwrap());
-    let hook = |kind: &str, name: &str, path: &str, ops: serde_json::Value| {
-        serde_json::json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": kind,
-            "metadata": {"name": name},
-            "webhooks": [{
-                "name": format!("{path}.tslice.dev"),
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "failurePolicy": "Fail",
-                "namespaceSelector": {"matchLabels": {"tslice-webhook-test": "yes"}},
-                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ops, "resources": ["pods"]}],
-                "clientConfig": {"url": format!("https://127.0.0.1:{port}/{path}"), "caBundle": ca}
-            }]
-        })
-    };
-    let errors = api.apply(&[
-        hook(
-            "MutatingWebhookConfiguration",
-            "test-inject",
-            "mutate",
-            serde_json::json!(["CREATE"]),
-        ),
-        hook(
-            "ValidatingWebhookConfiguration",
-            "test-validate",
-            "validate",
-            serde_json::json!(["CREATE", "UPDATE"]),
-        ),
-    ]);
+    // The chart's webhook objects (rules, match conditions, selectors), as
+    // the real API server compiles and applies them.
+    let errors = api.apply(&hooks);
     assert!(errors.is_empty(), "{errors:?}");
     api.create_namespace_labeled("team-w", &[("tslice-webhook-test", "yes")]);
     let pod = |name: &str, gpu: bool, notes: serde_json::Value| {
@@ -451,7 +478,10 @@ fn the_webhook_injects_gpu_pods_and_refuses_bad_annotations_with_a_clear_message
         };
         serde_json::json!({
             "metadata": {"name": name, "annotations": notes},
-            "spec": {"containers": [{"name": "main", "image": "example.com/job:1", "resources": res}]}
+            "spec": {"containers": [
+                {"name": "main", "image": "example.com/job:1", "resources": res},
+                {"name": "sidecar", "image": "example.com/proxy:1"}
+            ]}
         })
     };
     // The webhook's registration takes a moment to reach the admission chain.
@@ -473,27 +503,67 @@ fn the_webhook_injects_gpu_pods_and_refuses_bad_annotations_with_a_clear_message
             _ => false,
         }
     });
-    let c = &injected["spec"]["containers"][0];
-    let env = c["env"].as_array().unwrap();
+    let env_of = |p: &serde_json::Value, c: usize| p["spec"]["containers"][c]["env"].clone();
+    let env = env_of(&injected, 0);
+    let env = env.as_array().unwrap();
     assert!(
         env.iter()
             .any(|e| e["name"] == "LD_PRELOAD" && e["value"] == "/opt/tslice/libtslice.so"),
-        "{c:#}"
+        "{env:?}"
     );
     assert!(env
         .iter()
         .any(|e| e["name"] == "TSLICE_BROKER" && e["value"] == "/run/tslice/broker.sock"));
+    assert!(
+        env_of(&injected, 1).is_null(),
+        "the sidecar has no GPU: no shim"
+    );
     let vols = injected["spec"]["volumes"].as_array().unwrap();
     assert!(
         vols.iter()
             .any(|v| v["hostPath"]["path"] == "/var/lib/tslice/lib"),
         "{vols:?}"
     );
+    // What the pod says cannot skip the injection or redirect the shim: a
+    // marker it sets itself, its own volume of tslice's name, its own
+    // TSLICE_BROKER (twice).
+    let mut sneaky = pod(
+        "sneaky",
+        true,
+        serde_json::json!({"tslice.dev/injected": "true"}),
+    );
+    sneaky["spec"]["volumes"] = serde_json::json!([{"name": "tslice-lib", "emptyDir": {}}]);
+    sneaky["spec"]["containers"][0]["volumeMounts"] =
+        serde_json::json!([{"name": "tslice-lib", "mountPath": "/elsewhere"}]);
+    sneaky["spec"]["containers"][0]["env"] = serde_json::json!([
+        {"name": "TSLICE_BROKER", "value": "/tmp/mine.sock"},
+        {"name": "TSLICE_BROKER", "value": "/tmp/again.sock"},
+        {"name": "TSLICE_NO_BROKER", "value": "standalone"}
+    ]);
+    let got = api.create_pod_json("team-w", sneaky).unwrap();
+    let env = env_of(&got, 0);
+    let brokers: Vec<&serde_json::Value> = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"].as_str().unwrap_or("").starts_with("TSLICE_"))
+        .collect();
+    assert_eq!(brokers.len(), 1, "{env:?}");
+    assert_eq!(brokers[0]["value"], "/run/tslice/broker.sock");
+    let vols = got["spec"]["volumes"].as_array().unwrap();
+    assert!(vols.iter().all(|v| v.get("emptyDir").is_none()), "{vols:?}");
     // A pod without a GPU is left alone.
     let plain = api
         .create_pod_json("team-w", pod("cpu-only", false, serde_json::json!({})))
         .unwrap();
-    assert!(plain["spec"]["containers"][0]["env"].is_null(), "{plain:#}");
+    assert!(env_of(&plain, 0).is_null(), "{plain:#}");
+    // LD_PRELOAD from valueFrom cannot be put behind the shim: refused, saying so.
+    let mut from = pod("from", true, serde_json::json!({}));
+    from["spec"]["containers"][0]["env"] = serde_json::json!([
+        {"name": "LD_PRELOAD", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}
+    ]);
+    let e = api.create_pod_json("team-w", from).unwrap_err();
+    assert!(e.contains("sets LD_PRELOAD with valueFrom"), "{e}");
     // Bad annotations are refused at creation, naming the annotation, the
     // value and what is accepted.
     let e = api
@@ -522,7 +592,7 @@ fn the_webhook_injects_gpu_pods_and_refuses_bad_annotations_with_a_clear_message
         )
         .unwrap_err();
     assert!(e.contains("above this namespace's ceiling (16Gi)"), "{e}");
-    // And when changed on a running pod.
+    // And when changed on a running pod, also through its status.
     let name = injected["metadata"]["name"].as_str().unwrap().to_string();
     let e = api
         .try_annotate("team-w", &name, "tslice.dev/compute-limit", "150%")
@@ -531,10 +601,37 @@ fn the_webhook_injects_gpu_pods_and_refuses_bad_annotations_with_a_clear_message
         e.contains("annotation tslice.dev/compute-limit=\"150%\" is invalid"),
         "{e}"
     );
+    let e = api
+        .try_annotate_status("team-w", &name, "tslice.dev/memory-limit", "lots")
+        .unwrap_err();
+    assert!(
+        e.contains("tslice.dev/memory-limit=\"lots\" is invalid"),
+        "{e}"
+    );
     api.try_annotate("team-w", &name, "tslice.dev/compute-limit", "50%")
         .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    // With the webhook down, only what it must see waits for it: a pod
+    // without a GPU or tslice annotations is admitted, a GPU pod is not.
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+    api.create_pod_json(
+        "team-w",
+        pod("cpu-while-down", false, serde_json::json!({})),
+    )
+    .expect("a pod the webhook need not see is admitted while it is down");
+    assert!(api
+        .create_pod_json("team-w", pod("gpu-while-down", true, serde_json::json!({})))
+        .is_err());
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn rand_suffix() -> String {

@@ -18,6 +18,16 @@ use serde_json::{json, Value};
 use tslice_broker::config::Config;
 use tslice_policy::annotations;
 
+/// Which containers of a GPU pod get the shim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Containers {
+    /// Those that request a GPU (the others have no GPU device; a sidecar
+    /// of another C library, musl's, could not load a glibc library).
+    Gpu,
+    /// Every container (and init container) of the pod.
+    All,
+}
+
 /// Where things are on the node and in the container.
 #[derive(Clone, Debug)]
 pub struct Injection {
@@ -31,6 +41,7 @@ pub struct Injection {
     pub ld_so_preload: bool,
     /// Extended resources that mean "this pod uses a GPU".
     pub gpu_resources: Vec<String>,
+    pub containers: Containers,
 }
 
 impl Default for Injection {
@@ -41,6 +52,7 @@ impl Default for Injection {
             socket_name: "broker.sock".into(),
             ld_so_preload: false,
             gpu_resources: vec!["nvidia.com/gpu".into()],
+            containers: Containers::Gpu,
         }
     }
 }
@@ -48,8 +60,22 @@ impl Default for Injection {
 /// Where the library and the socket appear in the container.
 pub const LIB_MOUNT: &str = "/opt/tslice";
 pub const SOCKET_MOUNT: &str = "/run/tslice";
-/// Set on a pod once injected.
-pub const INJECTED: &str = "tslice.dev/injected";
+pub const PRELOAD_MOUNT: &str = "/etc/ld.so.preload";
+/// Set on a pod once injected (it grants nothing: injection is applied
+/// again whatever it says).
+pub use tslice_policy::annotations::INJECTED;
+/// The volumes tslice owns in a pod: a pod's own volume of one of these
+/// names is replaced.
+const VOLUMES: [&str; 3] = ["tslice-lib", "tslice-run", "tslice-preload"];
+
+/// Whether a container asks for a GPU.
+fn container_wants_gpu(c: &Value, inj: &Injection) -> bool {
+    ["limits", "requests"].iter().any(|k| {
+        c["resources"][k]
+            .as_object()
+            .is_some_and(|m| inj.gpu_resources.iter().any(|r| m.contains_key(r)))
+    })
+}
 
 /// Whether any container of the pod asks for a GPU.
 pub fn wants_gpu(pod: &Value, inj: &Injection) -> bool {
@@ -58,20 +84,22 @@ pub fn wants_gpu(pod: &Value, inj: &Injection) -> bool {
         .as_array()
         .into_iter()
         .flatten();
-    containers.chain(inits).any(|c| {
-        ["limits", "requests"].iter().any(|k| {
-            c["resources"][k]
-                .as_object()
-                .is_some_and(|m| inj.gpu_resources.iter().any(|r| m.contains_key(r)))
-        })
-    })
+    containers.chain(inits).any(|c| container_wants_gpu(c, inj))
 }
 
-/// The pod as injected (None: nothing to do: no GPU, or injected already).
-pub fn inject(pod: &Value, inj: &Injection) -> Option<Value> {
-    if !wants_gpu(pod, inj) || pod["metadata"]["annotations"][INJECTED] == "true" {
-        return None;
+/// The pod as injected: Ok(None) when there is nothing to change (no GPU,
+/// or injected exactly so already); Err, the message refusing the pod.
+///
+/// What the pod already says is not trusted: volumes of tslice's names are
+/// replaced by tslice's, mounts at tslice's paths or of its volumes are
+/// replaced, every `TSLICE_*` variable the pod sets is removed (the node
+/// decides where the broker is), and `LD_PRELOAD` becomes the shim followed
+/// by what the pod listed.
+pub fn inject(pod: &Value, inj: &Injection) -> Result<Option<Value>, String> {
+    if !wants_gpu(pod, inj) {
+        return Ok(None);
     }
+    let bad = || "the pod is not an object with a spec".to_string();
     let mut p = pod.clone();
     let lib = format!("{LIB_MOUNT}/libtslice.so");
     let socket = format!("{SOCKET_MOUNT}/{}", inj.socket_name);
@@ -83,64 +111,73 @@ pub fn inject(pod: &Value, inj: &Injection) -> Option<Value> {
         volumes.push(json!({"name": "tslice-preload", "hostPath": {
             "path": format!("{}/ld.so.preload", inj.host_lib_dir), "type": "File"}}));
     }
-    let spec = p["spec"].as_object_mut()?;
+    let spec = p["spec"].as_object_mut().ok_or_else(bad)?;
     let vols = spec.entry("volumes").or_insert_with(|| json!([]));
-    let vols = vols.as_array_mut()?;
-    for v in volumes {
-        if !vols.iter().any(|x| x["name"] == v["name"]) {
-            vols.push(v);
-        }
-    }
+    let vols = vols.as_array_mut().ok_or_else(bad)?;
+    vols.retain(|v| !VOLUMES.iter().any(|n| v["name"] == *n));
+    vols.extend(volumes);
     for key in ["containers", "initContainers"] {
         let Some(cs) = spec.get_mut(key).and_then(Value::as_array_mut) else {
             continue;
         };
         for c in cs {
-            let c = c.as_object_mut()?;
-            let mounts = c.entry("volumeMounts").or_insert_with(|| json!([]));
-            let mounts = mounts.as_array_mut()?;
-            let mut add = vec![
-                json!({"name": "tslice-lib", "mountPath": LIB_MOUNT, "readOnly": true}),
-                json!({"name": "tslice-run", "mountPath": SOCKET_MOUNT}),
-            ];
-            if inj.ld_so_preload {
-                add.push(json!({"name": "tslice-preload", "mountPath": "/etc/ld.so.preload", "readOnly": true}));
+            if inj.containers == Containers::Gpu && !container_wants_gpu(c, inj) {
+                continue;
             }
-            for m in add {
-                if !mounts.iter().any(|x| x["name"] == m["name"]) {
-                    mounts.push(m);
-                }
+            let name = c["name"].as_str().unwrap_or("").to_string();
+            let c = c.as_object_mut().ok_or_else(bad)?;
+            let mounts = c.entry("volumeMounts").or_insert_with(|| json!([]));
+            let mounts = mounts.as_array_mut().ok_or_else(bad)?;
+            let paths = [LIB_MOUNT, SOCKET_MOUNT, PRELOAD_MOUNT];
+            mounts.retain(|m| {
+                !VOLUMES.iter().any(|n| m["name"] == *n)
+                    && !paths.iter().any(|p| m["mountPath"] == *p)
+            });
+            mounts.push(json!({"name": "tslice-lib", "mountPath": LIB_MOUNT, "readOnly": true}));
+            // Read-only: a tenant cannot remove or replace the node's socket.
+            mounts.push(json!({"name": "tslice-run", "mountPath": SOCKET_MOUNT, "readOnly": true}));
+            if inj.ld_so_preload {
+                mounts.push(
+                    json!({"name": "tslice-preload", "mountPath": PRELOAD_MOUNT, "readOnly": true}),
+                );
             }
             let env = c.entry("env").or_insert_with(|| json!([]));
-            let env = env.as_array_mut()?;
-            set_env(env, "TSLICE_BROKER", &socket, false);
+            let env = env.as_array_mut().ok_or_else(bad)?;
+            let mut preload: Vec<String> = Vec::new();
+            for e in env.iter().filter(|e| e["name"] == "LD_PRELOAD") {
+                match e["value"].as_str() {
+                    Some(v) if e.get("valueFrom").is_none() => preload.extend(
+                        v.split([':', ' '])
+                            .filter(|x| !x.is_empty() && *x != lib)
+                            .map(str::to_string),
+                    ),
+                    None if e.get("valueFrom").is_none() => {}
+                    _ => {
+                        return Err(format!(
+                            "container {name:?} sets LD_PRELOAD with valueFrom; tslice puts its shim first in LD_PRELOAD, so set it as a literal value (or use ld.so.preload injection)"
+                        ))
+                    }
+                }
+            }
+            env.retain(|e| {
+                let n = e["name"].as_str().unwrap_or("");
+                !n.starts_with("TSLICE_") && (n != "LD_PRELOAD" || inj.ld_so_preload)
+            });
+            env.push(json!({"name": "TSLICE_BROKER", "value": socket}));
             if !inj.ld_so_preload {
-                set_env(env, "LD_PRELOAD", &lib, true);
+                let mut list = vec![lib.clone()];
+                list.extend(preload);
+                env.push(json!({"name": "LD_PRELOAD", "value": list.join(":")}));
             }
         }
     }
-    let meta = p["metadata"].as_object_mut()?;
+    let meta = p["metadata"].as_object_mut().ok_or_else(bad)?;
     let notes = meta.entry("annotations").or_insert_with(|| json!({}));
     notes
-        .as_object_mut()?
+        .as_object_mut()
+        .ok_or_else(bad)?
         .insert(INJECTED.into(), json!("true"));
-    Some(p)
-}
-
-/// Sets an environment variable; `prepend`: put `value` first in an
-/// existing colon list (LD_PRELOAD the image already sets is kept).
-fn set_env(env: &mut Vec<Value>, name: &str, value: &str, prepend: bool) {
-    match env.iter_mut().find(|e| e["name"] == name) {
-        Some(e) => {
-            let old = e["value"].as_str().unwrap_or("").to_string();
-            if prepend && !old.is_empty() && !old.split([':', ' ']).any(|x| x == value) {
-                e["value"] = json!(format!("{value}:{old}"));
-            } else if !prepend || old.is_empty() {
-                e["value"] = json!(value);
-            }
-        }
-        None => env.push(json!({"name": name, "value": value})),
-    }
+    Ok((p != *pod).then_some(p))
 }
 
 /// Who may change `tslice.dev/*` annotations of a running pod (empty:
@@ -225,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn a_gpu_pod_gets_the_shim_in_every_container_once() {
+    fn a_gpu_pod_gets_the_shim_in_its_gpu_containers_once() {
         let inj = Injection::default();
         let p = inject(
             &pod(
@@ -234,8 +271,15 @@ mod tests {
             ),
             &inj,
         )
+        .unwrap()
         .unwrap();
-        for c in p["spec"]["containers"].as_array().unwrap() {
+        // The GPU container only: the sidecar has no GPU.
+        let sidecar = &p["spec"]["containers"][1];
+        assert!(
+            sidecar["env"].is_null() && sidecar["volumeMounts"].is_null(),
+            "{sidecar:#}"
+        );
+        for c in p["spec"]["containers"].as_array().unwrap().iter().take(1) {
             let env = c["env"].as_array().unwrap();
             let get = |n: &str| {
                 env.iter()
@@ -256,10 +300,16 @@ mod tests {
                 .any(|m| m["mountPath"] == LIB_MOUNT && m["readOnly"] == true));
             assert!(mounts.iter().any(|m| m["mountPath"] == SOCKET_MOUNT));
         }
-        let main_pre = &p["spec"]["containers"][0]["env"][0]["value"];
+        let main_pre = p["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "LD_PRELOAD")
+            .map(|e| e["value"].clone())
+            .unwrap();
         assert_eq!(
             main_pre, "/opt/tslice/libtslice.so:/usr/lib/libjemalloc.so",
-            "the image's preload is kept"
+            "the pod's own preload follows the shim"
         );
         assert_eq!(p["metadata"]["annotations"][INJECTED], "true");
         assert_eq!(
@@ -267,11 +317,24 @@ mod tests {
             "8Gi"
         );
         assert_eq!(p["spec"]["volumes"].as_array().unwrap().len(), 2);
-        assert_eq!(inject(&p, &inj), None, "injecting twice changes nothing");
+        assert_eq!(
+            inject(&p, &inj),
+            Ok(None),
+            "injecting twice changes nothing"
+        );
         assert_eq!(
             inject(&pod(false, json!([])), &inj),
-            None,
+            Ok(None),
             "no GPU, no shim"
+        );
+        let all = Injection {
+            containers: Containers::All,
+            ..Injection::default()
+        };
+        let p = inject(&pod(true, json!([])), &all).unwrap().unwrap();
+        assert!(
+            p["spec"]["containers"][1]["env"].is_array(),
+            "every container"
         );
     }
 
@@ -281,7 +344,7 @@ mod tests {
             ld_so_preload: true,
             ..Injection::default()
         };
-        let p = inject(&pod(true, json!([])), &inj).unwrap();
+        let p = inject(&pod(true, json!([])), &inj).unwrap().unwrap();
         let c = &p["spec"]["containers"][0];
         assert!(c["env"]
             .as_array()
@@ -298,6 +361,54 @@ mod tests {
             .unwrap()
             .iter()
             .any(|v| v["hostPath"]["path"] == "/var/lib/tslice/lib/ld.so.preload"));
+    }
+
+    #[test]
+    fn what_the_pod_says_cannot_skip_or_redirect_the_injection() {
+        let inj = Injection::default();
+        // A marker set by the tenant, its own volume of tslice's name, a
+        // mount at tslice's path, and variables of its own.
+        let mut p = pod(
+            true,
+            json!([
+                {"name": "TSLICE_BROKER", "value": "/tmp/mine.sock"},
+                {"name": "TSLICE_NO_BROKER", "value": "standalone"},
+                {"name": "TSLICE_BROKER", "value": "/tmp/again.sock"},
+                {"name": "LD_PRELOAD", "value": "/a.so /opt/tslice/libtslice.so:/b.so"},
+            ]),
+        );
+        p["metadata"]["annotations"][INJECTED] = json!("true");
+        p["spec"]["volumes"] = json!([{"name": "tslice-lib", "emptyDir": {}}]);
+        p["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "tslice-lib", "mountPath": "/elsewhere"}, {"name": "x", "mountPath": "/run/tslice"}]);
+        let q = inject(&p, &inj).unwrap().unwrap();
+        let c = &q["spec"]["containers"][0];
+        let env = c["env"].as_array().unwrap();
+        let named = |n: &str| env.iter().filter(|e| e["name"] == n).collect::<Vec<_>>();
+        assert_eq!(named("TSLICE_BROKER").len(), 1);
+        assert_eq!(
+            named("TSLICE_BROKER")[0]["value"],
+            "/run/tslice/broker.sock"
+        );
+        assert!(named("TSLICE_NO_BROKER").is_empty());
+        assert_eq!(
+            named("LD_PRELOAD")[0]["value"],
+            "/opt/tslice/libtslice.so:/a.so:/b.so"
+        );
+        let mounts = c["volumeMounts"].as_array().unwrap();
+        assert_eq!(mounts.len(), 2, "{mounts:?}");
+        assert!(mounts.iter().all(|m| m["readOnly"] == true));
+        let vols = q["spec"]["volumes"].as_array().unwrap();
+        assert!(vols.iter().all(|v| v.get("emptyDir").is_none()), "{vols:?}");
+        // LD_PRELOAD from valueFrom cannot be put behind the shim: refused.
+        let p = pod(
+            true,
+            json!([{"name": "LD_PRELOAD", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]),
+        );
+        let e = inject(&p, &inj).unwrap_err();
+        assert!(
+            e.contains("container \"main\" sets LD_PRELOAD with valueFrom"),
+            "{e}"
+        );
     }
 
     fn cfg(text: &str) -> Config {

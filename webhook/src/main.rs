@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tracing::{info, warn};
 use tslice_broker::config::Config;
-use tslice_webhook::{inject, validate, Editors, Injection};
+use tslice_webhook::{inject, validate, Containers, Editors, Injection};
 
 #[derive(Parser)]
 #[command(version)]
@@ -45,6 +45,10 @@ struct Args {
     /// Extended resources that mean "uses a GPU" (repeatable).
     #[arg(long = "gpu-resource", default_value = "nvidia.com/gpu")]
     gpu_resources: Vec<String>,
+    /// Which containers of a GPU pod get the shim: gpu (those that request
+    /// one) or all.
+    #[arg(long, default_value = "gpu", value_parser = ["gpu", "all"])]
+    containers: String,
     /// Groups that may change tslice.dev/* annotations of running pods
     /// (repeatable; none given: whoever may update the pod).
     #[arg(long = "annotation-editor")]
@@ -98,6 +102,11 @@ fn main() -> ExitCode {
             socket_name: "broker.sock".into(),
             ld_so_preload: a.ld_so_preload,
             gpu_resources: a.gpu_resources,
+            containers: if a.containers == "all" {
+                Containers::All
+            } else {
+                Containers::Gpu
+            },
         },
         editors: Editors(a.editors),
     });
@@ -127,6 +136,28 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+        // cert-manager (or an operator) renews the certificate in place:
+        // reloaded when the files change.
+        let (reload, cert, key) = (tls.clone(), a.tls_cert.clone(), a.tls_key.clone());
+        tokio::spawn(async move {
+            let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let mut last = (stamp(&cert), stamp(&key));
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                let now = (stamp(&cert), stamp(&key));
+                if now != last {
+                    match reload.reload_from_pem_file(&cert, &key).await {
+                        Ok(()) => {
+                            info!("serving certificate reloaded");
+                            last = now;
+                        }
+                        Err(e) => warn!(
+                            "cannot reload the serving certificate (keeping the old one): {e}"
+                        ),
+                    }
+                }
+            }
+        });
         let (m, v) = (ctx.clone(), ctx.clone());
         let app = Router::new()
             .route("/mutate", post(move |Json(r)| mutate(m.clone(), r)))
@@ -167,8 +198,13 @@ async fn mutate(ctx: Arc<Ctx>, r: Review) -> Json<Review> {
         Ok(p) => p,
         Err(e) => return Json(resp.deny(format!("cannot read the pod: {e}")).into_review()),
     };
-    let Some(injected) = inject(&pod, &ctx.inj) else {
-        return Json(resp.into_review());
+    let injected = match inject(&pod, &ctx.inj) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Json(resp.into_review()),
+        Err(why) => {
+            info!(name = %req.name, "refused: {why}");
+            return Json(resp.deny(why).into_review());
+        }
     };
     let patch = json_patch::diff(&pod, &injected);
     let ns = req.namespace.as_deref().unwrap_or("");

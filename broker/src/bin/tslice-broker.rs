@@ -28,8 +28,8 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.check {
-        return match Config::load(&args.config) {
-            Ok(_) => ExitCode::SUCCESS,
+        return match Config::load(&args.config).and_then(|c| usable(&c, &args.config)) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tslice-broker: {e}");
                 ExitCode::from(2)
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         );
         (Config::default(), None)
     } else {
-        match Config::load(&args.config) {
+        match Config::load(&args.config).and_then(|c| usable(&c, &args.config).map(|()| c)) {
             Ok(c) => (c, Some(args.config.clone())),
             Err(e) => {
                 eprintln!("tslice-broker: {e}");
@@ -130,6 +130,14 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// What a broker needs beyond a valid file: on Kubernetes, its node's name.
+fn usable(c: &Config, path: &Path) -> Result<(), tslice_broker::config::ConfigError> {
+    match &c.kubernetes {
+        Some(k) => k.node(&path.display().to_string()).map(|_| ()),
+        None => Ok(()),
+    }
 }
 
 /// Every connected process holds a few descriptors of the broker's: the
