@@ -91,4 +91,5 @@ mod pool;
 mod process;
 mod routing;
 mod stream;
+mod texture;
 mod vmm;

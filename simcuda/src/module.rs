@@ -199,6 +199,27 @@ export! {
 }
 
 export! {
+    /// A module from a file: a cubin, a fatbin, or a host object's fatbin
+    /// wrapper image as `nvcc -fatbin`/`-cubin` writes them.
+    fn cuModuleLoad(module: *mut CUmodule, fname: *const c_char) {
+        crate::context::current()?;
+        if module.is_null() {
+            return Err(INVALID_VALUE);
+        }
+        // SAFETY: NUL-terminated file name from the caller.
+        let path = unsafe { cstr(fname)? };
+        let bytes = std::fs::read(path).map_err(|_| CUresult::ERROR_FILE_NOT_FOUND)?;
+        if bytes.len() < 16 {
+            return Err(CUresult::ERROR_INVALID_IMAGE);
+        }
+        // Parsed while `bytes` lives (the module keeps what it read).
+        let m = load(bytes.as_ptr().cast())?;
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(module, handle_of(&m)) }
+    }
+}
+
+export! {
     fn cuModuleLoadDataEx(module: *mut CUmodule, image: *const c_void, n: u32, opts: *mut c_void, vals: *mut *mut c_void) {
         let _ = (n, opts, vals); // JIT options: nothing is compiled here
         crate::context::current()?;
@@ -436,6 +457,37 @@ export! {
 
 // CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_{WIDTH,HEIGHT,DEPTH} are 11..=13,
 // NON_PORTABLE_CLUSTER_SIZE_ALLOWED 14.
+
+/// `CUoccupancyB2DSize`: dynamic shared memory for a block size.
+pub type B2DSize = Option<unsafe extern "C" fn(block: i32) -> usize>;
+
+export! {
+    /// The block size with the most threads resident per SM (the largest
+    /// such, as the driver's search prefers), and the grid that fills the
+    /// device with it.
+    fn cuOccupancyMaxPotentialBlockSize(min_grid: *mut i32, block: *mut i32, func: CUfunction, smem_of: B2DSize, dyn_smem: usize, limit: i32) {
+        let f = process::initialized()?.functions.get(func)?;
+        let most = f.attr(0)?;
+        let limit = if limit <= 0 { most } else { limit.min(most) };
+        let mut best = (0, 0);
+        let mut b = limit / 32 * 32;
+        while b >= 32 {
+            // SAFETY: the caller's callback, called with a block size as the API says.
+            let smem = smem_of.map_or(dyn_smem, |cb| unsafe { cb(b) });
+            let per_sm = occupancy(&f, b, smem)?;
+            if per_sm * b > best.0 * best.1 {
+                best = (per_sm, b);
+            }
+            b -= 32;
+        }
+        let (per_sm, b) = best;
+        // SAFETY: caller's output pointers.
+        unsafe {
+            out(min_grid, per_sm * 132)?;
+            out(block, b)
+        }
+    }
+}
 
 /// An H100's graphics processing clusters (132 SMs): a thread block cluster
 /// runs within one GPC.

@@ -13,7 +13,7 @@
 use crate::entry::{cstr, out, out_opt, Res, INVALID_VALUE};
 use crate::{
     array, capture, config, context, copy, dark, device, event, graph, init, launch, memory,
-    module, pool, stream, vmm,
+    module, pool, stream, texture, vmm,
 };
 use cuda_abi::{
     CUdriverProcAddressQueryResult, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM,
@@ -294,6 +294,13 @@ fn exports() -> Vec<(&'static str, usize)> {
         module::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags,
         module::cuOccupancyAvailableDynamicSMemPerBlock,
         module::cuOccupancyMaxPotentialClusterSize,
+        module::cuOccupancyMaxPotentialBlockSize,
+        module::cuModuleLoad,
+        texture::cuTexObjectCreate,
+        texture::cuTexObjectDestroy,
+        texture::cuTexObjectGetResourceDesc,
+        texture::cuTexObjectGetTextureDesc,
+        texture::cuTexObjectGetResourceViewDesc,
         module::cuOccupancyMaxActiveClusters,
         // launches
         launch::cuLaunchKernel,

@@ -410,3 +410,31 @@ fn nvidia_ml_py_reads_the_simulated_nvml() {
     assert_eq!(field(&text, "used"), 256.0 * MIB);
     assert!(holder.finish().success());
 }
+
+#[test]
+fn modules_from_files_block_size_search_and_texture_objects_for_lcuda_programs() {
+    let libdir = format!("-L{}", profile_dir().display());
+    let prog = build_cuda(&cuda_src("modfile.c"), &[&libdir, "-lcuda"]);
+    let dir = profile_dir().parent().unwrap().join("cuda-progs");
+    let nvcc = tslice_tests::cuda_home().join("bin/nvcc");
+    for kind in ["-cubin", "-fatbin"] {
+        let file = dir.join(format!("kern{kind}.bin"));
+        let st = std::process::Command::new(&nvcc)
+            .args(["-arch=sm_90", kind, "-o"])
+            .arg(&file)
+            .arg(cuda_src("kern.cu"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let sim = SimGpu::new();
+        let out = sim.run_ok(&prog, &[file.to_str().unwrap()]);
+        assert_ok(&out);
+        assert_eq!(field(&out, "global_size"), 1024.0, "{kind}");
+        assert_eq!(
+            field(&out, "block"),
+            1024.0,
+            "no shared memory: the largest block fills an SM"
+        );
+        assert!(out.contains("sizes=144,104,112"), "{out}");
+    }
+}
