@@ -19,7 +19,7 @@ pub struct Array {
     device: i32,
     /// The context that owns it (its destroy frees it).
     ctx_id: u64,
-    bases: Vec<(u64, usize)>,
+    pub(crate) bases: Vec<(u64, usize)>,
 }
 
 impl Handle for Array {

@@ -100,6 +100,7 @@ struct End {
     ty: u32,
     host: u64,
     dev: u64,
+    array: cuda_abi::CUarray,
     x: usize,
     y: usize,
     z: usize,
@@ -113,6 +114,7 @@ impl End {
             ty: c.srcMemoryType,
             host: c.srcHost as u64,
             dev: c.srcDevice,
+            array: c.srcArray,
             x: c.srcXInBytes,
             y: c.srcY,
             z: c.srcZ,
@@ -125,6 +127,7 @@ impl End {
             ty: c.dstMemoryType,
             host: c.dstHost as u64,
             dev: c.dstDevice,
+            array: c.dstArray,
             x: c.dstXInBytes,
             y: c.dstY,
             z: c.dstZ,
@@ -139,6 +142,7 @@ fn side(p: &Process, e: End, c: &CUDA_MEMCPY3D) -> Res<Side> {
         ty,
         host,
         dev,
+        array,
         x,
         y,
         z,
@@ -146,6 +150,9 @@ fn side(p: &Process, e: End, c: &CUDA_MEMCPY3D) -> Res<Side> {
         height,
     } = e;
     let width = c.WidthInBytes as u64;
+    if ty == memorytype::ARRAY {
+        return array_side(p, array, x, y, z, c);
+    }
     let pitch = if pitch == 0 && c.Height <= 1 && c.Depth <= 1 {
         width
     } else {
@@ -166,7 +173,6 @@ fn side(p: &Process, e: End, c: &CUDA_MEMCPY3D) -> Res<Side> {
         memorytype::HOST => (host, false),
         memorytype::DEVICE => (dev, true),
         memorytype::UNIFIED => (dev, p.mem.find(dev).is_some()),
-        memorytype::ARRAY => return Err(CUresult::ERROR_NOT_SUPPORTED),
         _ => return Err(INVALID_VALUE),
     };
     if addr == 0 {
@@ -178,6 +184,43 @@ fn side(p: &Process, e: End, c: &CUDA_MEMCPY3D) -> Res<Side> {
         pitch,
         rows,
         device,
+    })
+}
+
+/// A CUDA array as one end of a copy: its first level, rows of its width
+/// (in bytes) one after the other, slices of its height; the copy's region
+/// must lie within it.
+fn array_side(
+    p: &Process,
+    h: cuda_abi::CUarray,
+    x: usize,
+    y: usize,
+    z: usize,
+    c: &CUDA_MEMCPY3D,
+) -> Res<Side> {
+    let a = p.arrays.get(h.cast())?;
+    let d = &a.desc;
+    let row = d.Width as u64 * u64::from(d.NumChannels) * cuda_abi::array_format_bytes(d.Format);
+    let rows = (d.Height as u64).max(1);
+    let depth = (d.Depth as u64).max(1);
+    let fits = |start: usize, len: usize, max: u64| {
+        (start as u64)
+            .checked_add(len as u64)
+            .is_some_and(|end| end <= max)
+    };
+    if !fits(x, c.WidthInBytes, row)
+        || !fits(y, c.Height.max(1), rows)
+        || !fits(z, c.Depth.max(1), depth)
+    {
+        return Err(INVALID_VALUE);
+    }
+    let base = a.bases.first().ok_or(INVALID_VALUE)?.0;
+    Ok(Side {
+        base: base + x as u64 + y as u64 * row + z as u64 * row * rows,
+        pitch: row,
+        rows,
+        // Not in the table of linear allocations: bounds checked here.
+        device: false,
     })
 }
 

@@ -438,3 +438,11 @@ fn modules_from_files_block_size_search_and_texture_objects_for_lcuda_programs()
         assert!(out.contains("sizes=144,104,112"), "{out}");
     }
 }
+
+#[test]
+fn copies_to_and_from_arrays_span_rows_and_slices() {
+    let prog = build_cuda(&cuda_src("arrays.cu"), &[]);
+    let sim = SimGpu::new();
+    assert_ok(&sim.run_ok(&prog, &[]));
+    assert_ledger_empty(&sim, 0);
+}
