@@ -13,9 +13,12 @@
 //! meaning "next after the caller", which a plain call from the shim would
 //! break for every other interposer in the process.
 //!
-//! The fast path (any name not starting with `cu`: every lookup Rust's std,
-//! libloading, Python and the loader make) reads two bytes and one atomic,
-//! and neither allocates, locks nor can panic.
+//! NVML's hooked names (`nvml…`) are routed the same way, whatever handle
+//! they are looked up on (tools `dlopen` `libnvidia-ml.so.1` privately).
+//!
+//! The fast path (any name not starting with `cu` or `nv`: every lookup
+//! Rust's std, libloading, Python and the loader make) reads two bytes and
+//! one atomic, and neither allocates, locks nor can panic.
 
 use crate::hooks;
 use crate::real::{self, REAL_DLSYM};
@@ -71,7 +74,28 @@ extern "C" fn route(handle: *mut c_void, name: *const c_char, out: *mut *mut c_v
     }
     // SAFETY: dlsym's contract: `name` is NUL-terminated; the second byte is
     // read only when the first is not the terminator.
-    let is_cu = unsafe { *name == b'c' as c_char && *name.add(1) == b'u' as c_char };
+    let (c0, c1) = unsafe { (*name, if *name == 0 { 0 } else { *name.add(1) }) };
+    let is_cu = c0 == b'c' as c_char && c1 == b'u' as c_char;
+    let is_nv = c0 == b'n' as c_char && c1 == b'v' as c_char;
+    if is_nv {
+        return crate::ffi::guard_or("dlsym", false, || {
+            // SAFETY: NUL-terminated per dlsym's contract.
+            let Some(id) = (unsafe { hooks::find_nvml(name) }) else {
+                return false;
+            };
+            // SAFETY: NUL-terminated per dlsym's contract.
+            let found = unsafe { real::real_dlsym(handle, name) };
+            let answer = if found.is_null() {
+                found
+            } else {
+                crate::nvml::remember(id, found);
+                hooks::nvml_wrapper(id)
+            };
+            // SAFETY: `out` points into the trampoline's stack frame.
+            unsafe { *out = answer };
+            true
+        });
+    }
     if !is_cu {
         return false;
     }

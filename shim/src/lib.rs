@@ -41,6 +41,7 @@ mod init;
 mod launch;
 mod log;
 mod mem;
+mod nvml;
 mod procaddr;
 mod real;
 mod records;

@@ -131,6 +131,13 @@ extern "C" fn after_fork_in_child() {
     crate::broker::after_fork_in_child();
 }
 
+/// The process's state if it was built (CUDA was used), without building it.
+pub fn try_shim() -> Option<&'static Shim> {
+    let p = SHIM.load(Ordering::Acquire);
+    // SAFETY: published once fully built and never freed.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
 /// The process's state, built on first use.
 #[inline]
 pub fn shim() -> &'static Shim {

@@ -243,3 +243,49 @@ fn the_fail_closed_line_is_printed_whatever_the_log_level_and_stays_short() {
         lines[0]
     );
 }
+
+/// NVML agrees with the driver API under a cap (directly linked, and
+/// through dlopen + dlsym), and lists this process only, while another
+/// tenant's process holds memory on the same GPU.
+#[test]
+fn nvml_shows_the_cap_and_only_the_tenants_own_process() {
+    let libdir = format!("-L{}", tslice_tests::profile_dir().display());
+    let prog = build_cuda(
+        &cuda_src("nvml_cap.c"),
+        &[&libdir, "-lcuda", "-lnvidia_ml", "-ldl"],
+    );
+    let gpu = SimGpu::new();
+    let mut other = tslice_tests::Interactive::spawn({
+        let mut c = gpu.command(&tslice_tests::tenant_prog());
+        c.args(["grab", "512", "64"]);
+        c
+    });
+    assert_eq!(field(&other.line(), "held") as u64, 512 << 20);
+    for how in ["linked", "dlopen"] {
+        let mut c = gpu.command(&prog);
+        c.args(["300", how])
+            .env("LD_PRELOAD", tslice_tests::shim())
+            .env("TSLICE_HBM_LIMIT", "1GiB");
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("OK FAILS=0"),
+            "{how}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(field(&text, "nvml_total") as u64, 1 << 30, "{how}: {text}");
+        assert_eq!(field(&text, "nvml_used") as u64, 300 << 20, "{how}: {text}");
+        assert_eq!(
+            field(&text, "listed"),
+            1.0,
+            "{how}: the other tenant's process is not listed"
+        );
+        assert_eq!(field(&text, "mine"), 1.0, "{how}");
+    }
+    // Without the shim, NVML shows the whole GPU and every process.
+    let out = gpu.command(&prog).args(["300", "linked"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(field(&text, "listed"), 2.0, "{text}");
+    assert!(field(&text, "nvml_total") as u64 > 1 << 30);
+    assert!(other.finish().success());
+}

@@ -112,10 +112,89 @@ macro_rules! hook_table {
     };
 }
 
+/// NVML's rows: exported wrappers returning `nvmlReturn_t` (a panic is
+/// `NVML_ERROR_UNKNOWN`), originals resolved by name from NVML.
+macro_rules! nvml_table {
+    ($(
+        $name:ident
+            fn($($arg:ident : $ty:ty),* $(,)?) = $imp:path;
+    )*) => {
+        /// Index of each NVML hook in [`NVML_LIST`] and [`NVML_ORIGINALS`].
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum NvmlId { $($name),* }
+
+        /// The NVML rows' names, NUL-terminated, in table order.
+        pub const NVML_LIST: &[&str] = &[$(concat!(stringify!($name), "\0")),*];
+
+        /// NVML's own functions, once known (null until then).
+        pub static NVML_ORIGINALS: [AtomicPtr<c_void>; NVML_LIST.len()] =
+            [const { AtomicPtr::new(std::ptr::null_mut()) }; NVML_LIST.len()];
+
+        static NVML_WRAPPERS: [FnAddr; NVML_LIST.len()] = [$(FnAddr($name as *const c_void)),*];
+
+        /// Typed accessors for NVML's own functions.
+        #[allow(non_snake_case, dead_code)]
+        pub mod nvml_orig {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                pub fn $name() -> Option<unsafe extern "C" fn($($ty),*) -> c_uint> {
+                    let p = crate::nvml::original(NvmlId::$name as usize);
+                    if p.is_null() {
+                        None
+                    } else {
+                        // SAFETY: the slot holds NVML's function exported
+                        // under this row's name, which has this signature.
+                        Some(unsafe {
+                            std::mem::transmute::<*mut c_void, unsafe extern "C" fn($($ty),*) -> c_uint>(p)
+                        })
+                    }
+                }
+            )*
+        }
+
+        $(
+            #[no_mangle]
+            #[allow(non_snake_case)]
+            /// Hooked NVML entry point; see the table.
+            pub unsafe extern "C" fn $name($($arg: $ty),*) -> c_uint {
+                crate::ffi::guard_or(stringify!($name), crate::nvml::ERROR_UNKNOWN, || {
+                    // SAFETY: the caller upholds NVML's contract for these
+                    // arguments; the implementation passes them on to NVML
+                    // and adjusts only what NVML wrote.
+                    unsafe { $imp($($arg),*) }
+                })
+            }
+        )*
+    };
+}
+
+/// An `nvmlDevice_t`.
+pub type NvmlDevice = *mut c_void;
+
 use cuda_abi::*;
 use std::ffi::{c_int, c_uint};
 
 include!("table.rs");
+
+/// The NVML hook exported under `name`, if any.
+///
+/// # Safety
+/// `name` must point to a NUL-terminated string.
+pub unsafe fn find_nvml(name: *const c_char) -> Option<usize> {
+    NVML_LIST.iter().position(|n| {
+        // SAFETY: forwarded from the caller.
+        let o = unsafe { cmp_cstr(name, &n[..n.len() - 1]) };
+        o == CmpOrdering::Equal
+    })
+}
+
+/// The exported wrapper of an NVML hook.
+pub fn nvml_wrapper(id: usize) -> *mut c_void {
+    NVML_WRAPPERS[id].0 as *mut c_void
+}
 
 /// Number of hooked entry points.
 pub const COUNT: usize = HOOK_LIST.len();

@@ -1,4 +1,5 @@
-// THE TABLE OF HOOKED DRIVER ENTRY POINTS: the single source of truth.
+// THE TABLE OF HOOKED ENTRY POINTS (the CUDA driver's, then NVML's): the
+// single source of truth.
 //
 // It is expanded by `hook_table!` in `hooks/mod.rs` into: the exported wrappers
 // (under these exact names), the originals resolved from the real driver, the
@@ -171,4 +172,24 @@ hook_table! {
         fn(exec: CUgraphExec, stream: CUstream) = crate::launch::graph_launch;
     cuGraphLaunch_ptsz
         fn(exec: CUgraphExec, stream: CUstream) = crate::launch::graph_launch_ptsz;
+}
+
+// NVML's entry points: what a tenant is told about the GPU's memory and who
+// uses it, consistently with the driver API above. Expanded by
+// `nvml_table!` into the exported wrappers, their originals (resolved from
+// `libnvidia-ml.so.1`) and the `dlsym` routing.
+nvml_table! {
+    nvmlDeviceGetMemoryInfo
+        fn(device: NvmlDevice, memory: *mut crate::nvml::Memory) = crate::nvml::memory_info;
+    nvmlDeviceGetMemoryInfo_v2
+        fn(device: NvmlDevice, memory: *mut crate::nvml::MemoryV2) = crate::nvml::memory_info_v2;
+    nvmlDeviceGetComputeRunningProcesses
+        fn(device: NvmlDevice, count: *mut c_uint, infos: *mut crate::nvml::ProcessV1)
+        = crate::nvml::processes_v1;
+    nvmlDeviceGetComputeRunningProcesses_v2
+        fn(device: NvmlDevice, count: *mut c_uint, infos: *mut crate::nvml::ProcessV2)
+        = crate::nvml::processes_v2;
+    nvmlDeviceGetComputeRunningProcesses_v3
+        fn(device: NvmlDevice, count: *mut c_uint, infos: *mut crate::nvml::ProcessV2)
+        = crate::nvml::processes_v3;
 }
