@@ -95,7 +95,7 @@ struct tslice_budget_page {
     uint32_t version;         /* TSLICE_PAGE_VERSION */
     uint64_t generation;      /* sequence lock: odd while the broker writes; re-read if it changed */
     uint32_t devices;
-    uint32_t pad;
+    uint32_t host_pid;        /* the process's pid as the broker sees it (the host's) */
     uint64_t written_ns;      /* the broker's clock at its last write */
     struct tslice_budget_dev dev[TSLICE_WIRE_MAX_DEVICES];
 };

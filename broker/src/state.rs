@@ -554,6 +554,7 @@ impl State {
                     }
                 }
                 page.devices.store(p.devs.len() as u32, Ordering::Relaxed);
+                page.host_pid.store(p.peer.pid, Ordering::Relaxed);
             });
         }
     }

@@ -67,7 +67,10 @@ pub struct BudgetPage {
     /// changed.
     pub generation: AtomicU64,
     pub devices: AtomicU32,
-    pub _pad: AtomicU32,
+    /// The process's pid as the broker sees it (the host's: a process in a
+    /// container's pid namespace knows itself by another number, NVML by
+    /// this one); 0 when unknown.
+    pub host_pid: AtomicU32,
     /// The broker's clock when it last wrote (a stale page means a broker
     /// that stopped).
     pub written_ns: AtomicU64,

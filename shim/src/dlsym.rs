@@ -77,7 +77,9 @@ extern "C" fn route(handle: *mut c_void, name: *const c_char, out: *mut *mut c_v
     let (c0, c1) = unsafe { (*name, if *name == 0 { 0 } else { *name.add(1) }) };
     let is_cu = c0 == b'c' as c_char && c1 == b'u' as c_char;
     let is_nv = c0 == b'n' as c_char && c1 == b'v' as c_char;
-    if is_nv {
+    // NVML: lookups on a library's handle (RTLD_DEFAULT's global search
+    // already finds the shim's export, or an interposer before it).
+    if is_nv && !handle.is_null() {
         return crate::ffi::guard_or("dlsym", false, || {
             // SAFETY: NUL-terminated per dlsym's contract.
             let Some(id) = (unsafe { hooks::find_nvml(name) }) else {
@@ -85,12 +87,7 @@ extern "C" fn route(handle: *mut c_void, name: *const c_char, out: *mut *mut c_v
             };
             // SAFETY: NUL-terminated per dlsym's contract.
             let found = unsafe { real::real_dlsym(handle, name) };
-            let answer = if found.is_null() {
-                found
-            } else {
-                crate::nvml::remember(id, found);
-                hooks::nvml_wrapper(id)
-            };
+            let answer = crate::nvml::route(id, found);
             // SAFETY: `out` points into the trampoline's stack frame.
             unsafe { *out = answer };
             true

@@ -56,8 +56,41 @@ pub struct ProcessV2 {
     pub compute_instance: c_uint,
 }
 
-/// NVML's function of this name: looked up once, then cached when it is a
-/// hook's original.
+/// Whether `addr` is in an NVML library (`libnvidia-ml.so*`), which is then
+/// pinned (`RTLD_NODELETE`): an address the shim keeps must never outlive
+/// its library (a program may `dlclose` NVML and load it again).
+fn in_nvml(addr: *mut c_void) -> bool {
+    // SAFETY: Dl_info is plain pointers and integers; all zeroes is valid.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr with an address and a valid out-structure.
+    if addr.is_null() || unsafe { libc::dladdr(addr, &mut info) } == 0 || info.dli_fname.is_null() {
+        return false;
+    }
+    // SAFETY: a NUL-terminated path owned by the loader.
+    let file = unsafe { CStr::from_ptr(info.dli_fname) };
+    let base = file
+        .to_bytes()
+        .rsplit(|b| *b == b'/')
+        .next()
+        .unwrap_or_default();
+    if !base.starts_with(b"libnvidia-ml.so") {
+        return false;
+    }
+    // SAFETY: dlopen of a loaded library by its own path, without loading
+    // anything: only its reference count and NODELETE flag change.
+    unsafe {
+        libc::dlopen(
+            info.dli_fname,
+            libc::RTLD_LAZY | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+        )
+    };
+    true
+}
+
+/// NVML's function of this name, for a hook whose program has not looked
+/// it up through `dlsym`: the next definition after this library (NVML
+/// linked by the program, or another interposer before it), else the
+/// loaded NVML's (`RTLD_NOLOAD`: never loads it).
 fn lookup(name: &CStr) -> *mut c_void {
     // SAFETY: NUL-terminated names; RTLD_NEXT from this library's code is
     // "after the shim"; dlopen with RTLD_NOLOAD only finds a loaded library.
@@ -79,7 +112,8 @@ fn lookup(name: &CStr) -> *mut c_void {
     }
 }
 
-/// A hook's original (resolving it on first use).
+/// A hook's original (resolving it on first use; kept only when it is
+/// NVML's own, pinned).
 pub fn original(id: usize) -> *mut c_void {
     let p = NVML_ORIGINALS[id].load(Ordering::Acquire);
     if !p.is_null() {
@@ -89,55 +123,109 @@ pub fn original(id: usize) -> *mut c_void {
         return std::ptr::null_mut();
     };
     let f = lookup(name);
-    if !f.is_null() && f != hooks::nvml_wrapper(id) {
+    if f.is_null() || f == hooks::nvml_wrapper(id) {
+        return std::ptr::null_mut();
+    }
+    if in_nvml(f) {
         let _ = NVML_ORIGINALS[id].compare_exchange(
             std::ptr::null_mut(),
             f,
             Ordering::AcqRel,
             Ordering::Acquire,
         );
+        return NVML_ORIGINALS[id].load(Ordering::Acquire);
     }
-    NVML_ORIGINALS[id].load(Ordering::Acquire)
+    // Another interposer's: called, not kept.
+    f
 }
 
-/// Records what the program's own lookup of a hooked name found (the
-/// `dlsym` routing), so that the wrapper calls exactly that.
-pub fn remember(id: usize, found: *mut c_void) {
-    if !found.is_null() && found != hooks::nvml_wrapper(id) {
-        let _ = NVML_ORIGINALS[id].compare_exchange(
-            std::ptr::null_mut(),
-            found,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+/// What a program's lookup of a hooked name on a library handle should
+/// get: the wrapper when the lookup found NVML's function (the first NVML
+/// the process uses; kept, pinned), else what it found, unchanged (another
+/// library's symbol of that name, or a second copy of NVML).
+pub fn route(id: usize, found: *mut c_void) -> *mut c_void {
+    if found.is_null() || found == hooks::nvml_wrapper(id) {
+        return found;
     }
+    let kept = NVML_ORIGINALS[id].load(Ordering::Acquire);
+    if kept == found {
+        return hooks::nvml_wrapper(id);
+    }
+    if kept.is_null() && in_nvml(found) {
+        let won = NVML_ORIGINALS[id]
+            .compare_exchange(
+                std::ptr::null_mut(),
+                found,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if won || NVML_ORIGINALS[id].load(Ordering::Acquire) == found {
+            return hooks::nvml_wrapper(id);
+        }
+    }
+    found
 }
 
-/// The cap and what is left of it, for the CUDA device that is this NVML
-/// device: None when nothing is capped or CUDA is not initialised.
-fn capped(device: NvmlDevice) -> Option<(u64, u64)> {
-    let s = crate::state::try_shim()?;
-    if !s.mem_on() {
+/// `nvmlDeviceGetUUID`, once found.
+static UUID_FN: std::sync::atomic::AtomicPtr<c_void> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// The 16 bytes of an NVML UUID string (`GPU-…` or `MIG-…`, dashes anywhere).
+fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = s
+        .split_once('-')?
+        .1
+        .bytes()
+        .filter(|b| *b != b'-')
+        .collect();
+    if hex.len() != 32 {
         return None;
     }
-    let uuid_fn = lookup(c"nvmlDeviceGetUUID");
-    if uuid_fn.is_null() {
-        return None;
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(std::str::from_utf8(&hex[2 * i..2 * i + 2]).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The CUDA ordinal of an NVML device (by UUID).
+fn cuda_ordinal(device: NvmlDevice) -> Option<i32> {
+    let mut f = UUID_FN.load(Ordering::Acquire);
+    if f.is_null() {
+        f = lookup(c"nvmlDeviceGetUUID");
+        if f.is_null() {
+            return None;
+        }
+        if in_nvml(f) {
+            UUID_FN.store(f, Ordering::Release);
+        }
     }
     // SAFETY: NVML's nvmlDeviceGetUUID(device, char*, unsigned).
     let uuid_fn: unsafe extern "C" fn(NvmlDevice, *mut c_char, c_uint) -> c_uint =
-        unsafe { std::mem::transmute(uuid_fn) };
+        unsafe { std::mem::transmute(f) };
     let mut buf = [0 as c_char; 96];
     // SAFETY: a buffer of its stated length.
     if unsafe { uuid_fn(device, buf.as_mut_ptr(), buf.len() as c_uint) } != SUCCESS {
         return None;
     }
     // SAFETY: NVML wrote a NUL-terminated string into the buffer.
-    let uuid = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().ok()?;
+    let want = uuid_bytes(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().ok()?)?;
     let n = real::device_count().ok()?;
-    let dev = (0..n).find(|&i| real::device_uuid(i).is_ok_and(|u| u.eq_ignore_ascii_case(uuid)))?;
+    (0..n).find(|&i| real::device_uuid_bytes(i).is_ok_and(|u| u == want))
+}
+
+/// The cap and what is left of it, for the CUDA device that is this NVML
+/// device: None when it is not capped, or CUDA is not initialised.
+fn capped(device: NvmlDevice) -> Option<(u64, u64)> {
+    let s = crate::state::try_shim()?;
+    if !s.mem_on() {
+        return None;
+    }
+    let dev = cuda_ordinal(device)?;
     let d = s.mem_device(dev).ok()??;
-    Some((s.mem_limit_shown(d), s.mem_available(d)))
+    let cap = s.mem_limit_shown(d);
+    (cap != u64::MAX).then(|| (cap, s.mem_available(d)))
 }
 
 /// # Safety
@@ -195,7 +283,11 @@ unsafe fn own_processes<T: Copy + Default>(
     f: unsafe extern "C" fn(NvmlDevice, *mut c_uint, *mut T) -> c_uint,
     pid_of: impl Fn(&T) -> c_uint,
 ) -> c_uint {
-    if crate::state::try_shim().is_none_or(|s| !s.mem_on()) || count.is_null() {
+    let Some(s) = crate::state::try_shim() else {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { f(device, count, infos) };
+    };
+    if count.is_null() || capped(device).is_none() {
         // SAFETY: the caller's arguments, passed on.
         return unsafe { f(device, count, infos) };
     }
@@ -216,8 +308,7 @@ unsafe fn own_processes<T: Copy + Default>(
         all.truncate(got as usize);
         break;
     }
-    // SAFETY: getpid has no preconditions.
-    let me = unsafe { libc::getpid() } as c_uint;
+    let me = s.host_pid();
     let mine: Vec<T> = all.into_iter().filter(|p| pid_of(p) == me).collect();
     // SAFETY: `count` is valid (checked non-NULL).
     let cap = unsafe { *count } as usize;
@@ -281,6 +372,19 @@ pub unsafe fn processes_v3(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuids_of_either_kind_are_read_as_bytes() {
+        let b = uuid_bytes("GPU-01234567-89ab-cdef-0123-456789ABCDEF").unwrap();
+        assert_eq!(b[0], 0x01);
+        assert_eq!(b[15], 0xef);
+        assert_eq!(
+            uuid_bytes("MIG-01234567-89ab-cdef-0123-456789abcdef"),
+            Some(b)
+        );
+        assert_eq!(uuid_bytes("GPU-0123"), None);
+        assert_eq!(uuid_bytes("nonsense"), None);
+    }
 
     #[test]
     fn layouts_are_nvmls() {

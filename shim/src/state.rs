@@ -275,6 +275,23 @@ impl Shim {
         self.mem_limits.is_some() || self.broker_target.is_some()
     }
 
+    /// This process's pid as the node sees it (NVML's numbering): the
+    /// broker's, when connected (a process in a container's pid namespace
+    /// knows itself by another number), else `getpid()`.
+    pub fn host_pid(&self) -> u32 {
+        let from_broker = self
+            .broker
+            .get()
+            .copied()
+            .flatten()
+            .map_or(0, |b| b.budget().host_pid.load(Ordering::Relaxed));
+        if from_broker != 0 {
+            return from_broker;
+        }
+        // SAFETY: getpid has no preconditions.
+        unsafe { libc::getpid() as u32 }
+    }
+
     /// The broker connection, made on first need (after `cuInit`: the
     /// process's devices are part of the handshake). None: standalone.
     pub fn broker(&self) -> Option<&'static crate::broker::Broker> {

@@ -244,48 +244,79 @@ fn the_fail_closed_line_is_printed_whatever_the_log_level_and_stays_short() {
     );
 }
 
-/// NVML agrees with the driver API under a cap (directly linked, and
-/// through dlopen + dlsym), and lists this process only, while another
-/// tenant's process holds memory on the same GPU.
+/// NVML agrees with the driver API under a cap, reached every way a
+/// program reaches it (linked; dlopen'ed and looked up on the handle, twice,
+/// with NVML unloaded between; looked up globally with another NVML
+/// interposer preloaded before the shim), and lists this process only,
+/// while another tenant's process holds memory on the same GPU. A device
+/// without a cap is shown as it is.
 #[test]
 fn nvml_shows_the_cap_and_only_the_tenants_own_process() {
     let libdir = format!("-L{}", tslice_tests::profile_dir().display());
-    let prog = build_cuda(
+    let linked = build_cuda(
         &cuda_src("nvml_cap.c"),
-        &[&libdir, "-lcuda", "-lnvidia_ml", "-ldl"],
+        &["-DLINKED", &libdir, "-lcuda", "-lnvidia_ml", "-ldl"],
     );
-    let gpu = SimGpu::new();
-    let mut other = tslice_tests::Interactive::spawn({
+    let loaded = build_cuda(&cuda_src("nvml_cap.c"), &[&libdir, "-lcuda", "-ldl"]);
+    let other = build_cuda(&cuda_src("nvml_other.c"), &["-shared", "-fPIC", "-ldl"]);
+    let gpu = SimGpu::new()
+        .env("SIMCUDA_DEVICES", "2")
+        .env("SIMCUDA_MEM", "16GiB");
+    let mut holder = tslice_tests::Interactive::spawn({
         let mut c = gpu.command(&tslice_tests::tenant_prog());
         c.args(["grab", "512", "64"]);
         c
     });
-    assert_eq!(field(&other.line(), "held") as u64, 512 << 20);
-    for how in ["linked", "dlopen"] {
-        let mut c = gpu.command(&prog);
-        c.args(["300", how])
-            .env("LD_PRELOAD", tslice_tests::shim())
-            .env("TSLICE_HBM_LIMIT", "1GiB");
+    assert_eq!(field(&holder.line(), "held") as u64, 512 << 20);
+    let run = |prog: &std::path::Path, args: &[&str], preload: String, limit: &str| {
+        let mut c = gpu.command(prog);
+        c.args(args)
+            .env("LD_PRELOAD", preload)
+            .env("TSLICE_HBM_LIMIT", limit);
         let out = c.output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success() && text.contains("OK FAILS=0"),
-            "{how}: {text}{}",
+            "{args:?}: {text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(field(&text, "nvml_total") as u64, 1 << 30, "{how}: {text}");
-        assert_eq!(field(&text, "nvml_used") as u64, 300 << 20, "{how}: {text}");
+        text
+    };
+    let shim = tslice_tests::shim().display().to_string();
+    let both = format!("{}:{shim}", other.display());
+    for (prog, mode, preload) in [
+        (&linked, "linked", shim.clone()),
+        (&loaded, "dlopen", shim.clone()),
+        (&loaded, "default", both),
+    ] {
+        let text = run(prog, &["300", mode], preload, "1GiB");
+        assert_eq!(field(&text, "nvml_total") as u64, 1 << 30, "{mode}: {text}");
+        assert_eq!(
+            field(&text, "nvml_used") as u64,
+            300 << 20,
+            "{mode}: {text}"
+        );
         assert_eq!(
             field(&text, "listed"),
             1.0,
-            "{how}: the other tenant's process is not listed"
+            "{mode}: the other tenant's process is not listed"
         );
-        assert_eq!(field(&text, "mine"), 1.0, "{how}");
+        assert_eq!(field(&text, "mine"), 1.0, "{mode}");
+        if mode == "dlopen" {
+            assert_eq!(
+                field(&text, "round1_total") as u64,
+                1 << 30,
+                "after a reload: {text}"
+            );
+        }
     }
-    // Without the shim, NVML shows the whole GPU and every process.
-    let out = gpu.command(&prog).args(["300", "linked"]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    // A cap on device 1 only: device 0 is shown as it is (both processes).
+    let text = run(&loaded, &["300", "dlopen", "0"], shim.clone(), "1=1GiB");
+    assert_eq!(field(&text, "nvml_total") as u64, 16 << 30, "{text}");
     assert_eq!(field(&text, "listed"), 2.0, "{text}");
-    assert!(field(&text, "nvml_total") as u64 > 1 << 30);
-    assert!(other.finish().success());
+    // Without the shim, NVML shows the whole GPU and every process.
+    let text = run(&linked, &["300", "linked"], String::new(), "");
+    assert_eq!(field(&text, "listed"), 2.0, "{text}");
+    assert_eq!(field(&text, "nvml_total") as u64, 16 << 30);
+    assert!(holder.finish().success());
 }
