@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod identity;
+pub mod logs;
 pub mod metrics;
 pub mod pages;
 pub mod pods;

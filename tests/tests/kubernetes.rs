@@ -208,6 +208,24 @@ fn a_namespace_ceiling_holds_whatever_the_pod_asks() {
     assert!(p.finish().success());
 }
 
+/// The chart's objects, rendered by `helm template` with these `--set`s.
+fn render(release: &str, ns: &str, sets: &[&str]) -> Vec<serde_json::Value> {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        release,
+        chart.to_str().unwrap(),
+        "--namespace",
+        ns,
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let (ok, out, err) = helm(&args);
+    assert!(ok, "helm template failed:\n{err}");
+    yaml_objects(&out)
+}
+
 /// The chart, rendered with values for this API server (its webhooks only
 /// for namespaces labelled for the chart test, so other tests' pods are not
 /// sent to a webhook that is not running), applied once.
@@ -215,19 +233,14 @@ fn chart_applied(api: &ApiServer) -> &'static str {
     static APPLIED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     APPLIED.get_or_init(|| {
         api.create_namespace("tslice-system");
-        let (ok, out, err) = helm(&[
-            "template",
+        let objects = render(
             "t",
-            chart().to_str().unwrap(),
-            "--namespace",
             "tslice-system",
-            "--set",
-            "webhook.namespaceSelector.matchLabels.tslice-chart-test=yes",
-            "--set",
-            "ceilings[0].namespace=team-a,ceilings[0].memoryLimit=16Gi,ceilings[0].latencyCritical=false",
-        ]);
-        assert!(ok, "helm template failed:\n{err}");
-        let objects = yaml_objects(&out);
+            &[
+                "webhook.namespaceSelector.matchLabels.tslice-chart-test=yes",
+                "ceilings[0].namespace=team-a,ceilings[0].memoryLimit=16Gi,ceilings[0].latencyCritical=false",
+            ],
+        );
         let errors = api.apply(&objects);
         assert!(errors.is_empty(), "objects refused:\n{}", errors.join("\n"));
     });
@@ -386,19 +399,14 @@ fn the_broker_runs_with_the_charts_rbac_and_is_denied_anything_else() {
 /// webhook objects, pointed at a webhook on this machine (there is no
 /// Service without a kubelet) and at namespaces labelled for the test.
 fn chart_webhook(port: u16, ca: &str) -> (String, Vec<serde_json::Value>) {
-    let (ok, out, err) = helm(&[
-        "template",
+    let objects = render(
         "w",
-        chart().to_str().unwrap(),
-        "--namespace",
         "tslice-w",
-        "--set",
-        "webhook.namespaceSelector.matchLabels.tslice-webhook-test=yes",
-        "--set",
-        "ceilings[0].namespace=team-w,ceilings[0].memoryLimit=16Gi",
-    ]);
-    assert!(ok, "{err}");
-    let objects = yaml_objects(&out);
+        &[
+            "webhook.namespaceSelector.matchLabels.tslice-webhook-test=yes",
+            "ceilings[0].namespace=team-w,ceilings[0].memoryLimit=16Gi",
+        ],
+    );
     let config = objects
         .iter()
         .find(|o| o["kind"] == "ConfigMap")

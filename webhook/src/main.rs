@@ -66,22 +66,10 @@ struct Ctx {
 
 fn main() -> ExitCode {
     let a = Args::parse();
-    let filter = match tracing_subscriber::EnvFilter::try_new(&a.log) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!(
-                "tslice-webhook: --log {:?} is invalid: {e}; accepted: error, warn, info, debug",
-                a.log
-            );
-            return ExitCode::from(2);
-        }
-    };
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .init();
+    if let Err(e) = tslice_broker::logs::init("tslice-webhook", &a.log) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
     let cfg = if a.config.exists() {
         match Config::load(&a.config) {
             Ok(c) => c,

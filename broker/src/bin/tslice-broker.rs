@@ -36,24 +36,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log));
-    let filter = match filter {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!(
-                "tslice-broker: --log {:?} is invalid: {e}; accepted: error, warn, info, debug",
-                args.log
-            );
-            return ExitCode::from(2);
-        }
-    };
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .init();
+    if let Err(e) = tslice_broker::logs::init("tslice-broker", &args.log) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
     raise_nofile();
     let explicit = args.config != Path::new(DEFAULT_CONFIG);
     let (config, path) = if !explicit && !args.config.exists() {
