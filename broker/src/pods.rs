@@ -124,19 +124,12 @@ pub fn info_of(pod: &Pod) -> Option<(String, PodInfo)> {
     let namespace = meta.namespace.clone().unwrap_or_default();
     let name = meta.name.clone().unwrap_or_default();
     let notes = meta.annotations.clone().unwrap_or_default();
-    let quota = match annotations::parse(notes.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
-        Ok(q) => q,
-        Err(errors) => {
-            for e in &errors {
-                warn!(pod = %format!("{namespace}/{name}"), "{e}; the node's default applies instead");
-            }
-            // The valid ones still count.
-            let valid = notes
-                .iter()
-                .filter(|(k, v)| annotations::parse([(k.as_str(), v.as_str())]).is_ok());
-            annotations::parse(valid.map(|(k, v)| (k.as_str(), v.as_str()))).unwrap_or_default()
-        }
-    };
+    // The valid annotations count; each invalid one is logged.
+    let (quota, errors) =
+        annotations::parse_lenient(notes.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    for e in &errors {
+        warn!(pod = %format!("{namespace}/{name}"), "{e}; the node's default applies instead");
+    }
     Some((
         uid,
         PodInfo {

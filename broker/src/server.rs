@@ -174,10 +174,6 @@ impl Broker {
         }
     }
 
-    fn node_name(&self) -> Option<String> {
-        self.node.clone()
-    }
-
     /// The policy source changed (a pod): every process classified again.
     pub fn reapply(&self) {
         let over = self.state().reapply(now_ns());
@@ -229,7 +225,7 @@ pub async fn serve(broker: Arc<Broker>, listener: UnixListener) -> io::Result<()
     broker.metrics.up.set(1);
     tokio::spawn(ticker(broker.clone()));
     tokio::spawn(config_watch(broker.clone()));
-    if let (Some(pods), Some(node)) = (broker.pods.clone(), broker.node_name()) {
+    if let (Some(pods), Some(node)) = (broker.pods.clone(), broker.node.clone()) {
         tokio::spawn(crate::pods::watch(pods.clone(), node));
         let b = broker.clone();
         tokio::spawn(async move {

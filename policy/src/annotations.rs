@@ -123,6 +123,20 @@ fn share(key: &str, value: &str, min: Ppm) -> Result<Ppm, QuotaError> {
 pub fn parse<'a>(
     annotations: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<PodQuota, Vec<QuotaError>> {
+    let (q, errors) = parse_lenient(annotations);
+    if errors.is_empty() {
+        Ok(q)
+    } else {
+        Err(errors)
+    }
+}
+
+/// As [`parse`], for a pod that exists already (the broker): what the
+/// valid annotations ask for, beside every problem. A request above the
+/// limit leaves the compute annotations (and the rest) to the defaults.
+pub fn parse_lenient<'a>(
+    annotations: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> (PodQuota, Vec<QuotaError>) {
     let mut q = PodQuota::default();
     let mut errors = Vec::new();
     for (key, value) in annotations {
@@ -166,13 +180,10 @@ pub fn parse<'a>(
                 format!("it is above {COMPUTE_LIMIT} ({l})"),
                 "a request no larger than the limit",
             ));
+            q = PodQuota::default();
         }
     }
-    if errors.is_empty() {
-        Ok(q)
-    } else {
-        Err(errors)
-    }
+    (q, errors)
 }
 
 /// The most a platform lets a pod (of a namespace) ask for. None: no
@@ -407,6 +418,24 @@ mod tests {
         for w in ["1001", "-1", "1.5", ""] {
             assert!(one(WEIGHT, w).is_err(), "{w}");
         }
+    }
+
+    #[test]
+    fn a_running_pods_valid_annotations_count_beside_its_invalid_ones() {
+        let (q, e) = parse_lenient([(MEMORY_LIMIT, "8Gi"), (WEIGHT, "0")]);
+        assert_eq!(e.len(), 1);
+        assert_eq!(q.memory.unwrap().default, Some(MemLimit::Bytes(8 * GI)));
+        assert_eq!(q.weight, None);
+        let (q, e) = parse_lenient([
+            (MEMORY_LIMIT, "8Gi"),
+            (COMPUTE_REQUEST, "70%"),
+            (COMPUTE_LIMIT, "60%"),
+        ]);
+        assert_eq!(
+            (q, e.len()),
+            (PodQuota::default(), 1),
+            "inconsistent: the defaults"
+        );
     }
 
     #[test]

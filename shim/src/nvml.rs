@@ -228,6 +228,15 @@ fn capped(device: NvmlDevice) -> Option<(u64, u64)> {
     (cap != u64::MAX).then(|| (cap, s.mem_available(d)))
 }
 
+/// A capped device's memory as the tenant sees it: the cap as the total,
+/// what is left of it as free (never more than NVML says is free).
+/// Returns the new (total, free), or None when the device is not capped.
+fn clamp(device: NvmlDevice, total: u64, free: u64) -> Option<(u64, u64)> {
+    let (cap, left) = capped(device)?;
+    let total = total.min(cap);
+    Some((total, free.min(left).min(total)))
+}
+
 /// # Safety
 /// NVML's contract for `nvmlDeviceGetMemoryInfo`.
 pub unsafe fn memory_info(device: NvmlDevice, memory: *mut Memory) -> c_uint {
@@ -239,12 +248,10 @@ pub unsafe fn memory_info(device: NvmlDevice, memory: *mut Memory) -> c_uint {
     if r != SUCCESS || memory.is_null() {
         return r;
     }
-    if let Some((cap, left)) = capped(device) {
-        // SAFETY: NVML filled the caller's structure.
-        let m = unsafe { &mut *memory };
-        m.total = m.total.min(cap);
-        m.free = m.free.min(left).min(m.total);
-        m.used = m.total - m.free;
+    // SAFETY: NVML filled the caller's structure.
+    let m = unsafe { &mut *memory };
+    if let Some((total, free)) = clamp(device, m.total, m.free) {
+        (m.total, m.free, m.used) = (total, free, total - free);
     }
     r
 }
@@ -260,13 +267,11 @@ pub unsafe fn memory_info_v2(device: NvmlDevice, memory: *mut MemoryV2) -> c_uin
     if r != SUCCESS || memory.is_null() {
         return r;
     }
-    if let Some((cap, left)) = capped(device) {
-        // SAFETY: NVML filled the caller's structure.
-        let m = unsafe { &mut *memory };
-        m.total = m.total.min(cap);
-        m.free = m.free.min(left).min(m.total);
-        m.reserved = m.reserved.min(m.total - m.free);
-        m.used = m.total - m.free - m.reserved;
+    // SAFETY: NVML filled the caller's structure.
+    let m = unsafe { &mut *memory };
+    if let Some((total, free)) = clamp(device, m.total, m.free) {
+        m.reserved = m.reserved.min(total - free);
+        (m.total, m.free, m.used) = (total, free, total - free - m.reserved);
     }
     r
 }
@@ -276,13 +281,15 @@ pub unsafe fn memory_info_v2(device: NvmlDevice, memory: *mut MemoryV2) -> c_uin
 ///
 /// # Safety
 /// NVML's contract: `count` valid, `infos` holding `*count` elements.
-unsafe fn own_processes<T: Copy + Default>(
+unsafe fn own_processes<T: Process>(
     device: NvmlDevice,
     count: *mut c_uint,
     infos: *mut T,
-    f: unsafe extern "C" fn(NvmlDevice, *mut c_uint, *mut T) -> c_uint,
-    pid_of: impl Fn(&T) -> c_uint,
+    f: Option<unsafe extern "C" fn(NvmlDevice, *mut c_uint, *mut T) -> c_uint>,
 ) -> c_uint {
+    let Some(f) = f else {
+        return ERROR_FUNCTION_NOT_FOUND;
+    };
     let Some(s) = crate::state::try_shim() else {
         // SAFETY: the caller's arguments, passed on.
         return unsafe { f(device, count, infos) };
@@ -309,7 +316,7 @@ unsafe fn own_processes<T: Copy + Default>(
         break;
     }
     let me = s.host_pid();
-    let mine: Vec<T> = all.into_iter().filter(|p| pid_of(p) == me).collect();
+    let mine: Vec<T> = all.into_iter().filter(|p| p.pid() == me).collect();
     // SAFETY: `count` is valid (checked non-NULL).
     let cap = unsafe { *count } as usize;
     // SAFETY: as above.
@@ -327,6 +334,23 @@ unsafe fn own_processes<T: Copy + Default>(
     SUCCESS
 }
 
+/// An entry of a process list (v1 or v2 layout).
+pub trait Process: Copy + Default {
+    fn pid(&self) -> c_uint;
+}
+
+impl Process for ProcessV1 {
+    fn pid(&self) -> c_uint {
+        self.pid
+    }
+}
+
+impl Process for ProcessV2 {
+    fn pid(&self) -> c_uint {
+        self.pid
+    }
+}
+
 /// # Safety
 /// NVML's contract for `nvmlDeviceGetComputeRunningProcesses`.
 pub unsafe fn processes_v1(
@@ -334,11 +358,15 @@ pub unsafe fn processes_v1(
     count: *mut c_uint,
     infos: *mut ProcessV1,
 ) -> c_uint {
-    let Some(f) = nvml_orig::nvmlDeviceGetComputeRunningProcesses() else {
-        return ERROR_FUNCTION_NOT_FOUND;
-    };
     // SAFETY: forwarded.
-    unsafe { own_processes(device, count, infos, f, |p| p.pid) }
+    unsafe {
+        own_processes(
+            device,
+            count,
+            infos,
+            nvml_orig::nvmlDeviceGetComputeRunningProcesses(),
+        )
+    }
 }
 
 /// # Safety
@@ -348,11 +376,15 @@ pub unsafe fn processes_v2(
     count: *mut c_uint,
     infos: *mut ProcessV2,
 ) -> c_uint {
-    let Some(f) = nvml_orig::nvmlDeviceGetComputeRunningProcesses_v2() else {
-        return ERROR_FUNCTION_NOT_FOUND;
-    };
     // SAFETY: forwarded.
-    unsafe { own_processes(device, count, infos, f, |p| p.pid) }
+    unsafe {
+        own_processes(
+            device,
+            count,
+            infos,
+            nvml_orig::nvmlDeviceGetComputeRunningProcesses_v2(),
+        )
+    }
 }
 
 /// # Safety
@@ -362,11 +394,15 @@ pub unsafe fn processes_v3(
     count: *mut c_uint,
     infos: *mut ProcessV2,
 ) -> c_uint {
-    let Some(f) = nvml_orig::nvmlDeviceGetComputeRunningProcesses_v3() else {
-        return ERROR_FUNCTION_NOT_FOUND;
-    };
     // SAFETY: forwarded.
-    unsafe { own_processes(device, count, infos, f, |p| p.pid) }
+    unsafe {
+        own_processes(
+            device,
+            count,
+            infos,
+            nvml_orig::nvmlDeviceGetComputeRunningProcesses_v3(),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -483,7 +483,8 @@ export! {
         let (per_sm, b) = best;
         // SAFETY: caller's output pointers.
         unsafe {
-            out(min_grid, per_sm * 132)?;
+            // MULTIPROCESSOR_COUNT, as cuDeviceGetAttribute reports it.
+            out(min_grid, per_sm * crate::device::attribute(16, 0).unwrap_or(132))?;
             out(block, b)
         }
     }

@@ -24,6 +24,7 @@ const NOT_SUPPORTED: Ret = 3;
 const NOT_FOUND: Ret = 6;
 const INSUFFICIENT_SIZE: Ret = 7;
 const DRIVER_NOT_LOADED: Ret = 9;
+const ARGUMENT_VERSION_MISMATCH: Ret = 25;
 const UNKNOWN: Ret = 999;
 
 /// The simulated driver's version as NVML spells it (its CUDA version is
@@ -425,7 +426,7 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(h: *const Dev, m: *mut Memor
         }
         // SAFETY: per the function contract.
         if unsafe { (*m).version } != MEMORY_V2 {
-            return Err(9 + 16); // NVML_ERROR_ARGUMENT_VERSION_MISMATCH (25)
+            return Err(ARGUMENT_VERSION_MISMATCH);
         }
         let u = used(d);
         // SAFETY: per the function contract.

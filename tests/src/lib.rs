@@ -693,6 +693,22 @@ pub fn tenant_prog() -> PathBuf {
     build_cuda(&cuda_src("tenant.c"), &[&libdir, "-lcuda", "-lpthread"])
 }
 
+/// `tenant_prog` with `args` under the shim, connected to `broker`, started
+/// in cgroup `cg` (a path below `cgroups`' root).
+pub fn broker_tenant(
+    gpu: &SimGpu,
+    broker: &Broker,
+    cgroups: &Cgroups,
+    cg: &str,
+    args: &[&str],
+) -> Interactive {
+    let mut c = gpu.command(&tenant_prog());
+    c.args(args)
+        .env("LD_PRELOAD", shim())
+        .env("TSLICE_BROKER", &broker.socket);
+    Interactive::spawn(cgroups.wrap(cg, c))
+}
+
 /// Memory the simulated device holds for these pids (ground truth).
 pub fn device_used(gpu: &SimGpu, pids: &[u32]) -> u64 {
     gpu.monitor(0)

@@ -21,11 +21,7 @@ fn tenant(
     cg: &str,
     args: &[&str],
 ) -> Interactive {
-    let mut c = gpu.command(&tenant_prog());
-    c.args(args)
-        .env("LD_PRELOAD", shim())
-        .env("TSLICE_BROKER", &broker.socket);
-    Interactive::spawn(cgroups.wrap(cg, c))
+    tslice_tests::broker_tenant(gpu, broker, cgroups, cg, args)
 }
 
 fn config_two_tenants(cg: &Cgroups, limit_a: &str) -> String {

@@ -23,11 +23,7 @@ const GIB: u64 = 1 << 30;
 
 /// A tenant process under the shim, connected to `broker`, in cgroup `cg`.
 fn tenant(gpu: &SimGpu, broker: &Broker, cg: &Cgroups, name: &str, args: &[&str]) -> Interactive {
-    let mut c = gpu.command(&tenant_prog());
-    c.args(args)
-        .env("LD_PRELOAD", shim())
-        .env("TSLICE_BROKER", &broker.socket);
-    Interactive::spawn(cg.wrap(name, c))
+    tslice_tests::broker_tenant(gpu, broker, cg, name, args)
 }
 
 /// A scripted raw client (`broker_client`) in cgroup `name`.
@@ -240,8 +236,10 @@ fn a_budget_page_cannot_be_reopened_for_writing() {
     );
 }
 
-#[test]
-fn a_restarted_broker_grants_nothing_its_reconnecting_processes_still_hold() {
+/// Two processes of a 1 GiB tenant hold 960 MiB; the broker is stopped by
+/// `stop` and started again; a new process asks for 1 GiB at once, before
+/// its siblings are back: the tenant never holds more than 1 GiB.
+fn restart_keeps_the_ledger_whole(stop: impl FnOnce(&mut Broker)) -> (Broker, Cgroups) {
     let cg = Cgroups::new();
     let mut broker = Broker::start(&one_tenant(&cg, "1GiB"));
     let gpu = SimGpu::new();
@@ -249,11 +247,10 @@ fn a_restarted_broker_grants_nothing_its_reconnecting_processes_still_hold() {
     assert_eq!(field(&p1.line(), "held") as u64, 512 * MIB);
     let mut p2 = tenant(&gpu, &broker, &cg, "a/y", &["grab", "448", "64"]);
     assert_eq!(field(&p2.line(), "held") as u64, 448 * MIB);
-    broker.kill9();
+    stop(&mut broker);
     // Long enough for the shims' reconnect backoff to grow to its cap.
     std::thread::sleep(Duration::from_millis(1400));
     broker.restart();
-    // A new process asks at once, before its siblings are back.
     let mut p3 = tenant(&gpu, &broker, &cg, "a/z", &["grab", "1024", "64"]);
     let held3 = field(&p3.line(), "held") as u64;
     let used = device_used(&gpu, &[p1.pid(), p2.pid(), p3.pid()]);
@@ -262,6 +259,12 @@ fn a_restarted_broker_grants_nothing_its_reconnecting_processes_still_hold() {
         "tenant a holds {used} > 1 GiB (p3 got {held3})"
     );
     assert!(p1.finish().success() && p2.finish().success() && p3.finish().success());
+    (broker, cg)
+}
+
+#[test]
+fn a_restarted_broker_grants_nothing_its_reconnecting_processes_still_hold() {
+    restart_keeps_the_ledger_whole(|b| b.kill9());
 }
 
 #[test]
@@ -398,28 +401,13 @@ fn budget_page() -> std::os::fd::OwnedFd {
 
 #[test]
 fn a_broker_stopped_with_sigterm_is_also_recovered_from() {
-    // As the restart above, but stopped the way a service manager does it:
-    // the socket must stay while processes are connected, so that the next
-    // broker knows they are coming back.
-    let cg = Cgroups::new();
-    let mut broker = Broker::start(&one_tenant(&cg, "1GiB"));
-    let gpu = SimGpu::new();
-    let mut p1 = tenant(&gpu, &broker, &cg, "a/x", &["grab", "512", "64"]);
-    assert_eq!(field(&p1.line(), "held") as u64, 512 * MIB);
-    let mut p2 = tenant(&gpu, &broker, &cg, "a/y", &["grab", "448", "64"]);
-    assert_eq!(field(&p2.line(), "held") as u64, 448 * MIB);
-    broker.terminate();
-    assert!(broker.socket.exists(), "the socket stays for the processes");
-    std::thread::sleep(Duration::from_millis(1400));
-    broker.restart();
-    let mut p3 = tenant(&gpu, &broker, &cg, "a/z", &["grab", "1024", "64"]);
-    let held3 = field(&p3.line(), "held") as u64;
-    let used = device_used(&gpu, &[p1.pid(), p2.pid(), p3.pid()]);
-    assert!(
-        used <= GIB,
-        "tenant a holds {used} > 1 GiB (p3 got {held3})"
-    );
-    assert!(p1.finish().success() && p2.finish().success() && p3.finish().success());
+    // Stopped the way a service manager does it: the socket must stay while
+    // processes are connected, so that the next broker knows they are
+    // coming back.
+    let (mut broker, _cg) = restart_keeps_the_ledger_whole(|b| {
+        b.terminate();
+        assert!(b.socket.exists(), "the socket stays for the processes");
+    });
     // With nobody connected, a stop removes the socket (the next start
     // grants at once).
     wait_for("the processes are gone", Duration::from_secs(5), || {

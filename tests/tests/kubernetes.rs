@@ -5,10 +5,9 @@
 //! Ground truth from the simulated device and the broker's status.
 
 use std::time::Duration;
+use tslice_tests::broker_tenant as in_cgroup;
 use tslice_tests::k8s::{chart, helm, kubelet_cgroup, yaml_objects, ApiServer, Gate};
-use tslice_tests::{
-    device_used, field, shim, tenant_prog, wait_for, Broker, Cgroups, Interactive, SimGpu,
-};
+use tslice_tests::{device_used, field, wait_for, Broker, Cgroups, Interactive, SimGpu};
 
 const MIB: u64 = 1 << 20;
 
@@ -41,11 +40,7 @@ fn in_pod(
     n: u32,
     args: &[&str],
 ) -> Interactive {
-    let mut c = gpu.command(&tenant_prog());
-    c.args(args)
-        .env("LD_PRELOAD", shim())
-        .env("TSLICE_BROKER", &broker.socket);
-    Interactive::spawn(cg.wrap(&kubelet_cgroup(uid, n), c))
+    tslice_tests::broker_tenant(gpu, broker, cg, &kubelet_cgroup(uid, n), args)
 }
 
 fn limit_of(broker: &Broker, tenant: &str) -> Option<u64> {
@@ -105,11 +100,7 @@ fn a_pods_annotations_are_its_limits_live_and_deleting_it_releases_its_ledger() 
         uid.replace('-', "_"),
         9
     );
-    let mut c = gpu.command(&tenant_prog());
-    c.args(["grab", "512", "64"])
-        .env("LD_PRELOAD", shim())
-        .env("TSLICE_BROKER", &broker.socket);
-    let mut impostor = Interactive::spawn(cg.wrap(&fake, c));
+    let mut impostor = in_cgroup(&gpu, &broker, &cg, &fake, &["grab", "512", "64"]);
     assert_eq!(field(&impostor.line(), "held") as u64, 256 * MIB);
     let t = broker.tenant("pod:team-a/trainer");
     assert_eq!(t["processes"].as_array().unwrap().len(), 2, "{t:#}");
