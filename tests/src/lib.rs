@@ -335,6 +335,25 @@ pub struct Broker {
     env: Vec<(String, String)>,
 }
 
+/// A directory of this process and call that every user can reach (under
+/// the system's temporary directory, mode 0755, however private the
+/// checkout is): broker sockets, and programs run as another user. Short,
+/// too (a socket's path has at most 107 bytes). Removed by [`Broker`]'s drop.
+pub fn shared_dir() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    static N: AtomicU32 = AtomicU32::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "tslice-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create a shared dir");
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))
+        .expect("make the shared dir reachable");
+    d
+}
+
 /// A path under `target/` unique to this process and call.
 pub fn scratch(kind: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -373,7 +392,7 @@ impl Broker {
     /// As [`Broker::start`], with extra environment for the broker process.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Broker {
         let dir = scratch("broker-tests");
-        let socket = dir.join("broker.sock");
+        let socket = shared_dir().join("broker.sock");
         let cfg = dir.join("broker.toml");
         let mut b = Broker {
             dir: dir.clone(),
@@ -497,6 +516,9 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill9();
+        if let Some(d) = self.socket.parent() {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 

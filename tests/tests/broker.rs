@@ -394,8 +394,19 @@ fn tenants_are_told_apart_by_uid_from_the_kernel_and_status_is_for_root() {
     let broker = Broker::start(
         "[[tenant]]\nname = \"u1001\"\nuid = 1001\n\n[[tenant]]\nname = \"rootly\"\nuid = 0\n",
     );
-    // The broker's socket directory must be reachable by the other user.
-    let hello = workspace_bin("broker_hello");
+    // The broker's socket directory is reachable by the other user (the
+    // harness makes it so); the programs it runs are copied there, since the
+    // checkout may not be.
+    let shared = broker.socket.parent().unwrap().to_path_buf();
+    let copy = |name: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let to = shared.join(name);
+        std::fs::copy(workspace_bin(name), &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        to
+    };
+    let hello = copy("broker_hello");
+    let tslice = copy("tslice");
     let as_root = Command::new(&hello)
         .arg(&broker.socket)
         .output()
@@ -417,7 +428,7 @@ fn tenants_are_told_apart_by_uid_from_the_kernel_and_status_is_for_root() {
     );
     let status_1001 = Command::new("setpriv")
         .args(["--reuid=1001", "--regid=1001", "--clear-groups"])
-        .arg(workspace_bin("tslice"))
+        .arg(&tslice)
         .args(["status", "--socket"])
         .arg(&broker.socket)
         .output()
