@@ -17,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-cuda-toolkit.sh
 scripts/setup-k8s-testbin.sh
+scripts/setup-frameworks.sh
 cargo fmt --all --check
 cargo build --workspace --all-targets --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings

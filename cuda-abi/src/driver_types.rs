@@ -199,6 +199,8 @@ pub mod graph_node_type {
     pub const HOST: u32 = 3;
     pub const GRAPH: u32 = 4;
     pub const EMPTY: u32 = 5;
+    pub const MEM_ALLOC: u32 = 10;
+    pub const MEM_FREE: u32 = 11;
 }
 
 /// `CU_LAUNCH_PARAM_*` markers inside a launch's `extra` array.

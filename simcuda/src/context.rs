@@ -50,7 +50,7 @@ pub struct Ctx {
     pub primary: bool,
     flags: AtomicU32,
     cache_config: AtomicU32,
-    limits: Mutex<[usize; 7]>,
+    limits: Mutex<[usize; LIMITS]>,
     sim: OnceLock<simgpu::Context>,
     sim_init: Mutex<()>,
     /// True once the context's memory has been swept by its destroy. Every
@@ -161,14 +161,18 @@ impl Ctx {
             .map_err(|_| INVALID_CONTEXT)
     }
 
+    /// `CUlimit` values up to CU_LIMIT_PER_BLOCK_MEMORY_SIZE.
     pub fn limit(&self, l: u32) -> Res<usize> {
         let i = usize::try_from(l)
             .ok()
-            .filter(|i| *i < 7)
+            .filter(|i| *i < LIMITS)
             .ok_or(CUresult(215))?;
         Ok(self.limits.lock().unwrap_or_else(|e| e.into_inner())[i])
     }
 }
+
+/// How many `CUlimit`s there are.
+const LIMITS: usize = 11;
 
 fn host_thread(ctx: Arc<Ctx>, rx: mpsc::Receiver<HostJob>) {
     while let Ok(job) = rx.recv() {
@@ -192,7 +196,10 @@ pub fn create(p: &Process, device: i32, flags: u32, primary: bool) -> Arc<Ctx> {
         flags: AtomicU32::new(flags),
         cache_config: AtomicU32::new(0),
         // stack, printf fifo, malloc heap, runtime sync depth, pending launches, L2 fetch, persisting L2
-        limits: Mutex::new([1024, 1 << 20, 8 << 20, 2, 2048, 32, 0]),
+        // .. PERSISTING_L2, then SHMEM_SIZE (what a kernel may use: the
+        // opt-in maximum outside a CIG context), CIG_ENABLED (no),
+        // CIG_SHMEM_FALLBACK_ENABLED (yes), PER_BLOCK_MEMORY_SIZE.
+        limits: Mutex::new([1024, 1 << 20, 8 << 20, 2, 2048, 32, 0, 232_448, 0, 1, 0]),
         sim: OnceLock::new(),
         sim_init: Mutex::new(()),
         memory_gone: RwLock::new(false),
@@ -407,6 +414,26 @@ export! {
 }
 
 export! {
+    /// The CUDA 2.0 export: the same as `cuCtxPushCurrent_v2`.
+    fn cuCtxPushCurrent(ctx: CUcontext) {
+        let p = process::initialized()?;
+        let c = p.contexts.get_or(ctx, INVALID_CONTEXT)?;
+        with_stack(|s| s.push(c))
+    }
+}
+
+export! {
+    /// The CUDA 2.0 export: the same as `cuCtxPopCurrent_v2`.
+    fn cuCtxPopCurrent(pctx: *mut CUcontext) {
+        process::initialized()?;
+        let c = with_stack(|s| s.pop())?.ok_or(INVALID_CONTEXT)?;
+        // SAFETY: optional output pointer.
+        unsafe { out_opt(pctx, handle_of(&c)) };
+        Ok(())
+    }
+}
+
+export! {
     fn cuCtxPopCurrent_v2(pctx: *mut CUcontext) {
         process::initialized()?;
         let c = with_stack(|s| s.pop())?.ok_or(INVALID_CONTEXT)?;
@@ -464,6 +491,10 @@ export! {
     fn cuCtxSetLimit(limit: u32, value: usize) {
         let c = current()?;
         c.limit(limit)?;
+        // SHMEM_SIZE and CIG_ENABLED can only be queried.
+        if matches!(limit, 7 | 8) {
+            return Err(INVALID_VALUE);
+        }
         c.limits.lock().unwrap_or_else(|e| e.into_inner())[limit as usize] = value;
         Ok(())
     }

@@ -318,7 +318,7 @@ fn lin(dst: u64, dt: u32, src: u64, st: u32, n: usize) -> Op {
     Op::Copy(linear(dst, dt, src, st, n))
 }
 
-fn set(dst: u64, pitch: usize, value: u32, elem: u32, width: usize, height: usize) -> Op {
+pub fn set(dst: u64, pitch: usize, value: u32, elem: u32, width: usize, height: usize) -> Op {
     Op::Set(CUDA_MEMSET_NODE_PARAMS {
         dst,
         pitch,

@@ -43,8 +43,9 @@ const CONTEXT_CHECKS: [u8; 16] = [
 const INTEGRITY_CHECK: [u8; 16] = [
     0xd4, 0x08, 0x20, 0x55, 0xbd, 0xe6, 0x70, 0x4b, 0x8d, 0x34, 0xba, 0x12, 0x3c, 0x66, 0xe1, 0xf2,
 ];
-/// Dereferenced by the runtime without checking the result; none of its
-/// slots is called, so all are NULL.
+/// Asked for by the runtime; cuBLASLt's statically linked runtime calls
+/// its slot 4 (after TOOLS_TLS slot 2) before a matmul, and proceeds when
+/// it reports success with nothing to add.
 const UNNAMED_21318C60: [u8; 16] = [
     0x21, 0x31, 0x8c, 0x60, 0x97, 0x14, 0x32, 0x48, 0x8c, 0xa6, 0x41, 0xff, 0x73, 0x24, 0xc8, 0xf2,
 ];
@@ -123,9 +124,27 @@ static HOOKS_TABLE: [Slot; 7] = [
     Slot(hooks_buffer2 as *const c_void),
 ];
 
-// ---------------------------------------------------------------- TOOLS_TLS (only its size is read)
+// ---------------------------------------------------------------- TOOLS_TLS
+//
+// cuBLASLt's statically linked runtime calls slot 2 (tools' thread state);
+// there are no tools here, so each slot succeeds with nothing to report.
 
-static TLS_TABLE: [Slot; 4] = [size(4), NULL, NULL, NULL];
+unsafe extern "C" fn tls_slot1() -> CUresult {
+    run("tls[1]", || Ok(()))
+}
+unsafe extern "C" fn tls_slot2() -> CUresult {
+    run("tls[2]", || Ok(()))
+}
+unsafe extern "C" fn tls_slot3() -> CUresult {
+    run("tls[3]", || Ok(()))
+}
+
+static TLS_TABLE: [Slot; 4] = [
+    size(4),
+    Slot(tls_slot1 as *const c_void),
+    Slot(tls_slot2 as *const c_void),
+    Slot(tls_slot3 as *const c_void),
+];
 
 // ---------------------------------------------------------------- CONTEXT_LOCAL_STORAGE (no size header)
 
@@ -225,7 +244,69 @@ unsafe extern "C" fn integrity_check(
 
 static INTEGRITY_TABLE: [Slot; 3] = [size(3), Slot(integrity_check as *const c_void), NULL];
 
-static UNNAMED_TABLE: [Slot; 64] = [const { NULL }; 64];
+unsafe extern "C" fn un1() -> CUresult {
+    run("unnamed[1]", || Ok(()))
+}
+unsafe extern "C" fn un2() -> CUresult {
+    run("unnamed[2]", || Ok(()))
+}
+unsafe extern "C" fn un3() -> CUresult {
+    run("unnamed[3]", || Ok(()))
+}
+unsafe extern "C" fn un4() -> CUresult {
+    run("unnamed[4]", || Ok(()))
+}
+unsafe extern "C" fn un5() -> CUresult {
+    run("unnamed[5]", || Ok(()))
+}
+unsafe extern "C" fn un6() -> CUresult {
+    run("unnamed[6]", || Ok(()))
+}
+unsafe extern "C" fn un7() -> CUresult {
+    run("unnamed[7]", || Ok(()))
+}
+unsafe extern "C" fn un8() -> CUresult {
+    run("unnamed[8]", || Ok(()))
+}
+unsafe extern "C" fn un9() -> CUresult {
+    run("unnamed[9]", || Ok(()))
+}
+unsafe extern "C" fn un10() -> CUresult {
+    run("unnamed[10]", || Ok(()))
+}
+unsafe extern "C" fn un11() -> CUresult {
+    run("unnamed[11]", || Ok(()))
+}
+unsafe extern "C" fn un12() -> CUresult {
+    run("unnamed[12]", || Ok(()))
+}
+unsafe extern "C" fn un13() -> CUresult {
+    run("unnamed[13]", || Ok(()))
+}
+unsafe extern "C" fn un14() -> CUresult {
+    run("unnamed[14]", || Ok(()))
+}
+unsafe extern "C" fn un15() -> CUresult {
+    run("unnamed[15]", || Ok(()))
+}
+static UNNAMED_TABLE: [Slot; 16] = [
+    NULL,
+    Slot(un1 as *const c_void),
+    Slot(un2 as *const c_void),
+    Slot(un3 as *const c_void),
+    Slot(un4 as *const c_void),
+    Slot(un5 as *const c_void),
+    Slot(un6 as *const c_void),
+    Slot(un7 as *const c_void),
+    Slot(un8 as *const c_void),
+    Slot(un9 as *const c_void),
+    Slot(un10 as *const c_void),
+    Slot(un11 as *const c_void),
+    Slot(un12 as *const c_void),
+    Slot(un13 as *const c_void),
+    Slot(un14 as *const c_void),
+    Slot(un15 as *const c_void),
+];
 
 fn table_for(id: &[u8; 16]) -> Option<*const c_void> {
     let t: &[Slot] = match *id {
@@ -261,8 +342,9 @@ export! {
             return Err(INVALID_VALUE);
         }
         let t: Res<*const c_void> = table_for(&u).ok_or(INVALID_VALUE);
-        if t.is_err() && crate::config::log_enabled() {
-            crate::config::log(format_args!("cuGetExportTable: unknown table {} refused", uuid_string(&u)));
+        if crate::config::log_enabled() {
+            let what = if t.is_err() { "unknown table, refused" } else { "served" };
+            crate::config::log(format_args!("cuGetExportTable({}): {what}", uuid_string(&u)));
         }
         // SAFETY: the caller's output pointer (checked non-NULL).
         unsafe { out(table, t.unwrap_or(std::ptr::null()))? };

@@ -1,9 +1,20 @@
-//! CUDA graphs: explicit construction, instantiation, launch. A launch is
-//! one `Graph` work item whose duration is the sum of its kernel nodes'
-//! durations; memcpy/memset nodes replay their data effects at launch.
+//! CUDA graphs: explicit construction, instantiation, launch, executable
+//! updates. A launch is one `Graph` work item whose duration is the sum of
+//! its kernel nodes' durations (split where a host node must run between
+//! kernels); memcpy/memset nodes replay their data effects at launch; host
+//! nodes run on the context's host thread in order.
+//!
+//! **Graph memory** (memory-allocation nodes, `cuGraphAddMemAllocNode` or
+//! `cuMemAllocAsync` during capture): the node's address is fixed when the
+//! node is made (a reserved, inaccessible range); physical memory is mapped
+//! there and charged to the ledger when an executable graph is uploaded or
+//! first launched, and stays, as CUDA's graph pool keeps it, across launches
+//! and past the graph's free nodes, until `cuDeviceGraphMemTrim` (for
+//! executables not running) or `cuGraphExecDestroy` return it. A graph with
+//! allocation nodes has one executable at a time, as in CUDA.
 
 use crate::copy::{self, Op};
-use crate::entry::{out, read, slice, Res, INVALID_VALUE};
+use crate::entry::{out, out_opt, read, slice, Res, INVALID_VALUE};
 use crate::module::Function;
 use crate::process::{self, handle_of, Handle, Magic, Process};
 use crate::stream;
@@ -11,8 +22,8 @@ use cuda_abi::driver_types::{
     graph_node_type, CUDA_KERNEL_NODE_PARAMS_v1, CUDA_KERNEL_NODE_PARAMS_v2,
     CUDA_GRAPH_INSTANTIATE_PARAMS, CUDA_MEMCPY3D, CUDA_MEMSET_NODE_PARAMS,
 };
-use cuda_abi::{CUcontext, CUgraph, CUgraphExec, CUgraphNode, CUresult, CUstream};
-use std::ffi::c_void;
+use cuda_abi::{CUcontext, CUdeviceptr, CUgraph, CUgraphExec, CUgraphNode, CUresult, CUstream};
+use std::ffi::{c_char, c_void};
 use std::sync::{Arc, Mutex};
 
 pub enum NodeKind {
@@ -24,13 +35,44 @@ pub enum NodeKind {
     },
     Op(Op),
     Empty,
+    Host {
+        f: crate::stream::HostFn,
+        data: usize,
+    },
+    MemAlloc(Arc<GraphAlloc>),
+    MemFree(u64),
+}
+
+/// The memory of one allocation node: a reserved address range, mapped and
+/// charged while an executable graph holds it physically.
+pub struct GraphAlloc {
+    pub base: u64,
+    /// Bytes asked for.
+    pub size: u64,
+    /// Bytes reserved and charged (whole ledger pages).
+    pub charged: u64,
+    pub device: i32,
+    /// The live executable graph that backs it, if any.
+    owner: Mutex<Option<u64>>,
+}
+
+impl Drop for GraphAlloc {
+    fn drop(&mut self) {
+        crate::memory::unmap(self.base, self.charged as usize);
+    }
 }
 
 pub struct Node {
     magic: Magic,
     pub graph: u64,
-    pub kind: NodeKind,
+    kind: Mutex<NodeKind>,
     pub deps: Vec<usize>,
+}
+
+impl Node {
+    pub fn kind(&self) -> std::sync::MutexGuard<'_, NodeKind> {
+        self.kind.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 // SAFETY: the raw pointers in kernel parameters are caller data that is only
@@ -59,11 +101,30 @@ impl Handle for Graph {
     }
 }
 
+/// One step of an executable graph, in topological order.
+#[derive(Clone, Copy)]
+enum Step {
+    Kernel(u64),
+    Op(Op),
+    Host(crate::stream::HostFn, usize),
+}
+
 pub struct GraphExec {
     magic: Magic,
-    pub duration_ns: u64,
-    pub ops: Vec<Op>,
+    id: u64,
+    /// Steps by node handle (kernel steps are updated in place).
+    steps: Mutex<Vec<(usize, Step)>>,
+    allocs: Vec<Arc<GraphAlloc>>,
+    /// Whether `allocs` are physically backed (mapped and charged), and the
+    /// last launch's work.
+    backed: Mutex<Option<(Arc<crate::context::Ctx>, simgpu::Seq)>>,
 }
+
+// SAFETY: host-function user data is the caller's pointer, only handed back
+// to the caller's function, as CUDA does.
+unsafe impl Send for GraphExec {}
+// SAFETY: as above; all mutable state is behind mutexes.
+unsafe impl Sync for GraphExec {}
 
 impl Handle for GraphExec {
     const MAGIC: u32 = 0x96E8_0001;
@@ -91,7 +152,7 @@ pub fn add_node(p: &Process, g: &Arc<Graph>, kind: NodeKind, deps: &[usize]) -> 
     let n = p.nodes.insert(Node {
         magic: Magic::new(Node::MAGIC),
         graph: g.id,
-        kind,
+        kind: Mutex::new(kind),
         deps: deps.to_vec(),
     });
     g.nodes
@@ -256,23 +317,400 @@ export! {
 export! {
     fn cuGraphNodeGetType(node: CUgraphNode, ty: *mut u32) {
         let n = process::initialized()?.nodes.get(node)?;
-        let t = match n.kind {
+        let t = match &*n.kind() {
             NodeKind::Kernel { .. } => graph_node_type::KERNEL,
             NodeKind::Op(Op::Copy(_)) => graph_node_type::MEMCPY,
             NodeKind::Op(Op::Set(_)) => graph_node_type::MEMSET,
             NodeKind::Empty => graph_node_type::EMPTY,
+            NodeKind::Host { .. } => graph_node_type::HOST,
+            NodeKind::MemAlloc(_) => graph_node_type::MEM_ALLOC,
+            NodeKind::MemFree(_) => graph_node_type::MEM_FREE,
         };
         // SAFETY: caller's output pointer.
         unsafe { out(ty, t) }
     }
 }
 
+fn kernel_params(node: CUgraphNode) -> Res<CUDA_KERNEL_NODE_PARAMS_v2> {
+    let n = process::initialized()?.nodes.get(node)?;
+    let g = n.kind();
+    let NodeKind::Kernel { params: k, .. } = &*g else {
+        return Err(INVALID_VALUE);
+    };
+    Ok(*k)
+}
+
+fn v1_to_v2(k: CUDA_KERNEL_NODE_PARAMS_v1) -> CUDA_KERNEL_NODE_PARAMS_v2 {
+    CUDA_KERNEL_NODE_PARAMS_v2 {
+        func: k.func,
+        gridDimX: k.gridDimX,
+        gridDimY: k.gridDimY,
+        gridDimZ: k.gridDimZ,
+        blockDimX: k.blockDimX,
+        blockDimY: k.blockDimY,
+        blockDimZ: k.blockDimZ,
+        sharedMemBytes: k.sharedMemBytes,
+        kernelParams: k.kernelParams,
+        extra: k.extra,
+        kern: std::ptr::null_mut(),
+        ctx: std::ptr::null_mut(),
+    }
+}
+
 export! {
     fn cuGraphKernelNodeGetParams_v2(node: CUgraphNode, params: *mut CUDA_KERNEL_NODE_PARAMS_v2) {
-        let n = process::initialized()?.nodes.get(node)?;
-        let NodeKind::Kernel { params: k, .. } = &n.kind else { return Err(INVALID_VALUE) };
+        let k = kernel_params(node)?;
         // SAFETY: caller's output pointer.
-        unsafe { out(params, *k) }
+        unsafe { out(params, k) }
+    }
+}
+
+export! {
+    fn cuGraphKernelNodeGetParams(node: CUgraphNode, params: *mut CUDA_KERNEL_NODE_PARAMS_v1) {
+        let k = kernel_params(node)?;
+        let v1 = CUDA_KERNEL_NODE_PARAMS_v1 {
+            func: k.func, gridDimX: k.gridDimX, gridDimY: k.gridDimY, gridDimZ: k.gridDimZ,
+            blockDimX: k.blockDimX, blockDimY: k.blockDimY, blockDimZ: k.blockDimZ,
+            sharedMemBytes: k.sharedMemBytes, kernelParams: k.kernelParams, extra: k.extra,
+        };
+        // SAFETY: caller's output pointer.
+        unsafe { out(params, v1) }
+    }
+}
+
+fn set_kernel_params(node: CUgraphNode, k: CUDA_KERNEL_NODE_PARAMS_v2) -> Res {
+    let n = process::initialized()?.nodes.get(node)?;
+    if !matches!(&*n.kind(), NodeKind::Kernel { .. }) {
+        return Err(INVALID_VALUE);
+    }
+    let kind = kernel_kind(k)?;
+    *n.kind() = kind;
+    Ok(())
+}
+
+export! {
+    fn cuGraphKernelNodeSetParams_v2(node: CUgraphNode, params: *const CUDA_KERNEL_NODE_PARAMS_v2) {
+        // SAFETY: caller's node parameters.
+        set_kernel_params(node, unsafe { read(params)? })
+    }
+}
+
+export! {
+    fn cuGraphKernelNodeSetParams(node: CUgraphNode, params: *const CUDA_KERNEL_NODE_PARAMS_v1) {
+        // SAFETY: caller's node parameters.
+        set_kernel_params(node, v1_to_v2(unsafe { read(params)? }))
+    }
+}
+
+/// Updates a kernel node of an executable graph (the graph's own node is
+/// unchanged, as in CUDA).
+fn exec_set_kernel(exec: CUgraphExec, node: CUgraphNode, k: CUDA_KERNEL_NODE_PARAMS_v2) -> Res {
+    let p = process::initialized()?;
+    let e = p.execs.get(exec)?;
+    let n = p.nodes.get(node)?;
+    if !matches!(&*n.kind(), NodeKind::Kernel { .. }) {
+        return Err(INVALID_VALUE);
+    }
+    let NodeKind::Kernel { duration_ns, .. } = kernel_kind(k)? else {
+        unreachable!()
+    };
+    let mut steps = e.steps.lock().unwrap_or_else(|e| e.into_inner());
+    let st = steps
+        .iter_mut()
+        .find(|(h, _)| *h == node as usize)
+        .ok_or(INVALID_VALUE)?;
+    st.1 = Step::Kernel(duration_ns);
+    Ok(())
+}
+
+export! {
+    fn cuGraphExecKernelNodeSetParams_v2(exec: CUgraphExec, node: CUgraphNode, params: *const CUDA_KERNEL_NODE_PARAMS_v2) {
+        // SAFETY: caller's node parameters.
+        exec_set_kernel(exec, node, unsafe { read(params)? })
+    }
+}
+
+export! {
+    fn cuGraphExecKernelNodeSetParams(exec: CUgraphExec, node: CUgraphNode, params: *const CUDA_KERNEL_NODE_PARAMS_v1) {
+        // SAFETY: caller's node parameters.
+        exec_set_kernel(exec, node, v1_to_v2(unsafe { read(params)? }))
+    }
+}
+
+/// `CUDA_HOST_NODE_PARAMS` (v1; v2 adds a sync mode after these).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct HostNodeParams {
+    pub f: Option<crate::stream::HostFn>,
+    pub data: *mut c_void,
+}
+
+fn host_kind(h: HostNodeParams) -> Res<NodeKind> {
+    Ok(NodeKind::Host {
+        f: h.f.ok_or(INVALID_VALUE)?,
+        data: h.data as usize,
+    })
+}
+
+export! {
+    fn cuGraphAddHostNode(pnode: *mut CUgraphNode, graph: CUgraph, deps: *const CUgraphNode, n: usize, params: *const HostNodeParams) {
+        add(pnode, graph, deps, n, || {
+            // SAFETY: caller's node parameters.
+            host_kind(unsafe { read(params)? })
+        })
+    }
+}
+
+export! {
+    fn cuGraphHostNodeGetParams(node: CUgraphNode, params: *mut HostNodeParams) {
+        let n = process::initialized()?.nodes.get(node)?;
+        let g = n.kind();
+        let NodeKind::Host { f, data } = &*g else { return Err(INVALID_VALUE) };
+        // SAFETY: caller's output pointer.
+        unsafe { out(params, HostNodeParams { f: Some(*f), data: *data as *mut c_void }) }
+    }
+}
+
+export! {
+    fn cuGraphHostNodeSetParams(node: CUgraphNode, params: *const HostNodeParams) {
+        let n = process::initialized()?.nodes.get(node)?;
+        // SAFETY: caller's node parameters.
+        let k = host_kind(unsafe { read(params)? })?;
+        let mut g = n.kind();
+        if !matches!(&*g, NodeKind::Host { .. }) {
+            return Err(INVALID_VALUE);
+        }
+        *g = k;
+        Ok(())
+    }
+}
+
+export! {
+    fn cuGraphExecHostNodeSetParams(exec: CUgraphExec, node: CUgraphNode, params: *const HostNodeParams) {
+        let p = process::initialized()?;
+        let e = p.execs.get(exec)?;
+        // SAFETY: caller's node parameters.
+        let NodeKind::Host { f, data } = host_kind(unsafe { read(params)? })? else { unreachable!() };
+        let mut steps = e.steps.lock().unwrap_or_else(|e| e.into_inner());
+        let st = steps.iter_mut().find(|(h, s)| *h == node as usize && matches!(s, Step::Host(..))).ok_or(INVALID_VALUE)?;
+        st.1 = Step::Host(f, data);
+        Ok(())
+    }
+}
+
+/// `CUDA_MEM_ALLOC_NODE_PARAMS` (v1 and v2 share the layout).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MemAllocNodeParams {
+    pub pool_props: cuda_abi::driver_types::CUmemPoolProps,
+    pub access_descs: *const cuda_abi::driver_types::CUmemAccessDesc,
+    pub access_desc_count: usize,
+    pub bytesize: usize,
+    pub dptr: CUdeviceptr,
+}
+
+/// Makes an allocation node's memory: a fixed, reserved address range.
+pub fn graph_alloc(p: &Process, device: i32, size: u64) -> Res<Arc<GraphAlloc>> {
+    p.device(device)?;
+    if size == 0 {
+        return Err(INVALID_VALUE);
+    }
+    let charged = crate::memory::charge_for(size);
+    let len = usize::try_from(charged).map_err(|_| CUresult::ERROR_OUT_OF_MEMORY)?;
+    // SAFETY: a fresh inaccessible reservation; no existing memory is affected.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(CUresult::ERROR_OUT_OF_MEMORY);
+    }
+    let a = Arc::new(GraphAlloc {
+        base: base as u64,
+        size,
+        charged,
+        device,
+        owner: Mutex::new(None),
+    });
+    p.graph_allocs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(a.base, Arc::downgrade(&a));
+    Ok(a)
+}
+
+/// Whether `ptr` is the address of a live allocation node's memory.
+pub fn is_graph_alloc(p: &Process, ptr: u64) -> bool {
+    p.graph_allocs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&ptr)
+        .is_some_and(|w| w.strong_count() > 0)
+}
+
+fn mem_alloc_kind(p: &Process, prm: &mut MemAllocNodeParams) -> Res<NodeKind> {
+    let loc = prm.pool_props.location;
+    // Pinned device memory (allocType 1) on a device.
+    if prm.pool_props.allocType != 1 || loc.type_ != cuda_abi::CU_MEM_LOCATION_TYPE_DEVICE {
+        return Err(INVALID_VALUE);
+    }
+    // SAFETY: the caller's access descriptors.
+    for d in unsafe { slice(prm.access_descs, prm.access_desc_count)? } {
+        p.device(d.location.id)?;
+    }
+    let a = graph_alloc(p, loc.id, prm.bytesize as u64)?;
+    prm.dptr = a.base;
+    Ok(NodeKind::MemAlloc(a))
+}
+
+export! {
+    fn cuGraphAddMemAllocNode(pnode: *mut CUgraphNode, graph: CUgraph, deps: *const CUgraphNode, n: usize, params: *mut MemAllocNodeParams) {
+        let p = process::initialized()?;
+        // SAFETY: caller's node parameters (dptr is written back).
+        let mut prm = unsafe { read(params)? };
+        add(pnode, graph, deps, n, || mem_alloc_kind(p, &mut prm))?;
+        // SAFETY: as above.
+        unsafe { out(params, prm) }
+    }
+}
+
+export! {
+    fn cuGraphMemAllocNodeGetParams(node: CUgraphNode, params: *mut MemAllocNodeParams) {
+        let n = process::initialized()?.nodes.get(node)?;
+        let g = n.kind();
+        let NodeKind::MemAlloc(a) = &*g else { return Err(INVALID_VALUE) };
+        // SAFETY: an all-zero CUmemPoolProps is a valid value (plain integers and a NULL pointer).
+        let mut props: cuda_abi::driver_types::CUmemPoolProps = unsafe { std::mem::zeroed() };
+        props.allocType = 1;
+        props.location = cuda_abi::CUmemLocation { type_: cuda_abi::CU_MEM_LOCATION_TYPE_DEVICE, id: a.device };
+        let prm = MemAllocNodeParams { pool_props: props, access_descs: std::ptr::null(), access_desc_count: 0, bytesize: a.size as usize, dptr: a.base };
+        // SAFETY: caller's output pointer.
+        unsafe { out(params, prm) }
+    }
+}
+
+fn mem_free_kind(p: &Process, dptr: u64) -> Res<NodeKind> {
+    if !is_graph_alloc(p, dptr) {
+        return Err(INVALID_VALUE);
+    }
+    Ok(NodeKind::MemFree(dptr))
+}
+
+export! {
+    fn cuGraphAddMemFreeNode(pnode: *mut CUgraphNode, graph: CUgraph, deps: *const CUgraphNode, n: usize, dptr: CUdeviceptr) {
+        let p = process::initialized()?;
+        add(pnode, graph, deps, n, || mem_free_kind(p, dptr))
+    }
+}
+
+export! {
+    fn cuGraphMemFreeNodeGetParams(node: CUgraphNode, dptr: *mut CUdeviceptr) {
+        let n = process::initialized()?.nodes.get(node)?;
+        let g = n.kind();
+        let NodeKind::MemFree(d) = &*g else { return Err(INVALID_VALUE) };
+        // SAFETY: caller's output pointer.
+        unsafe { out(dptr, *d) }
+    }
+}
+
+/// `CUgraphNodeParams`: a type, then a union of every node kind's
+/// parameters at offset 16 (232 bytes), then 8 reserved bytes.
+#[repr(C)]
+pub struct NodeParams {
+    ty: u32,
+    _reserved0: [i32; 3],
+    union: [u64; 29],
+    _reserved2: i64,
+}
+
+/// The generic form: the kinds this driver models.
+fn add_generic(
+    pnode: *mut CUgraphNode,
+    graph: CUgraph,
+    deps: *const CUgraphNode,
+    n: usize,
+    params: *mut NodeParams,
+) -> Res {
+    let p = process::initialized()?;
+    if params.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    // SAFETY: the caller's parameters (non-NULL); the union is read as the member its type names.
+    let (ty, u) = unsafe {
+        (
+            (*params).ty,
+            std::ptr::addr_of_mut!((*params).union).cast::<u8>(),
+        )
+    };
+    // SAFETY (each arm): the union member of that type, within the union's 232 bytes.
+    match ty {
+        graph_node_type::KERNEL => add(pnode, graph, deps, n, || {
+            kernel_kind(unsafe { read(u.cast::<CUDA_KERNEL_NODE_PARAMS_v2>())? })
+        }),
+        graph_node_type::MEMCPY => {
+            // CUDA_MEMCPY_NODE_PARAMS: flags, reserved, copyCtx, copyParams.
+            let ctx = unsafe { read(u.add(8).cast::<CUcontext>())? };
+            crate::context::resolve(ctx)?;
+            add(pnode, graph, deps, n, || {
+                Ok(NodeKind::Op(Op::Copy(unsafe {
+                    read(u.add(16).cast::<CUDA_MEMCPY3D>())?
+                })))
+            })
+        }
+        graph_node_type::MEMSET => {
+            // CUDA_MEMSET_NODE_PARAMS_v2: the v1 fields, then the context.
+            let ctx = unsafe {
+                read(
+                    u.add(std::mem::size_of::<CUDA_MEMSET_NODE_PARAMS>())
+                        .cast::<CUcontext>(),
+                )?
+            };
+            crate::context::resolve(ctx)?;
+            add(pnode, graph, deps, n, || {
+                Ok(NodeKind::Op(Op::Set(unsafe {
+                    read(u.cast::<CUDA_MEMSET_NODE_PARAMS>())?
+                })))
+            })
+        }
+        graph_node_type::HOST => add(pnode, graph, deps, n, || {
+            host_kind(unsafe { read(u.cast::<HostNodeParams>())? })
+        }),
+        graph_node_type::EMPTY => add(pnode, graph, deps, n, || Ok(NodeKind::Empty)),
+        graph_node_type::MEM_ALLOC => {
+            let pa = u.cast::<MemAllocNodeParams>();
+            let mut prm = unsafe { read(pa)? };
+            add(pnode, graph, deps, n, || mem_alloc_kind(p, &mut prm))?;
+            unsafe { out(pa, prm) }
+        }
+        graph_node_type::MEM_FREE => {
+            let d = unsafe { read(u.cast::<CUdeviceptr>())? };
+            add(pnode, graph, deps, n, || mem_free_kind(p, d))
+        }
+        _ => Err(CUresult::ERROR_NOT_SUPPORTED),
+    }
+}
+
+export! {
+    fn cuGraphAddNode(pnode: *mut CUgraphNode, graph: CUgraph, deps: *const CUgraphNode, n: usize, params: *mut NodeParams) {
+        add_generic(pnode, graph, deps, n, params)
+    }
+}
+
+export! {
+    /// Edge data (ports, edge types) only refines ordering, which a
+    /// simulated launch keeps anyway; it must be NULL or describe default edges.
+    fn cuGraphAddNode_v2(pnode: *mut CUgraphNode, graph: CUgraph, deps: *const CUgraphNode, edges: *const [u8; 8], n: usize, params: *mut NodeParams) {
+        // SAFETY: the caller's edge data, one per dependency, when given.
+        if unsafe { slice(edges, if edges.is_null() { 0 } else { n })? }.iter().any(|e| e.iter().any(|b| *b != 0)) {
+            return Err(CUresult::ERROR_NOT_SUPPORTED);
+        }
+        add_generic(pnode, graph, deps, n, params)
     }
 }
 
@@ -284,23 +722,152 @@ fn instantiate(exec: *mut CUgraphExec, graph: CUgraph) -> Res<Arc<GraphExec>> {
     }
     let nodes = g.nodes.lock().unwrap_or_else(|e| e.into_inner()).clone();
     // Nodes only depend on earlier nodes, so insertion order is a topological order.
-    let mut duration_ns = 0u64;
-    let mut ops = Vec::new();
+    let mut steps = Vec::new();
+    let mut allocs = Vec::new();
     for n in &nodes {
-        match &n.kind {
-            NodeKind::Kernel { duration_ns: d, .. } => duration_ns = duration_ns.saturating_add(*d),
-            NodeKind::Op(op) => ops.push(*op),
-            NodeKind::Empty => {}
+        let h = handle_of(n) as usize;
+        match &*n.kind() {
+            NodeKind::Kernel { duration_ns: d, .. } => steps.push((h, Step::Kernel(*d))),
+            NodeKind::Op(op) => steps.push((h, Step::Op(*op))),
+            NodeKind::Host { f, data } => steps.push((h, Step::Host(*f, *data))),
+            NodeKind::MemAlloc(a) => allocs.push(a.clone()),
+            NodeKind::Empty | NodeKind::MemFree(_) => {}
         }
+    }
+    let id = p.next_id();
+    // One executable at a time for a graph with allocation nodes.
+    for a in &allocs {
+        let mut o = a.owner.lock().unwrap_or_else(|e| e.into_inner());
+        if o.is_some_and(|x| x != id) {
+            drop(o);
+            release_owner(&allocs, id);
+            return Err(CUresult::ERROR_NOT_SUPPORTED);
+        }
+        *o = Some(id);
     }
     let e = p.execs.insert(GraphExec {
         magic: Magic::new(GraphExec::MAGIC),
-        duration_ns,
-        ops,
+        id,
+        steps: Mutex::new(steps),
+        allocs,
+        backed: Mutex::new(None),
     });
     // SAFETY: caller's output pointer (checked non-NULL).
     unsafe { out(exec, handle_of(&e))? };
     Ok(e)
+}
+
+fn release_owner(allocs: &[Arc<GraphAlloc>], id: u64) {
+    for a in allocs {
+        let mut o = a.owner.lock().unwrap_or_else(|e| e.into_inner());
+        if *o == Some(id) {
+            *o = None;
+        }
+    }
+}
+
+/// Maps and charges an executable's graph memory (once, until trimmed).
+fn back(p: &Process, e: &GraphExec, ctx: &Arc<crate::context::Ctx>) -> Res {
+    let mut b = e.backed.lock().unwrap_or_else(|e| e.into_inner());
+    if b.is_some() || e.allocs.is_empty() {
+        if let Some((c, _)) = b.as_mut() {
+            *c = ctx.clone();
+        }
+        return Ok(());
+    }
+    let mut done: Vec<&Arc<GraphAlloc>> = Vec::new();
+    let fail = |done: &[&Arc<GraphAlloc>]| {
+        for a in done {
+            unback_one(p, a);
+        }
+    };
+    for a in &e.allocs {
+        let dev = p.device(a.device)?;
+        if dev.sim.mem_charge(a.charged).is_err() {
+            fail(&done);
+            return Err(CUresult::ERROR_OUT_OF_MEMORY);
+        }
+        // SAFETY: maps fresh memory over the node's own reserved range.
+        let r = unsafe {
+            libc::mmap(
+                a.base as *mut c_void,
+                a.charged as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if r == libc::MAP_FAILED {
+            dev.sim.mem_uncharge(a.charged);
+            fail(&done);
+            return Err(CUresult::ERROR_OUT_OF_MEMORY);
+        }
+        p.mem.insert(crate::memory::Alloc {
+            base: a.base,
+            size: a.size,
+            mapped: 0,
+            charged: 0,
+            device: a.device,
+            ctx: 0,
+            ctx_id: 0,
+            kind: crate::memory::Kind::Graph,
+        });
+        p.note_graph_mem(a.device, a.charged as i64);
+        done.push(a);
+    }
+    *b = Some((ctx.clone(), 0));
+    Ok(())
+}
+
+fn unback_one(p: &Process, a: &GraphAlloc) {
+    p.mem.remove(a.base);
+    // SAFETY: turns the node's own mapped range back into an inaccessible reservation.
+    unsafe {
+        libc::mmap(
+            a.base as *mut c_void,
+            a.charged as usize,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if let Ok(d) = p.device(a.device) {
+        d.sim.mem_uncharge(a.charged);
+    }
+    p.note_graph_mem(a.device, -(a.charged as i64));
+}
+
+/// Returns an executable's graph memory to the ledger (`force`: even if its
+/// last launch may still run, as at destruction, which CUDA defers past it).
+fn unback(p: &Process, e: &GraphExec, force: bool) -> bool {
+    let mut b = e.backed.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((ctx, seq)) = b.as_ref() else {
+        return false;
+    };
+    if !force && !ctx.sim().map(|s| s.is_complete(*seq)).unwrap_or(true) {
+        return false;
+    }
+    if force {
+        if let Ok(s) = ctx.sim() {
+            let _ = s.try_wait(*seq);
+        }
+    }
+    for a in &e.allocs {
+        unback_one(p, a);
+    }
+    *b = None;
+    true
+}
+
+/// `cuDeviceGraphMemTrim`: the graph memory of executables not running.
+pub fn trim(p: &Process, device: i32) {
+    for e in p.execs.all() {
+        if e.allocs.iter().any(|a| a.device == device) {
+            unback(p, &e, false);
+        }
+    }
 }
 
 export! {
@@ -312,6 +879,36 @@ export! {
     }
 }
 
+fn instantiate_logged(
+    exec: *mut CUgraphExec,
+    graph: CUgraph,
+    err_node: *mut CUgraphNode,
+    log: *mut c_char,
+    len: usize,
+) -> Res {
+    // SAFETY: optional outputs: no error node; an empty log.
+    unsafe {
+        out_opt(err_node, std::ptr::null_mut());
+        if !log.is_null() && len > 0 {
+            *log = 0;
+        }
+    }
+    instantiate(exec, graph).map(|_| ())
+}
+
+export! {
+    /// The CUDA 10 form, with an error node and a log buffer.
+    fn cuGraphInstantiate(exec: *mut CUgraphExec, graph: CUgraph, err_node: *mut CUgraphNode, log: *mut c_char, len: usize) {
+        instantiate_logged(exec, graph, err_node, log, len)
+    }
+}
+
+export! {
+    fn cuGraphInstantiate_v2(exec: *mut CUgraphExec, graph: CUgraph, err_node: *mut CUgraphNode, log: *mut c_char, len: usize) {
+        instantiate_logged(exec, graph, err_node, log, len)
+    }
+}
+
 export_pt! {
     fn cuGraphInstantiateWithParams / cuGraphInstantiateWithParams_ptsz(exec: *mut CUgraphExec, graph: CUgraph, params: *mut CUDA_GRAPH_INSTANTIATE_PARAMS) |ds| {
         // SAFETY: caller's parameters.
@@ -320,10 +917,14 @@ export_pt! {
             return Err(INVALID_VALUE);
         }
         // CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD (2): upload in the given stream.
-        if prm.flags & 2 != 0 {
-            stream::resolve(prm.hUploadStream, ds)?;
+        let upload = if prm.flags & 2 != 0 { Some(stream::resolve(prm.hUploadStream, ds)?) } else { None };
+        let mut r = instantiate(exec, graph);
+        if let (Ok(e), Some(s)) = (&r, &upload) {
+            if let Err(x) = back(process::get(), e, &s.ctx) {
+                let _ = destroy_exec(process::get(), handle_of(e));
+                r = Err(x);
+            }
         }
-        let r = instantiate(exec, graph);
         prm.result_out = if r.is_ok() { 0 } else { 1 };
         prm.hErrNode_out = std::ptr::null_mut();
         // SAFETY: caller's parameters, written back with the result.
@@ -333,11 +934,13 @@ export_pt! {
 }
 
 export_pt! {
-    /// There is nothing to upload to a simulated device; the stream and graph are validated.
+    /// Uploading maps and charges the graph's memory; there is nothing
+    /// else to upload to a simulated device.
     fn cuGraphUpload / cuGraphUpload_ptsz(exec: CUgraphExec, h: CUstream) |ds| {
-        process::initialized()?.execs.get(exec)?;
-        stream::resolve(h, ds)?;
-        Ok(())
+        let p = process::initialized()?;
+        let e = p.execs.get(exec)?;
+        let s = stream::resolve(h, ds)?;
+        back(p, &e, &s.ctx)
     }
 }
 
@@ -350,17 +953,90 @@ export_pt! {
             crate::capture::invalidate(&s);
             return Err(CUresult::ERROR_STREAM_CAPTURE_UNSUPPORTED);
         }
-        for op in &e.ops {
-            copy::exec(p, op)?;
+        back(p, &e, &s.ctx)?;
+        let steps = e.steps.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut pending = 0u64;
+        let mut ran_kernel = false;
+        for (_, st) in &steps {
+            match *st {
+                Step::Kernel(d) => {
+                    pending = pending.saturating_add(d);
+                    ran_kernel = true;
+                }
+                Step::Op(op) => copy::exec(p, &op)?,
+                Step::Host(f, data) => {
+                    if pending > 0 {
+                        s.submit(simgpu::Work { kind: simgpu::WorkKind::Graph, duration_ns: pending, tag: exec as u64 })?;
+                        pending = 0;
+                    }
+                    s.launch_host(Box::new(move || {
+                        // SAFETY: the caller's host function with its own user data, as CUDA calls it.
+                        unsafe { f(data as *mut c_void) }
+                    }))?;
+                }
+            }
         }
-        s.submit(simgpu::Work { kind: simgpu::WorkKind::Graph, duration_ns: e.duration_ns, tag: exec as u64 })?;
+        if pending > 0 || !ran_kernel {
+            s.submit(simgpu::Work { kind: simgpu::WorkKind::Graph, duration_ns: pending, tag: exec as u64 })?;
+        }
+        if let Some((_, seq)) = e.backed.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            *seq = s.last();
+        }
+        Ok(())
+    }
+}
+
+fn destroy_exec(p: &Process, exec: CUgraphExec) -> Res {
+    let e = p.execs.remove(exec)?;
+    unback(p, &e, true);
+    release_owner(&e.allocs, e.id);
+    Ok(())
+}
+
+export! {
+    fn cuGraphExecDestroy(exec: CUgraphExec) {
+        destroy_exec(process::initialized()?, exec)
+    }
+}
+
+export! {
+    fn cuDeviceGraphMemTrim(device: i32) {
+        let p = process::initialized()?;
+        p.device(device)?;
+        trim(p, device);
         Ok(())
     }
 }
 
 export! {
-    fn cuGraphExecDestroy(exec: CUgraphExec) {
-        process::initialized()?.execs.remove(exec)?;
+    /// `CUgraphMem_attribute`: USED_MEM_CURRENT, USED_MEM_HIGH,
+    /// RESERVED_MEM_CURRENT, RESERVED_MEM_HIGH (used and reserved are the
+    /// same here: graph memory is reserved exactly as it is backed).
+    fn cuDeviceGetGraphMemAttribute(device: i32, attr: u32, value: *mut c_void) {
+        let p = process::initialized()?;
+        p.device(device)?;
+        let (cur, high) = p.graph_mem(device);
+        let v = match attr {
+            0 | 2 => cur,
+            1 | 3 => high,
+            _ => return Err(INVALID_VALUE),
+        };
+        // SAFETY: the caller's cuuint64_t.
+        unsafe { out(value.cast::<u64>(), v) }
+    }
+}
+
+export! {
+    /// Only the high watermarks can be set, and only to zero (a reset).
+    fn cuDeviceSetGraphMemAttribute(device: i32, attr: u32, value: *mut c_void) {
+        let p = process::initialized()?;
+        p.device(device)?;
+        // SAFETY: the caller's cuuint64_t.
+        let v = unsafe { read(value.cast::<u64>())? };
+        if !matches!(attr, 1 | 3) || v != 0 {
+            return Err(INVALID_VALUE);
+        }
+        p.reset_graph_mem_high(device);
         Ok(())
     }
 }

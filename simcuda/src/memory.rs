@@ -32,6 +32,11 @@ pub enum Kind {
     Global,
     /// A VMM mapping (charged through its physical allocation).
     Vmm,
+    /// A graph allocation node's memory while an executable graph backs it
+    /// (charged through the graph, see `graph`).
+    Graph,
+    /// Memory opened from another process's IPC handle (charged to its owner).
+    Ipc,
 }
 
 #[derive(Clone, Debug)]
@@ -200,6 +205,7 @@ pub fn alloc_on(
 /// Unmaps an allocation and returns its charge to the ledger.
 pub fn release(p: &Process, a: &Alloc) {
     unmap(a.base, a.mapped);
+    crate::ipc::forget(p, a.base);
     if a.charged > 0 {
         if let Ok(d) = p.device(a.device) {
             d.sim.mem_uncharge(a.charged);
@@ -223,7 +229,7 @@ pub fn free(p: &Process, ptr: u64, accept: impl Fn(Kind) -> bool) -> Res<Alloc> 
 pub fn free_context(p: &Process, c: &Ctx) {
     for a in p
         .mem
-        .take_where(|a| a.ctx_id == c.id && a.kind != Kind::Vmm)
+        .take_where(|a| a.ctx_id == c.id && !matches!(a.kind, Kind::Vmm | Kind::Graph))
     {
         release(p, &a);
         if let Kind::Async(pool) = a.kind {

@@ -9,11 +9,11 @@
 
 use crate::entry::{Res, INVALID_HANDLE};
 use cuda_abi::CUresult;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 /// A magic number kept in every object whose address is handed out as a
 /// handle; cleared when the object is destroyed.
@@ -120,6 +120,12 @@ pub struct Process {
     pub mem: crate::memory::Table,
     pub host: crate::memory::HostTable,
     pub vmm: crate::vmm::State,
+    pub links: Registry<crate::link::LinkState>,
+    pub ipc: crate::ipc::State,
+    /// Allocation nodes' memory by address (graph.rs).
+    pub graph_allocs: Mutex<BTreeMap<u64, Weak<crate::graph::GraphAlloc>>>,
+    /// Graph memory backed per device: (current, high watermark).
+    graph_mem: Mutex<HashMap<i32, (u64, u64)>>,
 }
 
 impl Process {
@@ -144,12 +150,40 @@ impl Process {
             mem: crate::memory::Table::new(),
             host: crate::memory::HostTable::new(),
             vmm: crate::vmm::State::new(),
+            links: Registry::new(),
+            ipc: Default::default(),
+            graph_allocs: Mutex::new(BTreeMap::new()),
+            graph_mem: Mutex::new(HashMap::new()),
         }
     }
 
     /// A process-unique id (contexts, streams, graphs).
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds `delta` bytes to the device's backed graph memory.
+    pub fn note_graph_mem(&self, device: i32, delta: i64) {
+        let mut m = self.graph_mem.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m.entry(device).or_default();
+        e.0 = e.0.saturating_add_signed(delta);
+        e.1 = e.1.max(e.0);
+    }
+
+    /// The device's backed graph memory: (current, high watermark).
+    pub fn graph_mem(&self, device: i32) -> (u64, u64) {
+        self.graph_mem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&device)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    pub fn reset_graph_mem_high(&self, device: i32) {
+        let mut m = self.graph_mem.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m.entry(device).or_default();
+        e.1 = e.0;
     }
 
     /// The devices, or `CUDA_ERROR_NOT_INITIALIZED` before `cuInit`.

@@ -19,12 +19,19 @@ use std::ffi::c_void;
 use std::sync::{Mutex, MutexGuard};
 
 const HANDLE_TAG: u64 = 0x5ead_0000_0000_0000;
+/// The memfd name of physical memory, followed by the device ordinal.
+const MEMFD_PREFIX: &str = "simcuda-vmm-dev";
+/// `CUmemAllocationHandleType`.
+const HANDLE_TYPE_POSIX_FD: u32 = 1;
 
 struct Phys {
     fd: i32,
     size: u64,
     prop: CUmemAllocationProp,
     refs: u32,
+    /// Whether this process created it and carries its charge (an imported
+    /// handle is charged to the process that created the memory).
+    owned: bool,
 }
 
 struct Mapping {
@@ -112,8 +119,10 @@ export! {
         }
         let dev = p.device(pr.location.id)?;
         dev.sim.mem_charge(size as u64).map_err(|_| CUresult::ERROR_OUT_OF_MEMORY)?;
-        // SAFETY: creates a new anonymous file; the name is a NUL-terminated literal.
-        let fd = unsafe { libc::memfd_create(c"simcuda-vmm".as_ptr(), libc::MFD_CLOEXEC) };
+        // The name says which device the memory is on, for an importer.
+        let name = std::ffi::CString::new(format!("{MEMFD_PREFIX}{}", pr.location.id)).map_err(|_| INVALID_VALUE)?;
+        // SAFETY: creates a new anonymous file; the name is NUL-terminated.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
         // SAFETY: fd is ours; ftruncate sizes the new file.
         if fd < 0 || unsafe { libc::ftruncate(fd, size as libc::off_t) } != 0 {
             if fd >= 0 {
@@ -126,7 +135,7 @@ export! {
         let mut st = p.vmm.lock();
         st.next += 1;
         let h = HANDLE_TAG | st.next;
-        st.phys.insert(h, Phys { fd, size: size as u64, prop: pr, refs: 1 });
+        st.phys.insert(h, Phys { fd, size: size as u64, prop: pr, refs: 1, owned: true });
         drop(st);
         // SAFETY: caller's output pointer (checked non-NULL).
         unsafe { out(handle, h) }
@@ -146,7 +155,9 @@ export! {
             drop(st);
             // SAFETY: closing our own descriptor; mappings hold their own reference to the file.
             unsafe { libc::close(ph.fd) };
-            p.device(ph.prop.location.id)?.sim.mem_uncharge(ph.size);
+            if ph.owned {
+                p.device(ph.prop.location.id)?.sim.mem_uncharge(ph.size);
+            }
         }
         Ok(())
     }
@@ -308,6 +319,92 @@ export! {
         st.phys.get_mut(&h).ok_or(INVALID_VALUE)?.refs += 1;
         drop(st);
         // SAFETY: caller's output pointer.
+        unsafe { out(handle, h) }
+    }
+}
+
+export! {
+    /// POSIX file descriptors are the shareable handle of this driver (as on
+    /// Linux): a new descriptor of the memory's memfd, which another process
+    /// receives over a Unix socket (SCM_RIGHTS) or through pidfd_getfd and
+    /// imports. The allocation must have asked for them at `cuMemCreate`.
+    fn cuMemExportToShareableHandle(shareable: *mut c_void, handle: CUmemGenericAllocationHandle, ty: u32, flags: u64) {
+        let p = process::initialized()?;
+        if shareable.is_null() || flags != 0 {
+            return Err(INVALID_VALUE);
+        }
+        let st = p.vmm.lock();
+        let ph = st.phys.get(&handle).ok_or(INVALID_VALUE)?;
+        if ty != HANDLE_TYPE_POSIX_FD {
+            return Err(CUresult::ERROR_NOT_SUPPORTED);
+        }
+        if ph.prop.requestedHandleTypes & HANDLE_TYPE_POSIX_FD == 0 {
+            return Err(INVALID_VALUE);
+        }
+        // SAFETY: duplicates our own descriptor; the copy belongs to the caller.
+        let fd = unsafe { libc::fcntl(ph.fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(CUresult::ERROR_OUT_OF_MEMORY);
+        }
+        drop(st);
+        // SAFETY: for POSIX descriptors the shareable handle is an int.
+        unsafe { out(shareable.cast::<i32>(), fd) }
+    }
+}
+
+/// The device of a memfd this driver made for physical memory, from its name.
+fn memfd_device(fd: i32) -> Option<i32> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    let name = link.to_str()?.strip_prefix("/memfd:")?;
+    let rest = name.strip_prefix(MEMFD_PREFIX)?;
+    rest.split(' ').next()?.parse().ok()
+}
+
+export! {
+    /// Imports memory another process (or this one) exported: a new handle
+    /// to the same physical memory, which stays charged to the process that
+    /// created it (the ledger counts it once). The descriptor stays the
+    /// caller's; the handle keeps its own.
+    fn cuMemImportFromShareableHandle(handle: *mut CUmemGenericAllocationHandle, os_handle: *mut c_void, ty: u32) {
+        let p = process::initialized()?;
+        if handle.is_null() {
+            return Err(INVALID_VALUE);
+        }
+        if ty != HANDLE_TYPE_POSIX_FD {
+            return Err(CUresult::ERROR_NOT_SUPPORTED);
+        }
+        let fd = i32::try_from(os_handle as usize).map_err(|_| INVALID_VALUE)?;
+        let device = memfd_device(fd).ok_or(INVALID_VALUE)?;
+        p.device(device)?;
+        // SAFETY: fstat of a descriptor the caller handed us; the struct is ours.
+        let size = unsafe {
+            let mut sb: libc::stat = std::mem::zeroed();
+            if libc::fstat(fd, &mut sb) != 0 {
+                return Err(INVALID_VALUE);
+            }
+            sb.st_size as u64
+        };
+        if !granular(size) {
+            return Err(INVALID_VALUE);
+        }
+        // SAFETY: duplicates the caller's descriptor; the copy is the handle's.
+        let own = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if own < 0 {
+            return Err(CUresult::ERROR_OUT_OF_MEMORY);
+        }
+        let prop = CUmemAllocationProp {
+            type_: 1,
+            requestedHandleTypes: HANDLE_TYPE_POSIX_FD,
+            location: CUmemLocation { type_: CU_MEM_LOCATION_TYPE_DEVICE, id: device },
+            win32HandleMetaData: std::ptr::null_mut(),
+            allocFlags: Default::default(),
+        };
+        let mut st = p.vmm.lock();
+        st.next += 1;
+        let h = HANDLE_TAG | st.next;
+        st.phys.insert(h, Phys { fd: own, size, prop, refs: 1, owned: false });
+        drop(st);
+        // SAFETY: caller's output pointer (checked non-NULL).
         unsafe { out(handle, h) }
     }
 }
