@@ -70,6 +70,29 @@ pub fn add_op(s: &Stream, op: Op) -> Res {
     append(s, NodeKind::Op(op))
 }
 
+/// `cuMemAllocAsync` while capturing: a memory-allocation node, whose
+/// address is returned at once (see `graph` for when it is backed).
+pub fn add_alloc(s: &Stream, device: i32, size: u64) -> Res<u64> {
+    let p = process::initialized()?;
+    let a = graph::graph_alloc(p, device, size)?;
+    let base = a.base;
+    append(s, NodeKind::MemAlloc(a))?;
+    Ok(base)
+}
+
+/// `cuMemFreeAsync` of graph memory while capturing: a memory-free node.
+pub fn add_free(s: &Stream, dptr: u64) -> Res {
+    if !graph::is_graph_alloc(process::initialized()?, dptr) {
+        return Err(INVALID_VALUE);
+    }
+    append(s, NodeKind::MemFree(dptr))
+}
+
+/// A host function launched while capturing: a host node.
+pub fn add_host(s: &Stream, f: crate::stream::HostFn, data: usize) -> Res {
+    append(s, NodeKind::Host { f, data })
+}
+
 pub fn add_kernel(
     s: &Stream,
     func: Arc<Function>,

@@ -81,8 +81,14 @@ fn alloc_async(
         return Err(INVALID_VALUE);
     }
     if s.capturing() {
-        crate::capture::invalidate(&s);
-        return Err(CUresult::ERROR_STREAM_CAPTURE_UNSUPPORTED);
+        // Captured: a memory-allocation node on the pool's device.
+        let device = match pool {
+            Some(h) => p.pools.get(h)?.device,
+            None => s.ctx.device,
+        };
+        let b = crate::capture::add_alloc(&s, device, size as u64)?;
+        // SAFETY: caller's output pointer (checked non-NULL).
+        return unsafe { out(dptr, b) };
     }
     // cuMemAllocAsync allocates from the current pool of the stream's
     // device; a pool given explicitly may be located on another device, and
@@ -121,8 +127,18 @@ export_pt! {
         let p = process::initialized()?;
         let s = stream::resolve(h, ds)?;
         if s.capturing() {
+            // Graph memory is freed by a memory-free node; other memory
+            // cannot be freed inside a capture.
+            if crate::graph::is_graph_alloc(p, dptr) {
+                return crate::capture::add_free(&s, dptr);
+            }
             crate::capture::invalidate(&s);
             return Err(CUresult::ERROR_STREAM_CAPTURE_UNSUPPORTED);
+        }
+        if crate::graph::is_graph_alloc(p, dptr) {
+            // Graph memory freed outside its graph: it stays with the
+            // graph's pool until trimmed, as CUDA keeps it.
+            return Ok(());
         }
         let a = memory::free(p, dptr, |k| matches!(k, Kind::Async(_) | Kind::Device | Kind::Pitch | Kind::Managed))?;
         if let Kind::Async(pool) = a.kind {

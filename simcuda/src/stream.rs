@@ -346,6 +346,9 @@ fn host_func(h: CUstream, ds: DefaultStream, f: Option<HostFn>, data: *mut c_voi
     let s = resolve(h, ds)?;
     let f = f.ok_or(INVALID_VALUE)?;
     let data = data as usize;
+    if s.capturing() {
+        return crate::capture::add_host(&s, f, data);
+    }
     s.launch_host(Box::new(move || {
         // SAFETY: the caller's host function with its own user data, called once, as CUDA does.
         unsafe { f(data as *mut c_void) }

@@ -2,7 +2,8 @@
 //! through the real CUDA runtime, checked by their output and by the simgpu
 //! ledger read from outside the process.
 
-use tslice_tests::{build_cuda, cuda_src, field, profile_dir, SimGpu};
+use std::path::PathBuf;
+use tslice_tests::{build_cuda, cuda_src, field, profile_dir, Interactive, SimGpu};
 
 const MIB: f64 = (1u64 << 20) as f64;
 
@@ -162,6 +163,102 @@ fn graphs_run_the_sum_of_their_kernels() {
         (9.9..11.5).contains(&ms),
         "2 x 5 ms kernel nodes took {ms} ms"
     );
+    assert_ledger_empty(&sim, 0);
+}
+
+#[test]
+fn graph_host_and_memory_nodes_and_when_graph_memory_is_charged() {
+    let prog = build_cuda(&cuda_src("graphmem.cu"), &[]);
+    let sim = SimGpu::new();
+    let out = sim.run_ok(&prog, &[]);
+    assert_ok(&out);
+    // kernel (4 ms) -> host node -> kernel (4 ms); then both updated to 1 ms.
+    let ms = field(&out, "host_graph_ms");
+    assert!((7.9..10.0).contains(&ms), "4 + 4 ms with a host node between took {ms} ms");
+    assert_eq!(field(&out, "host_calls"), 5.0);
+    let ms = field(&out, "updated_graph_ms");
+    assert!((1.9..4.0).contains(&ms), "updated to 1 + 1 ms, took {ms} ms");
+    assert_eq!(field(&out, "host_calls2"), 10.0);
+    // Graph memory: nothing at instantiation; 64 MiB from the first launch,
+    // kept across launches and past the free node, returned by a trim,
+    // charged again by an upload, returned at destruction.
+    assert_eq!(field(&out, "instantiated_mb"), 0.0);
+    assert_eq!(field(&out, "launched_mb"), 64.0);
+    assert_eq!(field(&out, "graph_attr_mb"), 64.0);
+    assert_eq!(field(&out, "relaunched_mb"), 64.0);
+    assert_eq!(field(&out, "trimmed_mb"), 0.0);
+    assert_eq!(field(&out, "uploaded_mb"), 64.0);
+    assert_eq!(field(&out, "destroyed_mb"), 0.0);
+    // Captured cudaMallocAsync/cudaFreeAsync and a host function are nodes.
+    assert_eq!(field(&out, "captured_nodes"), 4.0);
+    assert_eq!(field(&out, "captured_mb"), 0.0);
+    assert_eq!(field(&out, "captured_launched_mb"), 32.0);
+    assert_eq!(field(&out, "host_calls3"), 15.0);
+    assert_eq!(field(&out, "end_mb"), 0.0);
+    assert_ledger_empty(&sim, 0);
+}
+
+fn share_prog() -> PathBuf {
+    build_cuda(
+        &cuda_src("share.cu"),
+        &[&format!("-L{}", profile_dir().display()), "-lcuda"],
+    )
+}
+
+fn value<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|w| w.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("{key}= in {line:?}"))
+}
+
+#[test]
+fn ipc_memory_is_shared_between_processes_and_charged_once_to_its_owner() {
+    let prog = share_prog();
+    let sim = SimGpu::new();
+    let mut cmd = sim.command(&prog);
+    cmd.arg("ipc-export");
+    let mut exp = Interactive::spawn(cmd);
+    let handle = value(&exp.line(), "handle").to_string();
+    assert_eq!(value(&exp.line(), "word"), "0x5a5a5a5a");
+    let out = sim.run_ok(&prog, &["ipc-import", &handle]);
+    assert_ok(&out);
+    // The importer sees the exporter's bytes, and the device holds the
+    // memory once: 8 MiB, all charged to the exporter.
+    assert!(out.contains("word=0x5a5a5a5a"), "{out}");
+    assert_eq!(field(&out, "used_mb"), 8.0);
+    // The importer's write is the exporter's memory.
+    assert_eq!(value(&exp.ask("check"), "word"), "0x77777777");
+    let snap = sim.monitor(0).snapshot();
+    let mine: Vec<_> = snap.processes.iter().filter(|p| p.mem_used > 0).collect();
+    assert_eq!(mine.len(), 1, "{snap:?}");
+    assert_eq!(mine[0].pid, exp.pid());
+    assert_eq!(value(&exp.ask("free"), "used_mb"), "0");
+    assert!(exp.finish().success());
+    // A stale handle (the exporter is gone) is refused, not a crash.
+    let o = sim.run(&prog, &["ipc-import", &handle]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("FAIL"), "stale handle accepted");
+    assert_ledger_empty(&sim, 0);
+}
+
+#[test]
+fn vmm_posix_fd_handles_are_imported_by_another_process_and_charged_once() {
+    let prog = share_prog();
+    let sim = SimGpu::new();
+    let mut cmd = sim.command(&prog);
+    cmd.arg("vmm-export");
+    let mut exp = Interactive::spawn(cmd);
+    let fd = value(&exp.line(), "fd").to_string();
+    assert_eq!(value(&exp.line(), "used_mb"), "4");
+    let pid = exp.pid().to_string();
+    let out = sim.run_ok(&prog, &["vmm-import", &pid, &fd]);
+    assert_ok(&out);
+    assert!(out.contains("word=0x3c3c3c3c"), "{out}");
+    // Imported, mapped: still 4 MiB on the device, none of it the importer's.
+    assert_eq!(field(&out, "used_mb"), 4.0);
+    assert!(out.contains("released used_mb=4"), "{out}");
+    assert_eq!(value(&exp.ask("check"), "word"), "0x44444444");
+    assert_eq!(value(&exp.ask("release"), "used_mb"), "0");
+    assert!(exp.finish().success());
     assert_ledger_empty(&sim, 0);
 }
 

@@ -1,0 +1,92 @@
+// Graph host nodes, memory-allocation/free nodes (explicit and captured
+// from cudaMallocAsync/cudaFreeAsync), executable kernel-node updates, and
+// when graph memory is charged: from upload or first launch until trim or
+// destruction (cudaMemGetInfo reads the simulated device's ledger).
+#include "common.cuh"
+#include <atomic>
+
+static std::atomic<int> g_host{0};
+static void CUDART_CB host_fn(void* p) { g_host.fetch_add(*(int*)p); }
+
+static float timed(cudaGraphExec_t ge, cudaStream_t s) {
+  cudaEvent_t a, b; CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
+  CK(cudaEventRecord(a, s)); CK(cudaGraphLaunch(ge, s)); CK(cudaEventRecord(b, s)); CK(cudaEventSynchronize(b));
+  float ms = 0; CK(cudaEventElapsedTime(&ms, a, b));
+  CK(cudaEventDestroy(a)); CK(cudaEventDestroy(b));
+  return ms;
+}
+
+int main() {
+  cudaStream_t s; CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  const size_t MB = 1 << 20;
+  size_t base = used_bytes();
+  // 1. kernel -> host node -> kernel; update the kernels' duration in the executable.
+  cudaGraph_t g; CK(cudaGraphCreate(&g, 0));
+  unsigned long long ns = 4000000ull; void* args[] = {&ns};
+  cudaKernelNodeParams kp = {}; kp.func = (void*)sim_spin; kp.gridDim = dim3(1); kp.blockDim = dim3(1); kp.kernelParams = args;
+  int add = 5;
+  cudaHostNodeParams hp = {}; hp.fn = host_fn; hp.userData = &add;
+  cudaGraphNode_t k1, h1, k2;
+  CK(cudaGraphAddKernelNode(&k1, g, nullptr, 0, &kp));
+  CK(cudaGraphAddHostNode(&h1, g, &k1, 1, &hp));
+  CK(cudaGraphAddKernelNode(&k2, g, &h1, 1, &kp));
+  cudaGraphNodeType t; CK(cudaGraphNodeGetType(h1, &t)); EXPECT(t == cudaGraphNodeTypeHost);
+  cudaGraphExec_t ge; CK(cudaGraphInstantiate(&ge, g, 0));
+  printf("host_graph_ms=%.3f\n", timed(ge, s));
+  printf("host_calls=%d\n", g_host.load());
+  unsigned long long ns2 = 1000000ull; void* args2[] = {&ns2};
+  kp.kernelParams = args2;
+  CK(cudaGraphExecKernelNodeSetParams(ge, k1, &kp));
+  CK(cudaGraphExecKernelNodeSetParams(ge, k2, &kp));
+  printf("updated_graph_ms=%.3f\n", timed(ge, s));
+  printf("host_calls2=%d\n", g_host.load());
+  CK(cudaGraphExecDestroy(ge)); CK(cudaGraphDestroy(g));
+
+  // 2. an explicit allocation node, a memset on its memory, a free node.
+  cudaGraph_t gm; CK(cudaGraphCreate(&gm, 0));
+  cudaMemAllocNodeParams ap = {};
+  ap.poolProps.allocType = cudaMemAllocationTypePinned;
+  ap.poolProps.location.type = cudaMemLocationTypeDevice; ap.poolProps.location.id = 0;
+  ap.bytesize = 64 * MB;
+  cudaGraphNode_t an, mn, fn;
+  CK(cudaGraphAddMemAllocNode(&an, gm, nullptr, 0, &ap));
+  EXPECT(ap.dptr != nullptr);
+  cudaMemsetParams mp = {}; mp.dst = ap.dptr; mp.value = 7; mp.elementSize = 1; mp.width = 4096; mp.height = 1;
+  CK(cudaGraphAddMemsetNode(&mn, gm, &an, 1, &mp));
+  CK(cudaGraphAddMemFreeNode(&fn, gm, &mn, 1, ap.dptr));
+  CK(cudaGraphNodeGetType(an, &t)); EXPECT(t == cudaGraphNodeTypeMemAlloc);
+  cudaGraphExec_t gme; CK(cudaGraphInstantiate(&gme, gm, 0));
+  printf("instantiated_mb=%zu\n", (used_bytes() - base) / MB);
+  // A second executable of a graph with allocation nodes is refused.
+  cudaGraphExec_t twice; EXPECT(cudaGraphInstantiate(&twice, gm, 0) != cudaSuccess); (void)cudaGetLastError();
+  CK(cudaGraphLaunch(gme, s)); CK(cudaStreamSynchronize(s));
+  printf("launched_mb=%zu\n", (used_bytes() - base) / MB);
+  size_t attr = 0; CK(cudaDeviceGetGraphMemAttribute(0, cudaGraphMemAttrUsedMemCurrent, &attr));
+  printf("graph_attr_mb=%zu\n", attr / MB);
+  CK(cudaGraphLaunch(gme, s)); CK(cudaStreamSynchronize(s));
+  printf("relaunched_mb=%zu\n", (used_bytes() - base) / MB);
+  CK(cudaDeviceGraphMemTrim(0));
+  printf("trimmed_mb=%zu\n", (used_bytes() - base) / MB);
+  CK(cudaGraphUpload(gme, s)); CK(cudaStreamSynchronize(s));
+  printf("uploaded_mb=%zu\n", (used_bytes() - base) / MB);
+  CK(cudaGraphExecDestroy(gme));
+  printf("destroyed_mb=%zu\n", (used_bytes() - base) / MB);
+  CK(cudaGraphDestroy(gm));
+
+  // 3. captured stream-ordered allocation: allocation and free nodes.
+  cudaGraph_t gc; CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  void* p = nullptr; CK(cudaMallocAsync(&p, 32 * MB, s));
+  CK(cudaMemsetAsync(p, 1, 4096, s));
+  CK(cudaLaunchHostFunc(s, host_fn, &add));
+  CK(cudaFreeAsync(p, s));
+  CK(cudaStreamEndCapture(s, &gc));
+  size_t n = 0; CK(cudaGraphGetNodes(gc, nullptr, &n)); printf("captured_nodes=%zu\n", n);
+  printf("captured_mb=%zu\n", (used_bytes() - base) / MB);
+  cudaGraphExec_t gce; CK(cudaGraphInstantiate(&gce, gc, 0));
+  CK(cudaGraphLaunch(gce, s)); CK(cudaStreamSynchronize(s));
+  printf("captured_launched_mb=%zu\n", (used_bytes() - base) / MB);
+  printf("host_calls3=%d\n", g_host.load());
+  CK(cudaGraphExecDestroy(gce)); CK(cudaGraphDestroy(gc));
+  printf("end_mb=%zu\n", (used_bytes() - base) / MB);
+  DONE();
+}
