@@ -220,24 +220,30 @@ pub unsafe fn launch_cooperative_ptsz(
 
 pub unsafe fn graph_launch(exec: CUgraphExec, stream: CUstream) -> CUresult {
     let real = real_fn!(cuGraphLaunch);
-    // SAFETY: the caller's arguments, passed on.
-    gated(
-        stream,
-        false,
-        Kind::Graph,
-        || graph_key(exec),
-        || unsafe { real(exec, stream) },
-    )
+    // Graph memory is charged before the launch that backs it.
+    crate::graphmem::launch(exec, || {
+        // SAFETY: the caller's arguments, passed on.
+        gated(
+            stream,
+            false,
+            Kind::Graph,
+            || graph_key(exec),
+            || unsafe { real(exec, stream) },
+        )
+    })
 }
 
 pub unsafe fn graph_launch_ptsz(exec: CUgraphExec, stream: CUstream) -> CUresult {
     let real = real_fn!(cuGraphLaunch_ptsz);
-    // SAFETY: the caller's arguments, passed on.
-    gated(
-        stream,
-        true,
-        Kind::Graph,
-        || graph_key(exec),
-        || unsafe { real(exec, stream) },
-    )
+    // Graph memory is charged before the launch that backs it.
+    crate::graphmem::launch(exec, || {
+        // SAFETY: the caller's arguments, passed on.
+        gated(
+            stream,
+            true,
+            Kind::Graph,
+            || graph_key(exec),
+            || unsafe { real(exec, stream) },
+        )
+    })
 }

@@ -36,6 +36,7 @@ mod context;
 mod dlsym;
 mod ffi;
 mod gate;
+mod graphmem;
 mod hooks;
 mod init;
 mod launch;

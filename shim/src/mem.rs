@@ -205,8 +205,28 @@ fn async_place(
     }
 }
 
+/// Whether a stream-ordered allocation on `stream` is being captured: then
+/// the driver makes a graph's allocation node, not memory, and it is
+/// charged when an executable graph backs it (graphmem.rs).
+fn captured(stream: CUstream, per_thread: bool) -> bool {
+    let s = shim();
+    if !s.captures_active() {
+        return false;
+    }
+    let h = if per_thread && stream.is_null() {
+        CU_STREAM_PER_THREAD
+    } else {
+        stream
+    };
+    real::stream_is_capturing(h)
+}
+
 pub unsafe fn mem_alloc_async(dptr: *mut CUdeviceptr, size: usize, stream: CUstream) -> CUresult {
     let f = real_fn!(cuMemAllocAsync);
+    if captured(stream, false) {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { f(dptr, size, stream) };
+    }
     let dev = async_place(None, stream, false);
     // SAFETY: the caller's arguments, passed on.
     alloc_ptr("cuMemAllocAsync", dptr, size, dev, || unsafe {
@@ -220,6 +240,10 @@ pub unsafe fn mem_alloc_async_ptsz(
     stream: CUstream,
 ) -> CUresult {
     let f = real_fn!(cuMemAllocAsync_ptsz);
+    if captured(stream, true) {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { f(dptr, size, stream) };
+    }
     let dev = async_place(None, stream, true);
     // SAFETY: the caller's arguments, passed on.
     alloc_ptr("cuMemAllocAsync", dptr, size, dev, || unsafe {
@@ -234,6 +258,10 @@ pub unsafe fn mem_alloc_from_pool_async(
     stream: CUstream,
 ) -> CUresult {
     let f = real_fn!(cuMemAllocFromPoolAsync);
+    if captured(stream, false) {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { f(dptr, size, pool, stream) };
+    }
     let dev = async_place(Some(pool), stream, false);
     // SAFETY: the caller's arguments, passed on.
     alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, dev, || unsafe {
@@ -248,6 +276,10 @@ pub unsafe fn mem_alloc_from_pool_async_ptsz(
     stream: CUstream,
 ) -> CUresult {
     let f = real_fn!(cuMemAllocFromPoolAsync_ptsz);
+    if captured(stream, true) {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { f(dptr, size, pool, stream) };
+    }
     let dev = async_place(Some(pool), stream, true);
     // SAFETY: the caller's arguments, passed on.
     alloc_ptr("cuMemAllocFromPoolAsync", dptr, size, dev, || unsafe {

@@ -193,6 +193,10 @@ enum Helper {
     StreamGetDevice,
     StreamGetCtx,
     CtxGetId,
+    GraphGetNodes,
+    GraphNodeGetType,
+    GraphMemAllocNodeGetParams,
+    DeviceGetGraphMemAttribute,
 }
 
 /// How to find a helper: through the driver's own `cuGetProcAddress_v2`
@@ -202,7 +206,7 @@ struct HelperSpec {
     version: c_int,
     export: &'static std::ffi::CStr,
 }
-const HELPER_SPECS: [HelperSpec; 15] = [
+const HELPER_SPECS: [HelperSpec; 19] = [
     HelperSpec {
         base: c"cuCtxGetDevice",
         version: 2000,
@@ -282,9 +286,29 @@ const HELPER_SPECS: [HelperSpec; 15] = [
         version: 12000,
         export: c"cuCtxGetId",
     },
+    HelperSpec {
+        base: c"cuGraphGetNodes",
+        version: 10000,
+        export: c"cuGraphGetNodes",
+    },
+    HelperSpec {
+        base: c"cuGraphNodeGetType",
+        version: 10000,
+        export: c"cuGraphNodeGetType",
+    },
+    HelperSpec {
+        base: c"cuGraphMemAllocNodeGetParams",
+        version: 11040,
+        export: c"cuGraphMemAllocNodeGetParams",
+    },
+    HelperSpec {
+        base: c"cuDeviceGetGraphMemAttribute",
+        version: 11040,
+        export: c"cuDeviceGetGraphMemAttribute",
+    },
 ];
 // One spec per helper, in the enum's order.
-const _: () = assert!(Helper::CtxGetId as usize + 1 == HELPER_SPECS.len());
+const _: () = assert!(Helper::DeviceGetGraphMemAttribute as usize + 1 == HELPER_SPECS.len());
 static HELPERS: [AtomicPtr<c_void>; HELPER_SPECS.len()] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; HELPER_SPECS.len()];
 
@@ -553,4 +577,85 @@ pub fn now_ns() -> u64 {
     // SAFETY: a valid timespec out-pointer; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `CUDA_MEM_ALLOC_NODE_PARAMS`: pool properties (88 bytes), access
+/// descriptors and their count, the size, the address.
+#[repr(C)]
+struct MemAllocNodeParams {
+    alloc_type: u32,
+    handle_types: u32,
+    location_type: u32,
+    location_id: c_int,
+    _pool_rest: [u8; 72],
+    access_descs: *const c_void,
+    access_desc_count: usize,
+    bytesize: usize,
+    dptr: u64,
+}
+const _: () = assert!(std::mem::size_of::<MemAllocNodeParams>() == 120);
+
+/// CU_GRAPH_NODE_TYPE_MEM_ALLOC.
+const NODE_MEM_ALLOC: u32 = 10;
+
+/// The memory-allocation nodes of a graph: (device, bytes asked for) each.
+/// Child graphs are not entered.
+pub fn graph_mem_allocs(graph: CUgraph) -> Result<Vec<(CUdevice, u64)>, CUresult> {
+    let mut n: usize = 0;
+    call_helper!(
+        Helper::GraphGetNodes,
+        unsafe extern "C" fn(CUgraph, *mut CUgraphNode, *mut usize) -> CUresult,
+        graph,
+        std::ptr::null_mut(),
+        &mut n
+    )?;
+    let mut nodes: Vec<CUgraphNode> = vec![std::ptr::null_mut(); n];
+    call_helper!(
+        Helper::GraphGetNodes,
+        unsafe extern "C" fn(CUgraph, *mut CUgraphNode, *mut usize) -> CUresult,
+        graph,
+        nodes.as_mut_ptr(),
+        &mut n
+    )?;
+    nodes.truncate(n);
+    let mut out = Vec::new();
+    for node in nodes {
+        let mut ty: u32 = 0;
+        call_helper!(
+            Helper::GraphNodeGetType,
+            unsafe extern "C" fn(CUgraphNode, *mut u32) -> CUresult,
+            node,
+            &mut ty
+        )?;
+        if ty != NODE_MEM_ALLOC {
+            continue;
+        }
+        // SAFETY: an all-zero value of this plain struct is valid.
+        let mut p: MemAllocNodeParams = unsafe { std::mem::zeroed() };
+        call_helper!(
+            Helper::GraphMemAllocNodeGetParams,
+            unsafe extern "C" fn(CUgraphNode, *mut MemAllocNodeParams) -> CUresult,
+            node,
+            &mut p
+        )?;
+        // CU_MEM_LOCATION_TYPE_DEVICE (1); host allocations are not device memory.
+        if p.location_type == 1 {
+            out.push((p.location_id, p.bytesize as u64));
+        }
+    }
+    Ok(out)
+}
+
+/// The device's graph memory the driver holds now
+/// (CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT).
+pub fn graph_mem_reserved(dev: CUdevice) -> Result<u64, CUresult> {
+    let mut v: u64 = 0;
+    call_helper!(
+        Helper::DeviceGetGraphMemAttribute,
+        unsafe extern "C" fn(CUdevice, u32, *mut c_void) -> CUresult,
+        dev,
+        2,
+        (&mut v as *mut u64).cast()
+    )?;
+    Ok(v)
 }

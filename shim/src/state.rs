@@ -112,6 +112,8 @@ pub struct Shim {
     /// Where each memory pool this process created or looked up lives: a
     /// device ordinal, or -1 for pools of host memory (not charged).
     pub pools: ShardedMap<CUdevice>,
+    /// Executable graphs with memory-allocation nodes (graphmem.rs).
+    pub graph_mem: ShardedMap<crate::graphmem::ExecMem>,
     /// Stream captures in progress in this process.
     captures: AtomicU32,
     /// Whether the process sees a single device (then every launch is on
@@ -254,6 +256,7 @@ impl Shim {
             records: crate::records::Records::new(),
             vmm: Mutex::new(Vmm::default()),
             pools: ShardedMap::new(),
+            graph_mem: ShardedMap::new(),
             captures: AtomicU32::new(0),
             device_count: AtomicU8::new(COUNT_UNKNOWN),
             primary: [const { AtomicUsize::new(0) }; MAX_DEVICES],

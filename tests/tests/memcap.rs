@@ -320,3 +320,119 @@ fn nvml_shows_the_cap_and_only_the_tenants_own_process() {
     assert_eq!(field(&text, "nvml_total") as u64, 16 << 30);
     assert!(holder.finish().success());
 }
+
+/// `name=value` (a string) in a program's output.
+fn text<'a>(out: &'a str, name: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|l| l.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("{name}= in {out}"))
+}
+
+#[test]
+fn graph_memory_counts_against_the_cap_while_the_driver_holds_it() {
+    let prog = build_cuda(&cuda_src("graph_cap.cu"), &[]);
+    let gpu = SimGpu::new()
+        .env("TSLICE_HBM_LIMIT", "100MiB")
+        .preload(&shim());
+    let out = gpu.run_ok(&prog, &[]);
+    assert!(out.contains("OK FAILS=0"), "{out}");
+    // Capturing cudaMallocAsync makes a node: nothing is charged.
+    assert_eq!(field(&out, "captured_used_mb"), 50.0, "{out}");
+    // 50 MiB held + the graph's 64 MiB exceed the cap: the launch is refused.
+    assert_eq!(text(&out, "launch_over_cap"), "cudaErrorMemoryAllocation");
+    assert_eq!(field(&out, "launched_used_mb"), 64.0, "{out}");
+    // The graph's memory is the tenant's: 50 MiB more do not fit beside it...
+    assert_eq!(
+        text(&out, "malloc_beside_graph"),
+        "cudaErrorMemoryAllocation"
+    );
+    // ...until the graph's pool is trimmed; then the graph cannot come back.
+    assert_eq!(field(&out, "trimmed_used_mb"), 0.0, "{out}");
+    assert_eq!(text(&out, "relaunch_over_cap"), "cudaErrorMemoryAllocation");
+    assert_eq!(field(&out, "destroyed_used_mb"), 0.0, "{out}");
+    // Ground truth: the driver never held more than the cap.
+    let snap = gpu.monitor(0).snapshot();
+    assert!(
+        snap.mem_peak <= 100 * MIB,
+        "peak {} over the cap",
+        snap.mem_peak
+    );
+    assert!(
+        snap.mem_peak >= 64 * MIB,
+        "the graph's memory was backed: {snap:?}"
+    );
+
+    // Control: without the shim the graph launches beside the 50 MiB.
+    let plain = SimGpu::new().env("SIMCUDA_MEM", "1GiB");
+    let o = plain.run(&prog, &[]);
+    assert_eq!(
+        text(&String::from_utf8_lossy(&o.stdout), "launch_over_cap"),
+        "cudaSuccess"
+    );
+}
+
+#[test]
+fn memory_imported_from_another_process_is_charged_to_its_owner_only() {
+    use tslice_tests::Interactive;
+    let prog = build_cuda(
+        &cuda_src("share.cu"),
+        &[&format!("-L{}", profile_dir().display()), "-lcuda"],
+    );
+    let gpu = SimGpu::new().preload(&shim());
+    let word = |l: &str, k: &str| -> String {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix(k).and_then(|w| w.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("{k}= in {l:?}"))
+            .to_string()
+    };
+    // The owners are capped at 16 MiB, the importers at 2 MiB: 8 MiB of IPC
+    // memory and 4 MiB of VMM memory can only be opened because an import
+    // is not charged to the importer.
+    let mut cmd = gpu.command(&prog);
+    cmd.env("TSLICE_HBM_LIMIT", "16MiB").arg("ipc-export");
+    let mut owner = Interactive::spawn(cmd);
+    let handle = word(&owner.line(), "handle");
+    owner.line();
+    let o = gpu
+        .command(&prog)
+        .env("TSLICE_HBM_LIMIT", "2MiB")
+        .args(["ipc-import", &handle])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("OK FAILS=0") && out.contains("word=0x5a5a5a5a"),
+        "{out}"
+    );
+    assert_eq!(word(&owner.ask("check"), "word"), "0x77777777");
+    assert!(owner.finish().success());
+
+    let mut cmd = gpu.command(&prog);
+    cmd.env("TSLICE_HBM_LIMIT", "16MiB").arg("vmm-export");
+    let mut owner = Interactive::spawn(cmd);
+    let fd = word(&owner.line(), "fd");
+    owner.line();
+    let pid = owner.pid().to_string();
+    let o = gpu
+        .command(&prog)
+        .env("TSLICE_HBM_LIMIT", "2MiB")
+        .args(["vmm-import", &pid, &fd])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("OK FAILS=0") && out.contains("word=0x3c3c3c3c"),
+        "{out}"
+    );
+    // Nothing of it is charged to the importer (its view of its 2 MiB)...
+    assert_eq!(field(&out, "used_mb"), 0.0, "{out}");
+    // ...and the device holds it once, for its owner.
+    let snap = gpu.monitor(0).snapshot();
+    assert_eq!(snap.mem_used, 4 * MIB, "{snap:?}");
+    let holders: Vec<_> = snap.processes.iter().filter(|p| p.mem_used > 0).collect();
+    assert_eq!(holders.len(), 1, "{snap:?}");
+    assert_eq!(holders[0].pid, owner.pid());
+    assert_eq!(word(&owner.ask("release"), "used_mb"), "0");
+    assert!(owner.finish().success());
+    assert_eq!(gpu.monitor(0).snapshot().mem_used, 0);
+}

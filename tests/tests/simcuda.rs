@@ -174,10 +174,16 @@ fn graph_host_and_memory_nodes_and_when_graph_memory_is_charged() {
     assert_ok(&out);
     // kernel (4 ms) -> host node -> kernel (4 ms); then both updated to 1 ms.
     let ms = field(&out, "host_graph_ms");
-    assert!((7.9..10.0).contains(&ms), "4 + 4 ms with a host node between took {ms} ms");
+    assert!(
+        (7.9..10.0).contains(&ms),
+        "4 + 4 ms with a host node between took {ms} ms"
+    );
     assert_eq!(field(&out, "host_calls"), 5.0);
     let ms = field(&out, "updated_graph_ms");
-    assert!((1.9..4.0).contains(&ms), "updated to 1 + 1 ms, took {ms} ms");
+    assert!(
+        (1.9..4.0).contains(&ms),
+        "updated to 1 + 1 ms, took {ms} ms"
+    );
     assert_eq!(field(&out, "host_calls2"), 10.0);
     // Graph memory: nothing at instantiation; 64 MiB from the first launch,
     // kept across launches and past the free node, returned by a trim,
@@ -236,7 +242,10 @@ fn ipc_memory_is_shared_between_processes_and_charged_once_to_its_owner() {
     assert!(exp.finish().success());
     // A stale handle (the exporter is gone) is refused, not a crash.
     let o = sim.run(&prog, &["ipc-import", &handle]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("FAIL"), "stale handle accepted");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("FAIL"),
+        "stale handle accepted"
+    );
     assert_ledger_empty(&sim, 0);
 }
 

@@ -168,6 +168,33 @@ hook_table! {
         fn(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint,
            shmem: c_uint, stream: CUstream, params: *mut *mut c_void)
         = crate::launch::launch_cooperative_ptsz;
+    // Graph memory: charged while the driver backs an executable's
+    // memory-allocation nodes (graphmem.rs).
+    cuGraphInstantiateWithFlags
+        fn(exec: *mut CUgraphExec, graph: CUgraph, flags: u64) = crate::graphmem::instantiate_with_flags;
+    cuGraphInstantiate
+        fn(exec: *mut CUgraphExec, graph: CUgraph, err: *mut CUgraphNode, log: *mut c_char, len: usize)
+        = crate::graphmem::instantiate_v1;
+    cuGraphInstantiate_v2
+        fn(exec: *mut CUgraphExec, graph: CUgraph, err: *mut CUgraphNode, log: *mut c_char, len: usize)
+        = crate::graphmem::instantiate_v2;
+    cuGraphInstantiateWithParams
+        fn(exec: *mut CUgraphExec, graph: CUgraph,
+           params: *mut cuda_abi::driver_types::CUDA_GRAPH_INSTANTIATE_PARAMS)
+        = crate::graphmem::instantiate_with_params;
+    cuGraphInstantiateWithParams_ptsz
+        fn(exec: *mut CUgraphExec, graph: CUgraph,
+           params: *mut cuda_abi::driver_types::CUDA_GRAPH_INSTANTIATE_PARAMS)
+        = crate::graphmem::instantiate_with_params_ptsz;
+    cuGraphUpload
+        fn(exec: CUgraphExec, stream: CUstream) = crate::graphmem::upload;
+    cuGraphUpload_ptsz
+        fn(exec: CUgraphExec, stream: CUstream) = crate::graphmem::upload_ptsz;
+    cuGraphExecDestroy
+        fn(exec: CUgraphExec) = crate::graphmem::exec_destroy;
+    cuDeviceGraphMemTrim
+        fn(dev: CUdevice) = crate::graphmem::mem_trim;
+
     cuGraphLaunch
         fn(exec: CUgraphExec, stream: CUstream) = crate::launch::graph_launch;
     cuGraphLaunch_ptsz

@@ -1,0 +1,284 @@
+//! Graph memory: what CUDA graphs' memory-allocation nodes (explicit, or
+//! `cuMemAllocAsync` captured into a graph) hold on the device.
+//!
+//! The rule: an executable graph's allocation nodes are charged, their sum
+//! per device, from the moment the driver backs them physically (the
+//! executable's upload or first launch) until it gives them back (the
+//! executable's destruction, or a `cuDeviceGraphMemTrim` after which the
+//! driver reports the device's graph memory empty). The charge is taken
+//! before the driver is asked: over the cap, the launch or upload fails with
+//! `CUDA_ERROR_OUT_OF_MEMORY` and nothing runs. A stream-ordered allocation
+//! made while its stream is being captured is a node, not memory, and is
+//! not charged when it is made (see `mem`). Nodes inside child graphs are
+//! not counted.
+
+use crate::hooks::real_fn;
+use crate::log;
+use crate::real;
+use crate::state::{shim, Shim};
+use cuda_abi::*;
+use std::ffi::c_char;
+
+/// Devices one executable's charges can name (more are not charged).
+const DEVICES: usize = 4;
+
+/// One executable graph's memory: its charge per device, and whether the
+/// driver backs it now.
+#[derive(Clone, Copy, Default)]
+pub struct ExecMem {
+    charges: [(u16, u64); DEVICES],
+    n: u8,
+    backed: bool,
+}
+
+impl ExecMem {
+    fn charges(&self) -> &[(u16, u64)] {
+        &self.charges[..self.n as usize]
+    }
+}
+
+/// What an executable made from `graph` will hold, on capped devices.
+fn plan(s: &Shim, graph: CUgraph) -> Option<ExecMem> {
+    let allocs = match real::graph_mem_allocs(graph) {
+        Ok(a) => a,
+        Err(e) => {
+            log::warn!("graph memory of {graph:?} unknown ({e}); not charged");
+            return None;
+        }
+    };
+    let mut m = ExecMem::default();
+    for (dev, bytes) in allocs {
+        let Ok(Some((dev, _))) = s.mem_device(dev).map(|d| d.map(|_| (dev as u16, ()))) else {
+            continue;
+        };
+        let bytes = tslice_policy::ledger::charge_for(bytes);
+        match m.charges().iter().position(|(d, _)| *d == dev) {
+            Some(i) => m.charges[i].1 += bytes,
+            None if (m.n as usize) < DEVICES => {
+                m.charges[m.n as usize] = (dev, bytes);
+                m.n += 1;
+            }
+            None => log::warn!("graph {graph:?} allocates on more than {DEVICES} devices; device {dev} not charged"),
+        }
+    }
+    (m.n > 0).then_some(m)
+}
+
+/// Records what an executable made from `graph` will hold (nothing yet).
+fn instantiated(s: &Shim, exec: CUgraphExec, graph: CUgraph) {
+    if let Some(m) = plan(s, graph) {
+        s.graph_mem.insert(exec as u64, m);
+    }
+}
+
+/// Charges `m` before the driver backs it (`call`); undone if the call
+/// fails. Over the cap: `CUDA_ERROR_OUT_OF_MEMORY`, nothing called.
+fn charge_then(s: &Shim, m: &ExecMem, call: impl FnOnce() -> CUresult) -> CUresult {
+    let mut taken: Vec<(u16, u64)> = Vec::new();
+    let undo = |taken: &[(u16, u64)]| {
+        for (dev, bytes) in taken {
+            if let Some(d) = s.devices.get(*dev as usize) {
+                s.release_mem(d, *bytes);
+            }
+        }
+    };
+    for (dev, bytes) in m.charges() {
+        let Some(d) = s.devices.get(*dev as usize) else {
+            continue;
+        };
+        if let Err(st) = s.reserve_mem(d, *bytes) {
+            log::info!(
+                "graph launch: {bytes} bytes of graph memory refused: {} of the {} byte cap in use",
+                st.used,
+                st.limit
+            );
+            undo(&taken);
+            return CUresult::ERROR_OUT_OF_MEMORY;
+        }
+        taken.push((*dev, *bytes));
+    }
+    let r = call();
+    if !r.is_success() {
+        undo(&taken);
+    }
+    r
+}
+
+/// Backs an executable's memory (charged first) unless it is backed.
+fn backing(exec: CUgraphExec, call: impl FnOnce() -> CUresult) -> CUresult {
+    let s = shim();
+    let Some(m) = s.graph_mem.get(exec as u64).filter(|m| !m.backed) else {
+        return call();
+    };
+    let r = charge_then(s, &m, call);
+    if r.is_success() {
+        s.graph_mem
+            .insert(exec as u64, ExecMem { backed: true, ..m });
+    }
+    r
+}
+
+fn give_back(s: &Shim, m: &ExecMem) {
+    for (dev, bytes) in m.charges() {
+        if let Some(d) = s.devices.get(*dev as usize) {
+            s.release_mem(d, *bytes);
+        }
+    }
+}
+
+/// Runs a launch of `exec` with its graph memory charged first.
+pub fn launch(exec: CUgraphExec, call: impl FnOnce() -> CUresult) -> CUresult {
+    if !shim().mem_on() {
+        return call();
+    }
+    backing(exec, call)
+}
+
+fn instantiate_with(
+    exec: *mut CUgraphExec,
+    graph: CUgraph,
+    call: impl FnOnce() -> CUresult,
+) -> CUresult {
+    let r = call();
+    let s = shim();
+    if r.is_success() && s.mem_on() && !exec.is_null() {
+        // SAFETY: written by the driver on success (checked non-null).
+        instantiated(s, unsafe { *exec }, graph);
+    }
+    r
+}
+
+pub unsafe fn instantiate_with_flags(
+    exec: *mut CUgraphExec,
+    graph: CUgraph,
+    flags: u64,
+) -> CUresult {
+    let f = real_fn!(cuGraphInstantiateWithFlags);
+    // SAFETY: the caller's arguments, passed on.
+    instantiate_with(exec, graph, || unsafe { f(exec, graph, flags) })
+}
+
+pub unsafe fn instantiate_v1(
+    exec: *mut CUgraphExec,
+    graph: CUgraph,
+    err: *mut CUgraphNode,
+    log: *mut c_char,
+    len: usize,
+) -> CUresult {
+    let f = real_fn!(cuGraphInstantiate);
+    // SAFETY: the caller's arguments, passed on.
+    instantiate_with(exec, graph, || unsafe { f(exec, graph, err, log, len) })
+}
+
+pub unsafe fn instantiate_v2(
+    exec: *mut CUgraphExec,
+    graph: CUgraph,
+    err: *mut CUgraphNode,
+    log: *mut c_char,
+    len: usize,
+) -> CUresult {
+    let f = real_fn!(cuGraphInstantiate_v2);
+    // SAFETY: the caller's arguments, passed on.
+    instantiate_with(exec, graph, || unsafe { f(exec, graph, err, log, len) })
+}
+
+/// CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD: instantiation uploads (backs) at once.
+const FLAG_UPLOAD: u64 = 2;
+
+unsafe fn with_params(
+    exec: *mut CUgraphExec,
+    graph: CUgraph,
+    params: *mut cuda_abi::driver_types::CUDA_GRAPH_INSTANTIATE_PARAMS,
+    call: impl FnOnce() -> CUresult,
+) -> CUresult {
+    // SAFETY: the caller's parameters when non-null.
+    let upload = !params.is_null() && unsafe { (*params).flags } & FLAG_UPLOAD != 0;
+    let s = shim();
+    if !upload || !s.mem_on() || exec.is_null() {
+        return instantiate_with(exec, graph, call);
+    }
+    // Uploading at instantiation backs the memory at once: charge it first,
+    // from the graph itself (the executable does not exist yet).
+    let Some(m) = plan(s, graph) else {
+        return call();
+    };
+    let r = charge_then(s, &m, call);
+    if r.is_success() {
+        // SAFETY: written by the driver on success (checked non-null).
+        s.graph_mem
+            .insert(unsafe { *exec } as u64, ExecMem { backed: true, ..m });
+    }
+    r
+}
+
+pub unsafe fn instantiate_with_params(
+    exec: *mut CUgraphExec,
+    graph: CUgraph,
+    params: *mut cuda_abi::driver_types::CUDA_GRAPH_INSTANTIATE_PARAMS,
+) -> CUresult {
+    let f = real_fn!(cuGraphInstantiateWithParams);
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { with_params(exec, graph, params, || f(exec, graph, params)) }
+}
+
+pub unsafe fn instantiate_with_params_ptsz(
+    exec: *mut CUgraphExec,
+    graph: CUgraph,
+    params: *mut cuda_abi::driver_types::CUDA_GRAPH_INSTANTIATE_PARAMS,
+) -> CUresult {
+    let f = real_fn!(cuGraphInstantiateWithParams_ptsz);
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { with_params(exec, graph, params, || f(exec, graph, params)) }
+}
+
+pub unsafe fn upload(exec: CUgraphExec, stream: CUstream) -> CUresult {
+    let f = real_fn!(cuGraphUpload);
+    // SAFETY: the caller's arguments, passed on.
+    launch(exec, || unsafe { f(exec, stream) })
+}
+
+pub unsafe fn upload_ptsz(exec: CUgraphExec, stream: CUstream) -> CUresult {
+    let f = real_fn!(cuGraphUpload_ptsz);
+    // SAFETY: the caller's arguments, passed on.
+    launch(exec, || unsafe { f(exec, stream) })
+}
+
+pub unsafe fn exec_destroy(exec: CUgraphExec) -> CUresult {
+    let f = real_fn!(cuGraphExecDestroy);
+    // SAFETY: the caller's argument, passed on.
+    let r = unsafe { f(exec) };
+    let s = shim();
+    if r.is_success() {
+        if let Some(m) = s.graph_mem.remove(exec as u64) {
+            if m.backed {
+                give_back(s, &m);
+            }
+        }
+    }
+    r
+}
+
+/// After a trim, the driver says how much graph memory it still holds on
+/// the device; when none, every executable's charge there is given back
+/// (they will be charged again when next launched). Otherwise the charges
+/// stay: the shim cannot tell which executables the driver trimmed, and
+/// charging too much for a while is the safe side.
+pub unsafe fn mem_trim(dev: CUdevice) -> CUresult {
+    let f = real_fn!(cuDeviceGraphMemTrim);
+    // SAFETY: the caller's argument, passed on.
+    let r = unsafe { f(dev) };
+    let s = shim();
+    if r.is_success() && s.mem_on() && real::graph_mem_reserved(dev) == Ok(0) {
+        let Ok(d16) = u16::try_from(dev) else {
+            return r;
+        };
+        for (k, m) in s
+            .graph_mem
+            .take_where(|m| m.backed && m.charges().iter().any(|(d, _)| *d == d16))
+        {
+            give_back(s, &m);
+            s.graph_mem.insert(k, ExecMem { backed: false, ..m });
+        }
+    }
+    r
+}
