@@ -26,7 +26,11 @@
 //!   size, mipmapped arrays the sum of their levels; VMM `cuMemCreate`
 //!   charges its size, which is a multiple of the 2 MiB granularity; async
 //!   allocations are charged at `cuMemAllocAsync` and returned at
-//!   `cuMemFreeAsync`, pools retain nothing). Host allocations
+//!   `cuMemFreeAsync`, pools retain nothing; graph memory is charged while
+//!   an executable graph backs it, see `graph`). Memory shared between
+//!   processes (VMM descriptors, IPC handles; memfd-backed, so both processes
+//!   see the same bytes) is charged once, to the process that allocated it,
+//!   while it holds it. Host allocations
 //!   (`cuMemAllocHost`, `cuMemHostAlloc`, registered memory) are not device
 //!   memory and are not charged.
 //! * **Ordering.** Each context has one FIFO queue in simgpu, so everything a
@@ -66,8 +70,8 @@
 //! table behind `cuGetProcAddress`), `dark` + `integrity` (private export
 //! tables the runtime needs), `process` (per-process state, fork detection,
 //! handle registries), `device`, `context`, `memory`, `copy`, `pool`,
-//! `array`, `vmm`, `stream`, `event`, `fatbin` + `module`, `launch`,
-//! `graph`, `capture`.
+//! `array`, `vmm`, `ipc`, `stream`, `memop`, `event`, `fatbin` + `module`,
+//! `link`, `tensormap`, `launch`, `graph`, `capture`.
 
 #[macro_use]
 mod entry;
