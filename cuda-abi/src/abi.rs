@@ -360,6 +360,12 @@ pub const ABIS: &[Abi] = &[
     abi("cuIpcOpenMemHandle", 4010, Some("cuIpcOpenMemHandle"), None),
     abi("cuIpcOpenMemHandle", 11000, Some("cuIpcOpenMemHandle_v2"), None),
     abi("cuIpcCloseMemHandle", 4010, Some("cuIpcCloseMemHandle"), None),
+    abi("cuIpcGetEventHandle", 4010, Some("cuIpcGetEventHandle"), None),
+    abi("cuIpcOpenEventHandle", 4010, Some("cuIpcOpenEventHandle"), None),
+    abi("cuMemPoolExportToShareableHandle", 11020, Some("cuMemPoolExportToShareableHandle"), None),
+    abi("cuMemPoolImportFromShareableHandle", 11020, Some("cuMemPoolImportFromShareableHandle"), None),
+    abi("cuMemPoolExportPointer", 11020, Some("cuMemPoolExportPointer"), None),
+    abi("cuMemPoolImportPointer", 11020, Some("cuMemPoolImportPointer"), None),
     abi("cuMemExportToShareableHandle", 10020, Some("cuMemExportToShareableHandle"), None),
     abi("cuMemImportFromShareableHandle", 10020, Some("cuMemImportFromShareableHandle"), None),
 ];

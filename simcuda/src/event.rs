@@ -8,13 +8,16 @@ use crate::stream::{self, DefaultStream};
 use cuda_abi::{CUevent, CUresult, CUstream, CU_EVENT_BLOCKING_SYNC, CU_EVENT_DISABLE_TIMING};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-const CU_EVENT_INTERPROCESS: u32 = 4;
+pub const CU_EVENT_INTERPROCESS: u32 = 4;
 
 pub struct Event {
     magic: Magic,
     pub ctx: Arc<Ctx>,
     pub flags: u32,
     state: Mutex<State>,
+    /// An interprocess event's last record, shared with the processes that
+    /// opened its IPC handle (see `ipc`).
+    pub shared: Option<crate::ipc::SharedRecord>,
 }
 
 #[derive(Default)]
@@ -44,6 +47,17 @@ impl Drop for Event {
 }
 
 impl Event {
+    /// An event opened from another process's IPC handle.
+    pub fn imported(ctx: Arc<Ctx>, flags: u32, shared: crate::ipc::SharedRecord) -> Event {
+        Event {
+            magic: Magic::new(Event::MAGIC),
+            ctx,
+            flags,
+            state: Mutex::new(State::default()),
+            shared: Some(shared),
+        }
+    }
+
     pub fn timed(&self) -> bool {
         self.flags & CU_EVENT_DISABLE_TIMING == 0
     }
@@ -76,11 +90,54 @@ impl Event {
         s.note(seq);
         st.seq = Some(seq);
         st.captured = None;
+        if let Some(r) = &self.shared {
+            r.store(self.ctx.device, sim.index(), sim.generation(), seq);
+        }
         Ok(())
+    }
+
+    /// For an interprocess event: whether its last record, by whichever
+    /// process, has completed (None: not an interprocess event).
+    fn shared_complete(&self) -> Option<Res<bool>> {
+        let r = self.shared.as_ref()?;
+        let Some((device, index, gen, seq)) = r.load() else {
+            return Some(Ok(true)); // never recorded
+        };
+        Some((|| {
+            let d = process::initialized()?.device(device)?;
+            match d.sim.try_is_complete(index, gen, seq) {
+                Ok(done) => Ok(done),
+                // Its context is gone (the recording process exited): nothing to wait for.
+                Err(simgpu::SimError::Lost | simgpu::SimError::Gone) => Ok(true),
+                Err(e) => Err(context::sim_err(e)),
+            }
+        })())
+    }
+
+    /// Whether the last record has completed.
+    pub fn complete(&self) -> Res<bool> {
+        if let Some(r) = self.shared_complete() {
+            return r;
+        }
+        match self.state().seq {
+            Some(seq) => self
+                .ctx
+                .sim()?
+                .try_is_complete(seq)
+                .map_err(context::sim_err),
+            None => Ok(true),
+        }
     }
 
     /// Sleeps until the last record has completed (no-op if never recorded).
     pub fn wait_recorded(&self) -> Res {
+        if self.shared.is_some() {
+            // Another process may have recorded it: poll the device.
+            while !self.complete()? {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+            return Ok(());
+        }
         let seq = self.state().seq;
         if let Some(seq) = seq {
             self.ctx.sim()?.try_wait(seq).map_err(context::sim_err)?;
@@ -111,7 +168,8 @@ export! {
         if flags & CU_EVENT_INTERPROCESS != 0 && flags & CU_EVENT_DISABLE_TIMING == 0 {
             return Err(INVALID_VALUE);
         }
-        let e = process::get().events.insert(Event { magic: Magic::new(Event::MAGIC), ctx, flags, state: Mutex::new(State::default()) });
+        let shared = if flags & CU_EVENT_INTERPROCESS != 0 { Some(crate::ipc::SharedRecord::new()?) } else { None };
+        let e = process::get().events.insert(Event { magic: Magic::new(Event::MAGIC), ctx, flags, state: Mutex::new(State::default()), shared });
         // SAFETY: caller's output pointer (checked non-NULL).
         unsafe { out(ph, process::handle_of(&e)) }
     }
@@ -147,11 +205,7 @@ export! {
         if e.state().captured.is_some() {
             return Err(CUresult(907));
         }
-        let seq = e.state().seq;
-        match seq {
-            Some(seq) if !e.ctx.sim()?.try_is_complete(seq).map_err(context::sim_err)? => Err(CUresult::ERROR_NOT_READY),
-            _ => Ok(()),
-        }
+        if e.complete()? { Ok(()) } else { Err(CUresult::ERROR_NOT_READY) }
     }
 }
 

@@ -8,6 +8,12 @@
 //! Charging: the memory stays charged to the exporter, once; an importer
 //! is not charged. CUDA makes freeing exported memory while an importer
 //! still has it open undefined; here the importer keeps its pages.
+//!
+//! Events (`cuIpcGetEventHandle` / `cuIpcOpenEventHandle`): an event made
+//! with `CU_EVENT_INTERPROCESS` keeps its last record (device, context slot
+//! and generation, sequence number) in a small memfd page under a sequence
+//! lock; every process that opened the handle maps the same page, records
+//! into it and asks the shared device whether that work has completed.
 
 use crate::entry::{out, Res, INVALID_VALUE};
 use crate::memory::{Alloc, Kind};
@@ -18,6 +24,7 @@ use std::ffi::c_void;
 use std::sync::Mutex;
 
 const MAGIC: u32 = 0x5349_4d49; // "IMIS"
+const EVENT_MAGIC: u32 = 0x5645_4d49; // "IMEV"
 
 /// `CUipcMemHandle`: 64 opaque bytes, passed by value.
 #[repr(C)]
@@ -169,6 +176,32 @@ pub fn forget(p: &Process, base: u64) {
     }
 }
 
+/// Exports an allocation: its pages move into a memfd (once), and the
+/// handle names it.
+pub fn export(p: &Process, a: &Alloc) -> Res<IpcMemHandle> {
+    if a.mapped == 0 {
+        return Err(INVALID_VALUE);
+    }
+    let mut st = p.ipc.lock();
+    let (fd, ino) = match st.exports.get(&a.base) {
+        Some(e) => *e,
+        None => {
+            let e = share(a)?;
+            st.exports.insert(a.base, e);
+            e
+        }
+    };
+    let w = Wire {
+        pid: std::process::id(),
+        fd,
+        device: a.device,
+        ino,
+        size: a.size,
+        mapped: a.mapped as u64,
+    };
+    Ok(w.encode())
+}
+
 export! {
     fn cuIpcGetMemHandle(handle: *mut IpcMemHandle, dptr: CUdeviceptr) {
         let p = process::initialized()?;
@@ -176,44 +209,31 @@ export! {
             return Err(INVALID_VALUE);
         }
         let a = p.mem.get(dptr).ok_or(INVALID_VALUE)?;
-        if !matches!(a.kind, Kind::Device | Kind::Pitch | Kind::Legacy32) || a.mapped == 0 {
+        if !matches!(a.kind, Kind::Device | Kind::Pitch | Kind::Legacy32) {
             return Err(INVALID_VALUE);
         }
-        let mut st = p.ipc.lock();
-        let (fd, ino) = match st.exports.get(&a.base) {
-            Some(e) => *e,
-            None => {
-                let e = share(&a)?;
-                st.exports.insert(a.base, e);
-                e
-            }
-        };
-        let w = Wire { pid: std::process::id(), fd, device: a.device, ino, size: a.size, mapped: a.mapped as u64 };
+        let h = export(p, &a)?;
         // SAFETY: caller's output pointer (checked non-NULL).
-        unsafe { out(handle, w.encode()) }
+        unsafe { out(handle, h) }
     }
 }
 
-fn open(dptr: *mut CUdeviceptr, h: IpcMemHandle, flags: u32) -> Res {
-    let p = process::initialized()?;
+/// Maps another process's exported memory (not charged here); `Kind::Ipc`
+/// imports are counted per handle, so a second open returns the same address.
+pub fn import(p: &Process, h: &IpcMemHandle, kind: Kind) -> Res<u64> {
     let ctx = crate::context::current()?;
-    // CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS is the only flag.
-    if dptr.is_null() || flags > 1 {
-        return Err(INVALID_VALUE);
-    }
-    let w = Wire::decode(&h).ok_or(INVALID_VALUE)?;
+    let w = Wire::decode(h).ok_or(INVALID_VALUE)?;
     p.device(w.device)?;
     if w.pid == std::process::id() {
         // A process cannot open its own handle.
         return Err(INVALID_VALUE);
     }
     let mut st = p.ipc.lock();
-    if let Some((base, refs)) = st.imports.get_mut(&(w.pid, w.ino)) {
-        *refs += 1;
-        let b = *base;
-        drop(st);
-        // SAFETY: caller's output pointer (checked non-NULL).
-        return unsafe { out(dptr, b) };
+    if kind == Kind::Ipc {
+        if let Some((base, refs)) = st.imports.get_mut(&(w.pid, w.ino)) {
+            *refs += 1;
+            return Ok(*base);
+        }
     }
     let path = std::ffi::CString::new(format!("/proc/{}/fd/{}", w.pid, w.fd))
         .map_err(|_| INVALID_VALUE)?;
@@ -244,7 +264,9 @@ fn open(dptr: *mut CUdeviceptr, h: IpcMemHandle, flags: u32) -> Res {
         return Err(CUresult::ERROR_OUT_OF_MEMORY);
     }
     let base = base as u64;
-    st.imports.insert((w.pid, w.ino), (base, 1));
+    if kind == Kind::Ipc {
+        st.imports.insert((w.pid, w.ino), (base, 1));
+    }
     p.mem.insert(Alloc {
         base,
         size: w.size,
@@ -253,9 +275,18 @@ fn open(dptr: *mut CUdeviceptr, h: IpcMemHandle, flags: u32) -> Res {
         device: w.device,
         ctx: crate::process::handle_of(&ctx) as usize,
         ctx_id: ctx.id,
-        kind: Kind::Ipc,
+        kind,
     });
-    drop(st);
+    Ok(base)
+}
+
+fn open(dptr: *mut CUdeviceptr, h: IpcMemHandle, flags: u32) -> Res {
+    let p = process::initialized()?;
+    // CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS is the only flag.
+    if dptr.is_null() || flags > 1 {
+        return Err(INVALID_VALUE);
+    }
+    let base = import(p, &h, Kind::Ipc)?;
     // SAFETY: caller's output pointer (checked non-NULL).
     unsafe { out(dptr, base) }
 }
@@ -302,5 +333,192 @@ mod tests {
         };
         assert_eq!(Wire::decode(&w.encode()), Some(w));
         assert_eq!(Wire::decode(&IpcMemHandle { reserved: [0; 64] }), None);
+    }
+}
+
+/// The shared page of an interprocess event: a sequence lock and the last
+/// record.
+#[repr(C)]
+struct RecordPage {
+    version: std::sync::atomic::AtomicU64,
+    device: std::sync::atomic::AtomicU64,
+    index: std::sync::atomic::AtomicU64,
+    gen: std::sync::atomic::AtomicU64,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+const RECORD_BYTES: usize = 4096;
+
+/// An interprocess event's shared record (its own memfd, mapped).
+pub struct SharedRecord {
+    page: *const RecordPage,
+    fd: i32,
+    ino: u64,
+}
+
+// SAFETY: the page is only accessed through atomics; the descriptor is owned.
+unsafe impl Send for SharedRecord {}
+// SAFETY: as above.
+unsafe impl Sync for SharedRecord {}
+
+impl Drop for SharedRecord {
+    fn drop(&mut self) {
+        crate::memory::unmap(self.page as u64, RECORD_BYTES);
+        close(self.fd);
+    }
+}
+
+fn map_record(fd: i32) -> Res<*const RecordPage> {
+    // SAFETY: maps one page of our own descriptor, shared.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            RECORD_BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(CUresult::ERROR_OUT_OF_MEMORY);
+    }
+    Ok(p as *const RecordPage)
+}
+
+impl SharedRecord {
+    pub fn new() -> Res<SharedRecord> {
+        // SAFETY: a new anonymous file; the name is a NUL-terminated literal.
+        let fd = unsafe { libc::memfd_create(c"simcuda-ipc-event".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(CUresult::ERROR_OUT_OF_MEMORY);
+        }
+        // SAFETY: sizes our own new file (zero-filled: never recorded).
+        if unsafe { libc::ftruncate(fd, RECORD_BYTES as libc::off_t) } != 0 {
+            close(fd);
+            return Err(CUresult::ERROR_OUT_OF_MEMORY);
+        }
+        let page = match map_record(fd) {
+            Ok(p) => p,
+            Err(e) => {
+                close(fd);
+                return Err(e);
+            }
+        };
+        let ino = ino_of(fd)?.0;
+        Ok(SharedRecord { page, fd, ino })
+    }
+
+    fn page(&self) -> &RecordPage {
+        // SAFETY: a live shared mapping of at least one RecordPage, for as long as self.
+        unsafe { &*self.page }
+    }
+
+    /// Publishes a record (one writer at a time per event, as CUDA requires
+    /// of a recording; concurrent recorders in two processes are ordered by
+    /// the version counter and the last one wins).
+    pub fn store(&self, device: i32, index: u32, gen: u64, seq: u64) {
+        use std::sync::atomic::Ordering::*;
+        let p = self.page();
+        let v = p.version.fetch_add(1, AcqRel);
+        if v % 2 == 1 {
+            // Another writer is mid-update; ours follows it.
+            p.version.fetch_add(1, AcqRel);
+        }
+        p.device.store(device as u64, Relaxed);
+        p.index.store(u64::from(index), Relaxed);
+        p.gen.store(gen, Relaxed);
+        p.seq.store(seq, Relaxed);
+        p.version.fetch_add(1, Release);
+    }
+
+    /// The last record: (device, context index, generation, seq).
+    pub fn load(&self) -> Option<(i32, u32, u64, u64)> {
+        use std::sync::atomic::Ordering::*;
+        let p = self.page();
+        for _ in 0..1000 {
+            let v1 = p.version.load(Acquire);
+            if v1 % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let r = (
+                p.device.load(Relaxed) as i32,
+                p.index.load(Relaxed) as u32,
+                p.gen.load(Relaxed),
+                p.seq.load(Relaxed),
+            );
+            std::sync::atomic::fence(Acquire);
+            if p.version.load(Relaxed) == v1 {
+                return (r.3 != 0).then_some(r);
+            }
+        }
+        None
+    }
+}
+
+/// `CUipcEventHandle`: 64 opaque bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IpcEventHandle {
+    reserved: [u8; 64],
+}
+
+export! {
+    fn cuIpcGetEventHandle(handle: *mut IpcEventHandle, event: *mut c_void) {
+        let p = process::initialized()?;
+        if handle.is_null() {
+            return Err(INVALID_VALUE);
+        }
+        let e = p.events.get(event)?;
+        let r = e.shared.as_ref().ok_or(INVALID_VALUE)?;
+        let w = Wire { pid: std::process::id(), fd: r.fd, device: e.ctx.device, ino: r.ino, size: 0, mapped: 0 };
+        let mut h = w.encode().reserved;
+        h[0..4].copy_from_slice(&EVENT_MAGIC.to_le_bytes());
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(handle, IpcEventHandle { reserved: h }) }
+    }
+}
+
+export! {
+    /// An event of the calling context bound to the exporter's record.
+    fn cuIpcOpenEventHandle(event: *mut *mut c_void, handle: IpcEventHandle) {
+        let p = process::initialized()?;
+        let ctx = crate::context::current()?;
+        if event.is_null() {
+            return Err(INVALID_VALUE);
+        }
+        let mut b = handle.reserved;
+        if b[0..4] != EVENT_MAGIC.to_le_bytes() {
+            return Err(INVALID_VALUE);
+        }
+        b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        let w = Wire::decode(&IpcMemHandle { reserved: b }).ok_or(INVALID_VALUE)?;
+        if w.pid == std::process::id() {
+            return Err(INVALID_VALUE);
+        }
+        let path = std::ffi::CString::new(format!("/proc/{}/fd/{}", w.pid, w.fd)).map_err(|_| INVALID_VALUE)?;
+        // SAFETY: opens a path we built; the descriptor is ours.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(CUresult::ERROR_INVALID_HANDLE);
+        }
+        if !ino_of(fd).is_ok_and(|(ino, size)| ino == w.ino && size == RECORD_BYTES as u64) {
+            close(fd);
+            return Err(CUresult::ERROR_INVALID_HANDLE);
+        }
+        let page = match map_record(fd) {
+            Ok(pg) => pg,
+            Err(e) => {
+                close(fd);
+                return Err(e);
+            }
+        };
+        let shared = SharedRecord { page, fd, ino: w.ino };
+        let flags = crate::event::CU_EVENT_INTERPROCESS | cuda_abi::CU_EVENT_DISABLE_TIMING;
+        let e = crate::event::Event::imported(ctx, flags, shared);
+        let e = p.events.insert(e);
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(event, crate::process::handle_of(&e)) }
     }
 }

@@ -37,6 +37,8 @@ pub enum Kind {
     Graph,
     /// Memory opened from another process's IPC handle (charged to its owner).
     Ipc,
+    /// An allocation of another process's pool, imported (charged to its owner).
+    PoolImport,
 }
 
 #[derive(Clone, Debug)]
@@ -243,7 +245,12 @@ pub fn free_context(p: &Process, c: &Ctx) {
 fn plain_free_kinds(k: Kind) -> bool {
     matches!(
         k,
-        Kind::Device | Kind::Pitch | Kind::Managed | Kind::Async(_) | Kind::Legacy32
+        Kind::Device
+            | Kind::Pitch
+            | Kind::Managed
+            | Kind::Async(_)
+            | Kind::Legacy32
+            | Kind::PoolImport
     )
 }
 

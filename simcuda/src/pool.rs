@@ -23,6 +23,27 @@ pub struct Pool {
     access: Mutex<HashMap<i32, u32>>,
     used: AtomicU64,
     used_high: AtomicU64,
+    /// `CUmemAllocationHandleType`s it can be shared with (its properties).
+    pub handle_types: u32,
+    /// Imported from another process: it names that process's memory, and
+    /// nothing can be allocated from it here.
+    pub imported: bool,
+    /// The descriptor handed out by `cuMemPoolExportToShareableHandle`.
+    token: Mutex<Option<i32>>,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Some(fd) = self
+            .token
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            // SAFETY: closing the pool's own descriptor.
+            unsafe { libc::close(fd) };
+        }
+    }
 }
 
 impl Handle for Pool {
@@ -65,6 +86,9 @@ pub fn create(p: &Process, device: i32, props: Option<&CUmemPoolProps>) -> Arc<P
         access: Mutex::new(access),
         used: AtomicU64::new(0),
         used_high: AtomicU64::new(0),
+        handle_types: props.map_or(0, |p| p.handleTypes),
+        imported: false,
+        token: Mutex::new(None),
     })
 }
 
@@ -97,6 +121,9 @@ fn alloc_async(
         Some(h) => p.pools.get(h)?,
         None => p.device(s.ctx.device)?.current_pool(p),
     };
+    if pl.imported {
+        return Err(INVALID_VALUE);
+    }
     let b = memory::alloc_on(
         p,
         &s.ctx,
@@ -140,7 +167,7 @@ export_pt! {
             // graph's pool until trimmed, as CUDA keeps it.
             return Ok(());
         }
-        let a = memory::free(p, dptr, |k| matches!(k, Kind::Async(_) | Kind::Device | Kind::Pitch | Kind::Managed))?;
+        let a = memory::free(p, dptr, |k| matches!(k, Kind::Async(_) | Kind::Device | Kind::Pitch | Kind::Managed | Kind::PoolImport))?;
         if let Kind::Async(pool) = a.kind {
             if let Ok(pl) = p.pools.get(pool as *mut c_void) {
                 pl.note_free(a.charged);
@@ -265,5 +292,123 @@ export! {
         let f = pl.access.lock().unwrap_or_else(|e| e.into_inner()).get(&loc.id).copied().unwrap_or(0);
         // SAFETY: caller's output pointer.
         unsafe { out(flags, f) }
+    }
+}
+
+/// `CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR`.
+const POSIX_FD: u32 = 1;
+/// The memfd name of an exported pool, followed by the device ordinal.
+const POOL_PREFIX: &str = "simcuda-pool-dev";
+
+export! {
+    /// A pool made with POSIX descriptors among its handle types is shared
+    /// as a descriptor naming it; its allocations are then shared one by
+    /// one (`cuMemPoolExportPointer`).
+    fn cuMemPoolExportToShareableHandle(handle: *mut c_void, pool: CUmemoryPool, ty: u32, flags: u64) {
+        let p = process::initialized()?;
+        let pl = p.pools.get(pool)?;
+        if handle.is_null() || flags != 0 || pl.imported {
+            return Err(INVALID_VALUE);
+        }
+        if ty != POSIX_FD {
+            return Err(CUresult::ERROR_NOT_SUPPORTED);
+        }
+        if pl.handle_types & POSIX_FD == 0 {
+            return Err(INVALID_VALUE);
+        }
+        let mut tok = pl.token.lock().unwrap_or_else(|e| e.into_inner());
+        let fd = match *tok {
+            Some(fd) => fd,
+            None => {
+                let name = std::ffi::CString::new(format!("{POOL_PREFIX}{}", pl.device)).map_err(|_| INVALID_VALUE)?;
+                // SAFETY: a new anonymous file; the name is NUL-terminated.
+                let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+                if fd < 0 {
+                    return Err(CUresult::ERROR_OUT_OF_MEMORY);
+                }
+                *tok = Some(fd);
+                fd
+            }
+        };
+        // SAFETY: duplicates the pool's descriptor; the copy is the caller's.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(CUresult::ERROR_OUT_OF_MEMORY);
+        }
+        // SAFETY: for POSIX descriptors the shareable handle is an int.
+        unsafe { out(handle.cast::<i32>(), dup) }
+    }
+}
+
+export! {
+    fn cuMemPoolImportFromShareableHandle(pool: *mut CUmemoryPool, handle: *mut c_void, ty: u32, flags: u64) {
+        let p = process::initialized()?;
+        if pool.is_null() || flags != 0 {
+            return Err(INVALID_VALUE);
+        }
+        if ty != POSIX_FD {
+            return Err(CUresult::ERROR_NOT_SUPPORTED);
+        }
+        let fd = i32::try_from(handle as usize).map_err(|_| INVALID_VALUE)?;
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).map_err(|_| INVALID_VALUE)?;
+        let device: i32 = link
+            .to_str()
+            .and_then(|l| l.strip_prefix("/memfd:"))
+            .and_then(|l| l.strip_prefix(POOL_PREFIX))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|d| d.parse().ok())
+            .ok_or(INVALID_VALUE)?;
+        p.device(device)?;
+        let pl = p.pools.insert(Pool {
+            magic: Magic::new(Pool::MAGIC),
+            device,
+            is_default: false,
+            attrs: Mutex::new(HashMap::new()),
+            access: Mutex::new(HashMap::new()),
+            used: AtomicU64::new(0),
+            used_high: AtomicU64::new(0),
+            handle_types: POSIX_FD,
+            imported: true,
+            token: Mutex::new(None),
+        });
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(pool, handle_of(&pl)) }
+    }
+}
+
+export! {
+    /// The 64 bytes another process needs to map one allocation of an
+    /// exportable pool (see `ipc`: the allocation's pages move into a memfd).
+    fn cuMemPoolExportPointer(data: *mut crate::ipc::IpcMemHandle, ptr: CUdeviceptr) {
+        let p = process::initialized()?;
+        if data.is_null() {
+            return Err(INVALID_VALUE);
+        }
+        let a = p.mem.get(ptr).ok_or(INVALID_VALUE)?;
+        let Kind::Async(pool) = a.kind else { return Err(INVALID_VALUE) };
+        let pl = p.pools.get(pool as *mut c_void)?;
+        if pl.handle_types & POSIX_FD == 0 {
+            return Err(INVALID_VALUE);
+        }
+        let h = crate::ipc::export(p, &a)?;
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(data, h) }
+    }
+}
+
+export! {
+    /// Maps an allocation of an imported pool; freed with `cuMemFree(Async)`
+    /// here, which unmaps it (the owner's charge is the owner's).
+    fn cuMemPoolImportPointer(dptr: *mut CUdeviceptr, pool: CUmemoryPool, data: *mut crate::ipc::IpcMemHandle) {
+        let p = process::initialized()?;
+        let pl = p.pools.get(pool)?;
+        if dptr.is_null() || !pl.imported {
+            return Err(INVALID_VALUE);
+        }
+        // SAFETY: the caller's export data.
+        let h = unsafe { read(data)? };
+        let b = crate::ipc::import(p, &h, Kind::PoolImport)?;
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(dptr, b) }
     }
 }

@@ -274,7 +274,7 @@ export_pt! {
         crate::capture::on_wait_event(&s, &e)?;
         // Cross-context waits: the other context's work runs on its own queue,
         // so honour the dependency by waiting for it before later submissions.
-        if e.ctx.id != s.ctx.id {
+        if e.ctx.id != s.ctx.id || e.shared.is_some() {
             e.wait_recorded()?;
         }
         Ok(())

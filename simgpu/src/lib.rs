@@ -421,6 +421,16 @@ impl Device {
             }
         });
     }
+    /// Whether work `seq` of context `index` (generation `gen`), possibly
+    /// another process's, has completed: what an event shared between
+    /// processes (CUDA IPC) asks. Errors as [`Context::try_is_complete`].
+    pub fn try_is_complete(&self, index: u32, gen: u64, seq: Seq) -> Result<bool, SimError> {
+        with_core(&self.shm, |core, _| {
+            core.is_complete(index as usize, gen, seq)
+        })
+        .map_err(SimError::Device)?
+        .map_err(SimError::from)
+    }
     /// Claims an execution context for the calling process.
     pub fn create_context(&self) -> io::Result<Context> {
         let id = sys::identity();
@@ -664,6 +674,11 @@ impl Context {
     /// Index of the context on its device (0..64), as in the ground truth.
     pub fn index(&self) -> u32 {
         self.index as u32
+    }
+
+    /// The generation of its slot (a slot is reused by later contexts).
+    pub fn generation(&self) -> u64 {
+        self.gen
     }
 
     /// Pid of the owning process.

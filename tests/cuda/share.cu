@@ -29,6 +29,16 @@ int main(int argc, char** argv) {
     printf("handle=");
     for (int i = 0; i < 64; i++) printf("%02x", (unsigned char)h.reserved[i]);
     printf("\nword=0x%08x\n", word(d));
+    // An interprocess event recorded after 1.5 s of work on a stream.
+    cudaEvent_t ev; CK(cudaEventCreateWithFlags(&ev, cudaEventInterprocess | cudaEventDisableTiming));
+    cudaEvent_t timed; EXPECT_ERR(cudaEventCreateWithFlags(&timed, cudaEventInterprocess), cudaErrorInvalidValue);
+    cudaStream_t s; CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    sim_spin<<<1, 1, 0, s>>>(1500000000ull);
+    CK(cudaEventRecord(ev, s));
+    cudaIpcEventHandle_t eh; CK(cudaIpcGetEventHandle(&eh, ev));
+    printf("event=");
+    for (int i = 0; i < 64; i++) printf("%02x", (unsigned char)eh.reserved[i]);
+    printf("\n");
     std::string cmd;
     while (std::getline(std::cin, cmd) && cmd != "exit") {
       if (cmd == "check") printf("word=0x%08x\n", word(d));
@@ -37,6 +47,19 @@ int main(int argc, char** argv) {
   } else if (mode == "ipc-import" && argc > 2) {
     cudaIpcMemHandle_t h;
     for (int i = 0; i < 64; i++) { unsigned b; sscanf(argv[2] + 2 * i, "%2x", &b); h.reserved[i] = (char)b; }
+    if (argc > 3) {
+      // The exporter's event: still running, then waited for from here.
+      cudaIpcEventHandle_t eh;
+      for (int i = 0; i < 64; i++) { unsigned b; sscanf(argv[3] + 2 * i, "%2x", &b); eh.reserved[i] = (char)b; }
+      cudaEvent_t ev; CK(cudaIpcOpenEventHandle(&ev, eh));
+      printf("event_query=%s\n", cudaGetErrorName(cudaEventQuery(ev)));
+      (void)cudaGetLastError();
+      cudaStream_t s; CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+      CK(cudaStreamWaitEvent(s, ev, 0));
+      CK(cudaEventSynchronize(ev));
+      printf("event_after_sync=%s\n", cudaGetErrorName(cudaEventQuery(ev)));
+      CK(cudaEventDestroy(ev));
+    }
     void* d = nullptr; CK(cudaIpcOpenMemHandle(&d, h, cudaIpcMemLazyEnablePeerAccess));
     printf("word=0x%08x\n", word(d));
     printf("used_mb=%zu\n", used_bytes() / MB);
@@ -74,6 +97,42 @@ int main(int argc, char** argv) {
         printf("released used_mb=%zu\n", used_bytes() / MB);
       }
     }
+  } else if (mode == "pool-export") {
+    // A pool shareable as POSIX descriptors, one allocation exported from it.
+    cudaMemPoolProps pp = {};
+    pp.allocType = cudaMemAllocationTypePinned;
+    pp.handleTypes = cudaMemHandleTypePosixFileDescriptor;
+    pp.location.type = cudaMemLocationTypeDevice; pp.location.id = 0;
+    cudaMemPool_t pool; CK(cudaMemPoolCreate(&pool, &pp));
+    cudaStream_t s; CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    void* d = nullptr; CK(cudaMallocFromPoolAsync(&d, 6 * MB, pool, s));
+    CK(cudaMemsetAsync(d, 0x2b, 4096, s)); CK(cudaStreamSynchronize(s));
+    int fd = -1; CK(cudaMemPoolExportToShareableHandle(&fd, pool, cudaMemHandleTypePosixFileDescriptor, 0));
+    cudaMemPoolPtrExportData ed; CK(cudaMemPoolExportPointer(&ed, d));
+    printf("fd=%d\ndata=", fd);
+    for (int i = 0; i < 64; i++) printf("%02x", (unsigned char)ed.reserved[i]);
+    printf("\nused_mb=%zu\n", used_bytes() / MB);
+    std::string cmd;
+    while (std::getline(std::cin, cmd) && cmd != "exit") {
+      if (cmd == "check") printf("word=0x%08x\n", word(d));
+      if (cmd == "free") { CK(cudaFreeAsync(d, s)); CK(cudaStreamSynchronize(s)); printf("freed used_mb=%zu\n", used_bytes() / MB); }
+    }
+  } else if (mode == "pool-import" && argc > 4) {
+    char path[64]; snprintf(path, sizeof path, "/proc/%s/fd/%s", argv[2], argv[3]);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    EXPECT(fd >= 0);
+    cudaMemPool_t pool; CK(cudaMemPoolImportFromShareableHandle(&pool, (void*)(uintptr_t)fd, cudaMemHandleTypePosixFileDescriptor, 0));
+    close(fd);
+    cudaMemPoolPtrExportData ed;
+    for (int i = 0; i < 64; i++) { unsigned b; sscanf(argv[4] + 2 * i, "%2x", &b); ed.reserved[i] = (char)b; }
+    void* d = nullptr; CK(cudaMemPoolImportPointer(&d, pool, &ed));
+    printf("word=0x%08x\n", word(d));
+    printf("used_mb=%zu\n", used_bytes() / MB);
+    // Nothing can be allocated from an imported pool.
+    cudaStream_t s; CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    void* x = nullptr; EXPECT(cudaMallocFromPoolAsync(&x, MB, pool, s) != cudaSuccess); (void)cudaGetLastError();
+    CK(cudaMemset(d, 0x66, 4096)); CK(cudaDeviceSynchronize());
+    CK(cudaFree(d));
   } else if (mode == "vmm-import" && argc > 3) {
     char path[64]; snprintf(path, sizeof path, "/proc/%s/fd/%s", argv[2], argv[3]);
     int fd = open(path, O_RDWR | O_CLOEXEC);

@@ -159,3 +159,67 @@ fn cupy_memory_pool_sees_the_cap_gets_a_clean_oom_and_carries_on() {
     assert_eq!(u(&r, "after_release_free"), 4 * GIB, "{r}");
     assert_eq!(gpu.monitor(0).snapshot().mem_used, 0);
 }
+
+#[test]
+fn torch_multiprocessing_shares_a_cuda_tensor_charged_once_to_its_owner() {
+    use std::io::{BufRead, Write};
+    let gpu = SimGpu::new()
+        .preload(&shim())
+        .env("TSLICE_HBM_LIMIT", "4GiB");
+    let mut c: Command = gpu.command(&python());
+    c.env("LD_LIBRARY_PATH", gpu.lib_dir())
+        .arg(script("torch_ipc.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("start python");
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || -> Value {
+        let l = rx
+            .recv_timeout(std::time::Duration::from_secs(240))
+            .expect("the producer printed nothing for 240 s");
+        serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"))
+    };
+    let r = next();
+    // The consumer read the producer's bytes through the IPC mapping...
+    assert_eq!(r["device"].as_str(), Some("cuda"), "{r}");
+    assert_eq!(r["head"], serde_json::json!([0.0, 1.0, 2.0, 3.0]), "{r}");
+    assert_eq!(r["tail"], serde_json::json!([8388606.0, 8388607.0]), "{r}");
+    // ...with a 16 MiB cap, none of it charged to it, while it holds the
+    // producer's 32 MiB block open.
+    assert_eq!(u(&r, "total"), 16 << 20, "{r}");
+    assert_eq!(u(&r, "free"), 16 << 20, "{r}");
+    // The device holds the block once, for the producer.
+    let snap = gpu.monitor(0).snapshot();
+    let by = |pid: u64| {
+        snap.processes
+            .iter()
+            .filter(|p| u64::from(p.pid) == pid && p.alive)
+            .map(|p| p.mem_used)
+            .sum::<u64>()
+    };
+    assert_eq!(by(u(&r, "pid")), 0, "{snap:?}");
+    assert_eq!(
+        by(u(&r, "producer_pid")),
+        u(&r, "producer_reserved"),
+        "{snap:?}"
+    );
+    assert_eq!(snap.mem_used, u(&r, "producer_reserved"), "{snap:?}");
+    writeln!(stdin).unwrap();
+    let r2 = next();
+    assert_eq!(r2["consumer_exit"].as_i64(), Some(0), "{r2}");
+    assert_eq!(u(&r2, "producer_free_after"), 4 * GIB, "{r2}");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(gpu.monitor(0).snapshot().mem_used, 0);
+}

@@ -393,6 +393,7 @@ fn memory_imported_from_another_process_is_charged_to_its_owner_only() {
     let mut owner = Interactive::spawn(cmd);
     let handle = word(&owner.line(), "handle");
     owner.line();
+    owner.line();
     let o = gpu
         .command(&prog)
         .env("TSLICE_HBM_LIMIT", "2MiB")

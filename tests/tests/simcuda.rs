@@ -218,7 +218,7 @@ fn value<'a>(line: &'a str, key: &str) -> &'a str {
 }
 
 #[test]
-fn ipc_memory_is_shared_between_processes_and_charged_once_to_its_owner() {
+fn ipc_memory_and_events_are_shared_between_processes_and_memory_charged_once_to_its_owner() {
     let prog = share_prog();
     let sim = SimGpu::new();
     let mut cmd = sim.command(&prog);
@@ -226,8 +226,13 @@ fn ipc_memory_is_shared_between_processes_and_charged_once_to_its_owner() {
     let mut exp = Interactive::spawn(cmd);
     let handle = value(&exp.line(), "handle").to_string();
     assert_eq!(value(&exp.line(), "word"), "0x5a5a5a5a");
-    let out = sim.run_ok(&prog, &["ipc-import", &handle]);
+    let event = value(&exp.line(), "event").to_string();
+    let out = sim.run_ok(&prog, &["ipc-import", &handle, &event]);
     assert_ok(&out);
+    // The exporter's event: not reached while its 1.5 s kernel runs, then
+    // waited for by the importer.
+    assert!(out.contains("event_query=cudaErrorNotReady"), "{out}");
+    assert!(out.contains("event_after_sync=cudaSuccess"), "{out}");
     // The importer sees the exporter's bytes, and the device holds the
     // memory once: 8 MiB, all charged to the exporter.
     assert!(out.contains("word=0x5a5a5a5a"), "{out}");
@@ -267,6 +272,27 @@ fn vmm_posix_fd_handles_are_imported_by_another_process_and_charged_once() {
     assert!(out.contains("released used_mb=4"), "{out}");
     assert_eq!(value(&exp.ask("check"), "word"), "0x44444444");
     assert_eq!(value(&exp.ask("release"), "used_mb"), "0");
+    assert!(exp.finish().success());
+    assert_ledger_empty(&sim, 0);
+}
+
+#[test]
+fn pool_allocations_are_exported_to_another_process_and_charged_once() {
+    let prog = share_prog();
+    let sim = SimGpu::new();
+    let mut cmd = sim.command(&prog);
+    cmd.arg("pool-export");
+    let mut exp = Interactive::spawn(cmd);
+    let fd = value(&exp.line(), "fd").to_string();
+    let data = value(&exp.line(), "data").to_string();
+    assert_eq!(value(&exp.line(), "used_mb"), "6");
+    let pid = exp.pid().to_string();
+    let out = sim.run_ok(&prog, &["pool-import", &pid, &fd, &data]);
+    assert_ok(&out);
+    assert!(out.contains("word=0x2b2b2b2b"), "{out}");
+    assert_eq!(field(&out, "used_mb"), 6.0, "{out}");
+    assert_eq!(value(&exp.ask("check"), "word"), "0x66666666");
+    assert_eq!(value(&exp.ask("free"), "used_mb"), "0");
     assert!(exp.finish().success());
     assert_ledger_empty(&sim, 0);
 }
