@@ -314,6 +314,8 @@ pub const ABIS: &[Abi] = &[
     abi("cuGraphKernelNodeSetParams", 12000, Some("cuGraphKernelNodeSetParams_v2"), None),
     abi("cuGraphExecKernelNodeSetParams", 10010, Some("cuGraphExecKernelNodeSetParams"), None),
     abi("cuGraphExecKernelNodeSetParams", 12000, Some("cuGraphExecKernelNodeSetParams_v2"), None),
+    abi("cuGraphExecUpdate", 10020, Some("cuGraphExecUpdate"), None),
+    abi("cuGraphExecUpdate", 12000, Some("cuGraphExecUpdate_v2"), None),
     abi("cuGraphAddHostNode", 10000, Some("cuGraphAddHostNode"), None),
     abi("cuGraphHostNodeGetParams", 10000, Some("cuGraphHostNodeGetParams"), None),
     abi("cuGraphHostNodeSetParams", 10000, Some("cuGraphHostNodeSetParams"), None),

@@ -101,6 +101,60 @@ impl Handle for Graph {
     }
 }
 
+/// A node's kind, for comparing topologies.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tag {
+    Kernel,
+    Copy,
+    Set,
+    Empty,
+    Host,
+    MemAlloc,
+    MemFree,
+}
+
+impl NodeKind {
+    fn tag(&self) -> Tag {
+        match self {
+            NodeKind::Kernel { .. } => Tag::Kernel,
+            NodeKind::Op(Op::Copy(_)) => Tag::Copy,
+            NodeKind::Op(Op::Set(_)) => Tag::Set,
+            NodeKind::Empty => Tag::Empty,
+            NodeKind::Host { .. } => Tag::Host,
+            NodeKind::MemAlloc(_) => Tag::MemAlloc,
+            NodeKind::MemFree(_) => Tag::MemFree,
+        }
+    }
+}
+
+/// Each node's kind and dependencies by index, and the step it runs as.
+fn plan(nodes: &[Arc<Node>]) -> (Vec<(Tag, Vec<usize>)>, Vec<Option<Step>>) {
+    let index: std::collections::HashMap<usize, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (handle_of(n) as usize, i))
+        .collect();
+    let mut shape = Vec::with_capacity(nodes.len());
+    let mut steps = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let k = n.kind();
+        let mut deps: Vec<usize> = n
+            .deps
+            .iter()
+            .filter_map(|d| index.get(d).copied())
+            .collect();
+        deps.sort_unstable();
+        shape.push((k.tag(), deps));
+        steps.push(match &*k {
+            NodeKind::Kernel { duration_ns, .. } => Some(Step::Kernel(*duration_ns)),
+            NodeKind::Op(op) => Some(Step::Op(*op)),
+            NodeKind::Host { f, data } => Some(Step::Host(*f, *data)),
+            _ => None,
+        });
+    }
+    (shape, steps)
+}
+
 /// One step of an executable graph, in topological order.
 #[derive(Clone, Copy)]
 enum Step {
@@ -114,6 +168,9 @@ pub struct GraphExec {
     id: u64,
     /// Steps by node handle (kernel steps are updated in place).
     steps: Mutex<Vec<(usize, Step)>>,
+    /// The topology it was made from: each node's kind and dependencies (by
+    /// index), what `cuGraphExecUpdate` compares a new graph with.
+    shape: Vec<(Tag, Vec<usize>)>,
     allocs: Vec<Arc<GraphAlloc>>,
     /// Whether `allocs` are physically backed (mapped and charged), and the
     /// last launch's work.
@@ -722,18 +779,19 @@ fn instantiate(exec: *mut CUgraphExec, graph: CUgraph) -> Res<Arc<GraphExec>> {
     }
     let nodes = g.nodes.lock().unwrap_or_else(|e| e.into_inner()).clone();
     // Nodes only depend on earlier nodes, so insertion order is a topological order.
-    let mut steps = Vec::new();
-    let mut allocs = Vec::new();
-    for n in &nodes {
-        let h = handle_of(n) as usize;
-        match &*n.kind() {
-            NodeKind::Kernel { duration_ns: d, .. } => steps.push((h, Step::Kernel(*d))),
-            NodeKind::Op(op) => steps.push((h, Step::Op(*op))),
-            NodeKind::Host { f, data } => steps.push((h, Step::Host(*f, *data))),
-            NodeKind::MemAlloc(a) => allocs.push(a.clone()),
-            NodeKind::Empty | NodeKind::MemFree(_) => {}
-        }
-    }
+    let (shape, planned) = plan(&nodes);
+    let steps: Vec<(usize, Step)> = nodes
+        .iter()
+        .zip(planned)
+        .filter_map(|(n, st)| st.map(|st| (handle_of(n) as usize, st)))
+        .collect();
+    let allocs: Vec<Arc<GraphAlloc>> = nodes
+        .iter()
+        .filter_map(|n| match &*n.kind() {
+            NodeKind::MemAlloc(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect();
     let id = p.next_id();
     // One executable at a time for a graph with allocation nodes.
     for a in &allocs {
@@ -749,6 +807,7 @@ fn instantiate(exec: *mut CUgraphExec, graph: CUgraph) -> Res<Arc<GraphExec>> {
         magic: Magic::new(GraphExec::MAGIC),
         id,
         steps: Mutex::new(steps),
+        shape,
         allocs,
         backed: Mutex::new(None),
     });
@@ -1038,5 +1097,82 @@ export! {
         }
         p.reset_graph_mem_high(device);
         Ok(())
+    }
+}
+
+/// `CUgraphExecUpdateResult`.
+mod update_result {
+    pub const SUCCESS: u32 = 0;
+    pub const TOPOLOGY_CHANGED: u32 = 2;
+    pub const NODE_TYPE_CHANGED: u32 = 3;
+    pub const NOT_SUPPORTED: u32 = 6;
+}
+/// CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE.
+const UPDATE_FAILURE: CUresult = CUresult(910);
+
+/// Updates an executable from a graph of the same topology: each node's
+/// parameters (kernel durations, copies, memsets, host functions) are
+/// taken from the graph's node in the same position. Returns the result
+/// code and the index of the offending node, if any.
+fn exec_update(exec: CUgraphExec, graph: CUgraph) -> Res<(u32, Option<usize>, Vec<Arc<Node>>)> {
+    let p = process::initialized()?;
+    let e = p.execs.get(exec)?;
+    let g = p.graphs.get(graph)?;
+    let nodes = g.nodes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (shape, planned) = plan(&nodes);
+    if shape.len() != e.shape.len() {
+        return Ok((update_result::TOPOLOGY_CHANGED, None, nodes));
+    }
+    for (i, ((t, d), (t0, d0))) in shape.iter().zip(&e.shape).enumerate() {
+        if matches!(t, Tag::MemAlloc | Tag::MemFree) || matches!(t0, Tag::MemAlloc | Tag::MemFree) {
+            // Graphs with memory nodes cannot be updated, as in CUDA.
+            return Ok((update_result::NOT_SUPPORTED, Some(i), nodes));
+        }
+        if t != t0 {
+            return Ok((update_result::NODE_TYPE_CHANGED, Some(i), nodes));
+        }
+        if d != d0 {
+            return Ok((update_result::TOPOLOGY_CHANGED, Some(i), nodes));
+        }
+    }
+    let mut steps = e.steps.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fresh = planned.into_iter().flatten();
+    for st in steps.iter_mut() {
+        if let Some(n) = fresh.next() {
+            st.1 = n;
+        }
+    }
+    Ok((update_result::SUCCESS, None, nodes))
+}
+
+export! {
+    /// The CUDA 10.2 form: the offending node and the result code.
+    fn cuGraphExecUpdate(exec: CUgraphExec, graph: CUgraph, err_node: *mut CUgraphNode, result: *mut u32) {
+        let (r, bad, nodes) = exec_update(exec, graph)?;
+        let n = bad.and_then(|i| nodes.get(i)).map_or(std::ptr::null_mut(), handle_of);
+        // SAFETY: the caller's output pointers.
+        unsafe {
+            out(err_node, n)?;
+            out(result, r)?;
+        }
+        if r == update_result::SUCCESS { Ok(()) } else { Err(UPDATE_FAILURE) }
+    }
+}
+
+/// `CUgraphExecUpdateResultInfo`.
+#[repr(C)]
+pub struct UpdateResultInfo {
+    result: u32,
+    error_node: CUgraphNode,
+    error_from_node: CUgraphNode,
+}
+
+export! {
+    fn cuGraphExecUpdate_v2(exec: CUgraphExec, graph: CUgraph, info: *mut UpdateResultInfo) {
+        let (r, bad, nodes) = exec_update(exec, graph)?;
+        let n = bad.and_then(|i| nodes.get(i)).map_or(std::ptr::null_mut(), handle_of);
+        // SAFETY: the caller's output struct.
+        unsafe { out(info, UpdateResultInfo { result: r, error_node: n, error_from_node: std::ptr::null_mut() })? };
+        if r == update_result::SUCCESS { Ok(()) } else { Err(UPDATE_FAILURE) }
     }
 }

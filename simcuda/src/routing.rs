@@ -328,6 +328,8 @@ fn exports() -> Vec<(&'static str, usize)> {
         graph::cuGraphKernelNodeSetParams_v2,
         graph::cuGraphExecKernelNodeSetParams,
         graph::cuGraphExecKernelNodeSetParams_v2,
+        graph::cuGraphExecUpdate,
+        graph::cuGraphExecUpdate_v2,
         graph::cuGraphAddHostNode,
         graph::cuGraphHostNodeGetParams,
         graph::cuGraphHostNodeSetParams,

@@ -40,6 +40,23 @@ int main() {
   CK(cudaGraphExecKernelNodeSetParams(ge, k2, &kp));
   printf("updated_graph_ms=%.3f\n", timed(ge, s));
   printf("host_calls2=%d\n", g_host.load());
+  // A whole-graph update from a graph of the same shape with 2 ms kernels...
+  cudaGraph_t g2; CK(cudaGraphCreate(&g2, 0));
+  unsigned long long ns3 = 2000000ull; void* args3[] = {&ns3};
+  kp.kernelParams = args3;
+  cudaGraphNode_t a1, a2, a3;
+  CK(cudaGraphAddKernelNode(&a1, g2, nullptr, 0, &kp));
+  CK(cudaGraphAddHostNode(&a2, g2, &a1, 1, &hp));
+  CK(cudaGraphAddKernelNode(&a3, g2, &a2, 1, &kp));
+  cudaGraphExecUpdateResultInfo info = {};
+  CK(cudaGraphExecUpdate(ge, g2, &info));
+  EXPECT(info.result == cudaGraphExecUpdateSuccess);
+  printf("whole_update_ms=%.3f\n", timed(ge, s));
+  // ...and one of another shape, refused with the node that differs.
+  cudaGraphNode_t a4; CK(cudaGraphAddEmptyNode(&a4, g2, &a3, 1));
+  EXPECT_ERR(cudaGraphExecUpdate(ge, g2, &info), cudaErrorGraphExecUpdateFailure);
+  EXPECT(info.result == cudaGraphExecUpdateErrorTopologyChanged);
+  CK(cudaGraphDestroy(g2));
   CK(cudaGraphExecDestroy(ge)); CK(cudaGraphDestroy(g));
 
   // 2. an explicit allocation node, a memset on its memory, a free node.
