@@ -127,8 +127,11 @@ impl NodeKind {
     }
 }
 
+/// A graph's topology: each node's kind and its dependencies by index.
+type Shape = Vec<(Tag, Vec<usize>)>;
+
 /// Each node's kind and dependencies by index, and the step it runs as.
-fn plan(nodes: &[Arc<Node>]) -> (Vec<(Tag, Vec<usize>)>, Vec<Option<Step>>) {
+fn plan(nodes: &[Arc<Node>]) -> (Shape, Vec<Option<Step>>) {
     let index: std::collections::HashMap<usize, usize> = nodes
         .iter()
         .enumerate()
@@ -170,7 +173,7 @@ pub struct GraphExec {
     steps: Mutex<Vec<(usize, Step)>>,
     /// The topology it was made from: each node's kind and dependencies (by
     /// index), what `cuGraphExecUpdate` compares a new graph with.
-    shape: Vec<(Tag, Vec<usize>)>,
+    shape: Shape,
     allocs: Vec<Arc<GraphAlloc>>,
     /// Whether `allocs` are physically backed (mapped and charged), and the
     /// last launch's work.
