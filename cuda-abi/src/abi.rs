@@ -237,6 +237,7 @@ pub const ABIS: &[Abi] = &[
     abi("cuStreamEndCapture", 10000, Some("cuStreamEndCapture"), Some("cuStreamEndCapture_ptsz")),
     // Capture entry points the shim counts and the simulator lacks.
     abi("cuStreamBeginCaptureToGraph", 12030, Some("cuStreamBeginCaptureToGraph"), Some("cuStreamBeginCaptureToGraph_ptsz")),
+    abi("cuStreamBeginRecaptureToGraph", 13030, Some("cuStreamBeginRecaptureToGraph"), Some("cuStreamBeginRecaptureToGraph_ptsz")),
     abi("cuStreamBeginCaptureToCig", 13010, Some("cuStreamBeginCaptureToCig"), Some("cuStreamBeginCaptureToCig_ptsz")),
     abi("cuStreamEndCaptureToCig", 13010, Some("cuStreamEndCaptureToCig"), Some("cuStreamEndCaptureToCig_ptsz")),
     abi("cuStreamIsCapturing", 10000, Some("cuStreamIsCapturing"), Some("cuStreamIsCapturing_ptsz")),

@@ -88,6 +88,31 @@ pub unsafe fn begin_to_graph_ptsz(
     began(unsafe { f(stream, graph, deps, edges, n, mode) })
 }
 
+/// CUDA 13.3's recapture into an existing graph: a capture like the others.
+pub unsafe fn begin_recapture(
+    stream: CUstream,
+    mode: c_uint,
+    graph: CUgraph,
+    callback: *mut c_void,
+    data: *mut c_void,
+) -> CUresult {
+    let f = real_fn!(cuStreamBeginRecaptureToGraph);
+    // SAFETY: the caller's arguments, passed on.
+    began(unsafe { f(stream, mode, graph, callback, data) })
+}
+
+pub unsafe fn begin_recapture_ptsz(
+    stream: CUstream,
+    mode: c_uint,
+    graph: CUgraph,
+    callback: *mut c_void,
+    data: *mut c_void,
+) -> CUresult {
+    let f = real_fn!(cuStreamBeginRecaptureToGraph_ptsz);
+    // SAFETY: the caller's arguments, passed on.
+    began(unsafe { f(stream, mode, graph, callback, data) })
+}
+
 pub unsafe fn begin_to_cig(stream: CUstream, params: *mut c_void) -> CUresult {
     let f = real_fn!(cuStreamBeginCaptureToCig);
     // SAFETY: the caller's arguments, passed on.

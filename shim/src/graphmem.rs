@@ -3,9 +3,10 @@
 //!
 //! The rule: an executable graph's allocation nodes are charged, their sum
 //! per device, from the moment the driver backs them physically (the
-//! executable's upload or first launch) until it gives them back (the
-//! executable's destruction, or a `cuDeviceGraphMemTrim` after which the
-//! driver reports the device's graph memory empty). The charge is taken
+//! executable's upload or first launch) until it gives them back: a
+//! `cuDeviceGraphMemTrim` after which the driver reports the device's graph
+//! memory empty. Destroying the executable does not end the charge: CUDA
+//! keeps its memory in the device's graph pool until a trim. The charge is taken
 //! before the driver is asked: over the cap, the launch or upload fails with
 //! `CUDA_ERROR_OUT_OF_MEMORY` and nothing runs. A stream-ordered allocation
 //! made while its stream is being captured is a node, not memory, and is
@@ -29,6 +30,8 @@ pub struct ExecMem {
     charges: [(u16, u64); DEVICES],
     n: u8,
     backed: bool,
+    /// The executable is gone; its memory waits in the graph pool for a trim.
+    destroyed: bool,
 }
 
 impl ExecMem {
@@ -72,8 +75,9 @@ fn instantiated(s: &Shim, exec: CUgraphExec, graph: CUgraph) {
 }
 
 /// Charges `m` before the driver backs it (`call`); undone if the call
-/// fails. Over the cap: `CUDA_ERROR_OUT_OF_MEMORY`, nothing called.
-fn charge_then(s: &Shim, m: &ExecMem, call: impl FnOnce() -> CUresult) -> CUresult {
+/// fails without backing it. Over the cap: `CUDA_ERROR_OUT_OF_MEMORY`,
+/// nothing called.
+fn charge_then(s: &Shim, m: &ExecMem, call: impl FnOnce() -> CUresult) -> CallResult {
     let mut taken: Vec<(u16, u64)> = Vec::new();
     let undo = |taken: &[(u16, u64)]| {
         for (dev, bytes) in taken {
@@ -93,29 +97,51 @@ fn charge_then(s: &Shim, m: &ExecMem, call: impl FnOnce() -> CUresult) -> CUresu
                 st.limit
             );
             undo(&taken);
-            return CUresult::ERROR_OUT_OF_MEMORY;
+            return CallResult::Done(CUresult::ERROR_OUT_OF_MEMORY);
         }
         taken.push((*dev, *bytes));
     }
+    // What the driver holds for graphs, to tell whether a failed call
+    // backed the memory anyway.
+    let before: Vec<Result<u64, CUresult>> = m
+        .charges()
+        .iter()
+        .map(|(d, _)| real::graph_mem_reserved(CUdevice::from(*d)))
+        .collect();
     let r = call();
     if !r.is_success() {
+        let grew = m.charges().iter().zip(&before).any(|((d, _), b)| {
+            matches!((b, real::graph_mem_reserved(CUdevice::from(*d))), (Ok(b), Ok(a)) if a > *b)
+        });
+        if grew {
+            // The driver kept memory for the graph: the charge stays.
+            return CallResult::KeptBacked(r);
+        }
         undo(&taken);
     }
-    r
+    CallResult::Done(r)
 }
 
-/// Backs an executable's memory (charged first) unless it is backed.
-fn backing(exec: CUgraphExec, call: impl FnOnce() -> CUresult) -> CUresult {
-    let s = shim();
+enum CallResult {
+    Done(CUresult),
+    /// The call failed, but the driver backed the memory: it is charged.
+    KeptBacked(CUresult),
+}
+
+/// Backs an executable's memory (charged first) unless it is backed. The
+/// caller holds the graph lock for writing.
+fn backing(s: &Shim, exec: CUgraphExec, call: impl FnOnce() -> CUresult) -> CUresult {
     let Some(m) = s.graph_mem.get(exec as u64).filter(|m| !m.backed) else {
         return call();
     };
-    let r = charge_then(s, &m, call);
-    if r.is_success() {
-        s.graph_mem
-            .insert(exec as u64, ExecMem { backed: true, ..m });
+    match charge_then(s, &m, call) {
+        CallResult::Done(r) if !r.is_success() => r,
+        CallResult::Done(r) | CallResult::KeptBacked(r) => {
+            s.graph_mem
+                .insert(exec as u64, ExecMem { backed: true, ..m });
+            r
+        }
     }
-    r
 }
 
 fn give_back(s: &Shim, m: &ExecMem) {
@@ -126,12 +152,24 @@ fn give_back(s: &Shim, m: &ExecMem) {
     }
 }
 
-/// Runs a launch of `exec` with its graph memory charged first.
+/// Runs a launch (or upload) of `exec` with its graph memory charged first.
+/// Launches of executables already backed share the graph lock; the first
+/// backing, trims and destructions take it alone, so a charge is never
+/// taken twice nor lost to a concurrent trim.
 pub fn launch(exec: CUgraphExec, call: impl FnOnce() -> CUresult) -> CUresult {
-    if !shim().mem_on() {
+    let s = shim();
+    if !s.mem_on() {
         return call();
     }
-    backing(exec, call)
+    let needs = |s: &Shim| s.graph_mem.get(exec as u64).is_some_and(|m| !m.backed);
+    {
+        let _shared = s.graph_lock.read().unwrap_or_else(|e| e.into_inner());
+        if !needs(s) {
+            return call();
+        }
+    }
+    let _alone = s.graph_lock.write().unwrap_or_else(|e| e.into_inner());
+    backing(s, exec, call)
 }
 
 fn instantiate_with(
@@ -202,13 +240,28 @@ unsafe fn with_params(
     let Some(m) = plan(s, graph) else {
         return call();
     };
-    let r = charge_then(s, &m, call);
-    if r.is_success() {
-        // SAFETY: written by the driver on success (checked non-null).
-        s.graph_mem
-            .insert(unsafe { *exec } as u64, ExecMem { backed: true, ..m });
+    let _alone = s.graph_lock.write().unwrap_or_else(|e| e.into_inner());
+    match charge_then(s, &m, call) {
+        CallResult::Done(r) if r.is_success() => {
+            // SAFETY: written by the driver on success (checked non-null).
+            s.graph_mem
+                .insert(unsafe { *exec } as u64, ExecMem { backed: true, ..m });
+            r
+        }
+        CallResult::Done(r) => r,
+        CallResult::KeptBacked(r) => {
+            // No executable to attach it to: it waits in the pool for a trim.
+            s.graph_mem.insert(
+                s.residue_key(),
+                ExecMem {
+                    backed: true,
+                    destroyed: true,
+                    ..m
+                },
+            );
+            r
+        }
     }
-    r
 }
 
 pub unsafe fn instantiate_with_params(
@@ -243,15 +296,24 @@ pub unsafe fn upload_ptsz(exec: CUgraphExec, stream: CUstream) -> CUresult {
     launch(exec, || unsafe { f(exec, stream) })
 }
 
+/// The executable's backed memory stays charged, as the device's graph
+/// pool keeps it, until a trim.
 pub unsafe fn exec_destroy(exec: CUgraphExec) -> CUresult {
     let f = real_fn!(cuGraphExecDestroy);
+    let s = shim();
+    let _alone = s.graph_lock.write().unwrap_or_else(|e| e.into_inner());
     // SAFETY: the caller's argument, passed on.
     let r = unsafe { f(exec) };
-    let s = shim();
     if r.is_success() {
         if let Some(m) = s.graph_mem.remove(exec as u64) {
             if m.backed {
-                give_back(s, &m);
+                s.graph_mem.insert(
+                    s.residue_key(),
+                    ExecMem {
+                        destroyed: true,
+                        ..m
+                    },
+                );
             }
         }
     }
@@ -265,9 +327,10 @@ pub unsafe fn exec_destroy(exec: CUgraphExec) -> CUresult {
 /// charging too much for a while is the safe side.
 pub unsafe fn mem_trim(dev: CUdevice) -> CUresult {
     let f = real_fn!(cuDeviceGraphMemTrim);
+    let s = shim();
+    let _alone = s.graph_lock.write().unwrap_or_else(|e| e.into_inner());
     // SAFETY: the caller's argument, passed on.
     let r = unsafe { f(dev) };
-    let s = shim();
     if r.is_success() && s.mem_on() && real::graph_mem_reserved(dev) == Ok(0) {
         let Ok(d16) = u16::try_from(dev) else {
             return r;
@@ -277,7 +340,9 @@ pub unsafe fn mem_trim(dev: CUdevice) -> CUresult {
             .take_where(|m| m.backed && m.charges().iter().any(|(d, _)| *d == d16))
         {
             give_back(s, &m);
-            s.graph_mem.insert(k, ExecMem { backed: false, ..m });
+            if !m.destroyed {
+                s.graph_mem.insert(k, ExecMem { backed: false, ..m });
+            }
         }
     }
     r

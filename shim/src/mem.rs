@@ -218,7 +218,8 @@ fn captured(stream: CUstream, per_thread: bool) -> bool {
     } else {
         stream
     };
-    real::stream_is_capturing(h)
+    // An error (an unknown stream) is no capture: the allocation is charged.
+    real::stream_capture_status(h) == Some(true)
 }
 
 pub unsafe fn mem_alloc_async(dptr: *mut CUdeviceptr, size: usize, stream: CUstream) -> CUresult {

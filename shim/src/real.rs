@@ -529,6 +529,19 @@ pub fn stream_is_capturing(stream: CUstream) -> bool {
     }
 }
 
+/// Whether `stream` is being captured, None when the driver cannot say.
+pub fn stream_capture_status(stream: CUstream) -> Option<bool> {
+    let mut status: u32 = 0;
+    call_helper!(
+        Helper::StreamIsCapturing,
+        unsafe extern "C" fn(CUstream, *mut u32) -> CUresult,
+        stream,
+        &mut status
+    )
+    .ok()
+    .map(|()| status != 0)
+}
+
 /// Whether a device's primary context is active (None if unknown).
 pub fn primary_ctx_active(dev: CUdevice) -> Option<bool> {
     let (mut flags, mut active): (u32, c_int) = (0, 0);

@@ -112,8 +112,12 @@ pub struct Shim {
     /// Where each memory pool this process created or looked up lives: a
     /// device ordinal, or -1 for pools of host memory (not charged).
     pub pools: ShardedMap<CUdevice>,
-    /// Executable graphs with memory-allocation nodes (graphmem.rs).
+    /// Executable graphs with memory-allocation nodes, and the memory of
+    /// destroyed ones the driver's graph pool keeps (graphmem.rs).
     pub graph_mem: ShardedMap<crate::graphmem::ExecMem>,
+    /// Orders graph-memory bookkeeping with the driver calls it follows.
+    pub graph_lock: std::sync::RwLock<()>,
+    residue_ids: AtomicU64,
     /// Stream captures in progress in this process.
     captures: AtomicU32,
     /// Whether the process sees a single device (then every launch is on
@@ -257,6 +261,8 @@ impl Shim {
             vmm: Mutex::new(Vmm::default()),
             pools: ShardedMap::new(),
             graph_mem: ShardedMap::new(),
+            graph_lock: std::sync::RwLock::new(()),
+            residue_ids: AtomicU64::new(0),
             captures: AtomicU32::new(0),
             device_count: AtomicU8::new(COUNT_UNKNOWN),
             primary: [const { AtomicUsize::new(0) }; MAX_DEVICES],
@@ -529,6 +535,12 @@ impl Shim {
 
     /// Whether some stream of this process may be capturing.
     #[inline]
+    /// A key for graph memory no executable holds any more (never an
+    /// executable's handle: the top bit is set).
+    pub fn residue_key(&self) -> u64 {
+        (1 << 63) | self.residue_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
     pub fn captures_active(&self) -> bool {
         self.captures.load(Ordering::Acquire) > 0
     }

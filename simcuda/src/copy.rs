@@ -233,6 +233,34 @@ fn check(p: &Process, s: &Side, c: &CUDA_MEMCPY3D) -> Res {
 }
 
 /// Validates and performs an operation's data effect.
+/// Validates `op` as [`exec`] would, without running it (for effects that
+/// run later, on the host thread, in stream order).
+pub fn check_op(p: &Process, op: &Op) -> Res {
+    match op {
+        Op::Copy(c) => {
+            let src = side(p, End::src(c), c)?;
+            let dst = side(p, End::dst(c), c)?;
+            check(p, &src, c)?;
+            check(p, &dst, c)
+        }
+        Op::Set(m) => {
+            let es = m.elementSize as u64;
+            if !matches!(es, 1 | 2 | 4) || m.dst % es != 0 {
+                return Err(INVALID_VALUE);
+            }
+            let row = m.width as u64 * es;
+            let pitch = if m.height <= 1 { row } else { m.pitch as u64 };
+            if pitch < row {
+                return Err(INVALID_VALUE);
+            }
+            if m.width == 0 || m.height == 0 {
+                return Ok(());
+            }
+            memory::check_device(p, m.dst, (m.height as u64 - 1) * pitch + row)
+        }
+    }
+}
+
 pub fn exec(p: &Process, op: &Op) -> Res {
     match op {
         Op::Copy(c) => {
@@ -294,6 +322,18 @@ pub fn enqueue(h: CUstream, ds: DefaultStream, op: Op, sync: bool) -> Res {
             return Err(CUresult::ERROR_STREAM_CAPTURE_UNSUPPORTED);
         }
         return crate::capture::add_op(&s, op);
+    }
+    if s.host_pending() {
+        // A host function or a stream wait launched before this has not
+        // finished: the data effect follows it, in stream order.
+        if sync {
+            s.wait_host_functions();
+        } else {
+            check_op(p, &op)?;
+            return s.launch_host(Box::new(move || {
+                let _ = exec(process::get(), &op);
+            }));
+        }
     }
     exec(p, &op)?;
     let seq = s.submit(simgpu::Work {

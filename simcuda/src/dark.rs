@@ -289,24 +289,25 @@ unsafe extern "C" fn un14() -> CUresult {
 unsafe extern "C" fn un15() -> CUresult {
     run("unnamed[15]", || Ok(()))
 }
-static UNNAMED_TABLE: [Slot; 16] = [
-    NULL,
-    Slot(un1 as *const c_void),
-    Slot(un2 as *const c_void),
-    Slot(un3 as *const c_void),
-    Slot(un4 as *const c_void),
-    Slot(un5 as *const c_void),
-    Slot(un6 as *const c_void),
-    Slot(un7 as *const c_void),
-    Slot(un8 as *const c_void),
-    Slot(un9 as *const c_void),
-    Slot(un10 as *const c_void),
-    Slot(un11 as *const c_void),
-    Slot(un12 as *const c_void),
-    Slot(un13 as *const c_void),
-    Slot(un14 as *const c_void),
-    Slot(un15 as *const c_void),
-];
+static UNNAMED_TABLE: [Slot; 64] = {
+    let mut t = [NULL; 64];
+    t[1] = Slot(un1 as *const c_void);
+    t[2] = Slot(un2 as *const c_void);
+    t[3] = Slot(un3 as *const c_void);
+    t[4] = Slot(un4 as *const c_void);
+    t[5] = Slot(un5 as *const c_void);
+    t[6] = Slot(un6 as *const c_void);
+    t[7] = Slot(un7 as *const c_void);
+    t[8] = Slot(un8 as *const c_void);
+    t[9] = Slot(un9 as *const c_void);
+    t[10] = Slot(un10 as *const c_void);
+    t[11] = Slot(un11 as *const c_void);
+    t[12] = Slot(un12 as *const c_void);
+    t[13] = Slot(un13 as *const c_void);
+    t[14] = Slot(un14 as *const c_void);
+    t[15] = Slot(un15 as *const c_void);
+    t
+};
 
 fn table_for(id: &[u8; 16]) -> Option<*const c_void> {
     let t: &[Slot] = match *id {

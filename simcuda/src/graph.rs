@@ -8,10 +8,12 @@
 //! `cuMemAllocAsync` during capture): the node's address is fixed when the
 //! node is made (a reserved, inaccessible range); physical memory is mapped
 //! there and charged to the ledger when an executable graph is uploaded or
-//! first launched, and stays, as CUDA's graph pool keeps it, across launches
-//! and past the graph's free nodes, until `cuDeviceGraphMemTrim` (for
-//! executables not running) or `cuGraphExecDestroy` return it. A graph with
-//! allocation nodes has one executable at a time, as in CUDA.
+//! first launched, and stays, as CUDA's graph pool keeps it, across launches,
+//! past the graph's free nodes and past `cuGraphExecDestroy`, until
+//! `cuDeviceGraphMemTrim` returns what no running launch uses. A graph with
+//! allocation nodes has one executable at a time, and cannot be relaunched
+//! while the previous launch's allocations are unfreed (unless instantiated
+//! with AUTO_FREE_ON_LAUNCH), as in CUDA.
 
 use crate::copy::{self, Op};
 use crate::entry::{out, out_opt, read, slice, Res, INVALID_VALUE};
@@ -24,7 +26,7 @@ use cuda_abi::driver_types::{
 };
 use cuda_abi::{CUcontext, CUdeviceptr, CUgraph, CUgraphExec, CUgraphNode, CUresult, CUstream};
 use std::ffi::{c_char, c_void};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 pub enum NodeKind {
     /// The function is kept alive as long as the node refers to it.
@@ -54,6 +56,9 @@ pub struct GraphAlloc {
     pub device: i32,
     /// The live executable graph that backs it, if any.
     owner: Mutex<Option<u64>>,
+    /// Allocated by a launch and not freed yet (by a free node, `cuMemFree`
+    /// or `cuMemFreeAsync`): CUDA refuses to relaunch the graph until then.
+    pub live: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for GraphAlloc {
@@ -175,6 +180,10 @@ pub struct GraphExec {
     /// index), what `cuGraphExecUpdate` compares a new graph with.
     shape: Shape,
     allocs: Vec<Arc<GraphAlloc>>,
+    /// Graph memory the graph's own free nodes free.
+    frees: Vec<u64>,
+    /// CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH.
+    auto_free: bool,
     /// Whether `allocs` are physically backed (mapped and charged), and the
     /// last launch's work.
     backed: Mutex<Option<(Arc<crate::context::Ctx>, simgpu::Seq)>>,
@@ -597,12 +606,35 @@ pub fn graph_alloc(p: &Process, device: i32, size: u64) -> Res<Arc<GraphAlloc>> 
         charged,
         device,
         owner: Mutex::new(None),
+        live: std::sync::atomic::AtomicBool::new(false),
     });
+    let mut m = p.graph_allocs.lock().unwrap_or_else(|e| e.into_inner());
+    if m.len() >= 64 && m.len().is_power_of_two() {
+        m.retain(|_, w| w.strong_count() > 0);
+    }
+    m.insert(a.base, Arc::downgrade(&a));
+    Ok(a)
+}
+
+/// The allocation node memory at `ptr`, if any.
+pub fn graph_alloc_at(p: &Process, ptr: u64) -> Option<Arc<GraphAlloc>> {
     p.graph_allocs
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(a.base, Arc::downgrade(&a));
-    Ok(a)
+        .get(&ptr)
+        .and_then(Weak::upgrade)
+}
+
+/// Frees graph memory outside its graph (`cuMemFree`, `cuMemFreeAsync`):
+/// the allocation ends; its memory stays with the graph's pool.
+pub fn free_outside(p: &Process, ptr: u64) -> bool {
+    match graph_alloc_at(p, ptr) {
+        Some(a) => {
+            a.live.store(false, std::sync::atomic::Ordering::Release);
+            true
+        }
+        None => false,
+    }
 }
 
 /// Whether `ptr` is the address of a live allocation node's memory.
@@ -708,16 +740,19 @@ fn add_generic(
             std::ptr::addr_of_mut!((*params).union).cast::<u8>(),
         )
     };
-    // SAFETY (each arm): the union member of that type, within the union's 232 bytes.
+    // Each arm reads the union member its type names (within its 232 bytes).
     match ty {
         graph_node_type::KERNEL => add(pnode, graph, deps, n, || {
+            // SAFETY: the union member this node type names, in the caller's parameters.
             kernel_kind(unsafe { read(u.cast::<CUDA_KERNEL_NODE_PARAMS_v2>())? })
         }),
         graph_node_type::MEMCPY => {
             // CUDA_MEMCPY_NODE_PARAMS: flags, reserved, copyCtx, copyParams.
+            // SAFETY: the union member this node type names, in the caller's parameters.
             let ctx = unsafe { read(u.add(8).cast::<CUcontext>())? };
             crate::context::resolve(ctx)?;
             add(pnode, graph, deps, n, || {
+                // SAFETY: the union member this node type names, in the caller's parameters.
                 Ok(NodeKind::Op(Op::Copy(unsafe {
                     read(u.add(16).cast::<CUDA_MEMCPY3D>())?
                 })))
@@ -725,6 +760,7 @@ fn add_generic(
         }
         graph_node_type::MEMSET => {
             // CUDA_MEMSET_NODE_PARAMS_v2: the v1 fields, then the context.
+            // SAFETY: the union member this node type names, in the caller's parameters.
             let ctx = unsafe {
                 read(
                     u.add(std::mem::size_of::<CUDA_MEMSET_NODE_PARAMS>())
@@ -733,22 +769,27 @@ fn add_generic(
             };
             crate::context::resolve(ctx)?;
             add(pnode, graph, deps, n, || {
+                // SAFETY: the union member this node type names, in the caller's parameters.
                 Ok(NodeKind::Op(Op::Set(unsafe {
                     read(u.cast::<CUDA_MEMSET_NODE_PARAMS>())?
                 })))
             })
         }
         graph_node_type::HOST => add(pnode, graph, deps, n, || {
+            // SAFETY: the union member this node type names, in the caller's parameters.
             host_kind(unsafe { read(u.cast::<HostNodeParams>())? })
         }),
         graph_node_type::EMPTY => add(pnode, graph, deps, n, || Ok(NodeKind::Empty)),
         graph_node_type::MEM_ALLOC => {
             let pa = u.cast::<MemAllocNodeParams>();
+            // SAFETY: the union member this node type names, in the caller's parameters.
             let mut prm = unsafe { read(pa)? };
             add(pnode, graph, deps, n, || mem_alloc_kind(p, &mut prm))?;
+            // SAFETY: the union member this node type names, in the caller's parameters.
             unsafe { out(pa, prm) }
         }
         graph_node_type::MEM_FREE => {
+            // SAFETY: the union member this node type names, in the caller's parameters.
             let d = unsafe { read(u.cast::<CUdeviceptr>())? };
             add(pnode, graph, deps, n, || mem_free_kind(p, d))
         }
@@ -774,7 +815,7 @@ export! {
     }
 }
 
-fn instantiate(exec: *mut CUgraphExec, graph: CUgraph) -> Res<Arc<GraphExec>> {
+fn instantiate(exec: *mut CUgraphExec, graph: CUgraph, flags: u64) -> Res<Arc<GraphExec>> {
     let p = process::initialized()?;
     let g = p.graphs.get(graph)?;
     if exec.is_null() {
@@ -795,6 +836,13 @@ fn instantiate(exec: *mut CUgraphExec, graph: CUgraph) -> Res<Arc<GraphExec>> {
             _ => None,
         })
         .collect();
+    let frees: Vec<u64> = nodes
+        .iter()
+        .filter_map(|n| match &*n.kind() {
+            NodeKind::MemFree(d) => Some(*d),
+            _ => None,
+        })
+        .collect();
     let id = p.next_id();
     // One executable at a time for a graph with allocation nodes.
     for a in &allocs {
@@ -812,6 +860,8 @@ fn instantiate(exec: *mut CUgraphExec, graph: CUgraph) -> Res<Arc<GraphExec>> {
         steps: Mutex::new(steps),
         shape,
         allocs,
+        frees,
+        auto_free: flags & 1 != 0,
         backed: Mutex::new(None),
     });
     // SAFETY: caller's output pointer (checked non-NULL).
@@ -829,13 +879,19 @@ fn release_owner(allocs: &[Arc<GraphAlloc>], id: u64) {
 }
 
 /// Maps and charges an executable's graph memory (once, until trimmed).
-fn back(p: &Process, e: &GraphExec, ctx: &Arc<crate::context::Ctx>) -> Res {
-    let mut b = e.backed.lock().unwrap_or_else(|e| e.into_inner());
+type Backed = Option<(Arc<crate::context::Ctx>, simgpu::Seq)>;
+
+/// Backs (maps and charges) an executable's graph memory unless it is;
+/// returns whether this call did. The caller holds the `backed` guard.
+fn back(p: &Process, e: &GraphExec, b: &mut Backed, ctx: &Arc<crate::context::Ctx>) -> Res<bool> {
     if b.is_some() || e.allocs.is_empty() {
         if let Some((c, _)) = b.as_mut() {
             *c = ctx.clone();
         }
-        return Ok(());
+        return Ok(false);
+    }
+    for a in &e.allocs {
+        p.device(a.device)?;
     }
     let mut done: Vec<&Arc<GraphAlloc>> = Vec::new();
     let fail = |done: &[&Arc<GraphAlloc>]| {
@@ -879,7 +935,7 @@ fn back(p: &Process, e: &GraphExec, ctx: &Arc<crate::context::Ctx>) -> Res {
         done.push(a);
     }
     *b = Some((ctx.clone(), 0));
-    Ok(())
+    Ok(true)
 }
 
 fn unback_one(p: &Process, a: &GraphAlloc) {
@@ -901,20 +957,15 @@ fn unback_one(p: &Process, a: &GraphAlloc) {
     p.note_graph_mem(a.device, -(a.charged as i64));
 }
 
-/// Returns an executable's graph memory to the ledger (`force`: even if its
-/// last launch may still run, as at destruction, which CUDA defers past it).
-fn unback(p: &Process, e: &GraphExec, force: bool) -> bool {
+/// Returns an executable's graph memory to the ledger, unless its last
+/// launch may still be running.
+fn unback(p: &Process, e: &GraphExec) -> bool {
     let mut b = e.backed.lock().unwrap_or_else(|e| e.into_inner());
     let Some((ctx, seq)) = b.as_ref() else {
         return false;
     };
-    if !force && !ctx.sim().map(|s| s.is_complete(*seq)).unwrap_or(true) {
+    if !ctx.sim().map(|s| s.is_complete(*seq)).unwrap_or(true) {
         return false;
-    }
-    if force {
-        if let Ok(s) = ctx.sim() {
-            let _ = s.try_wait(*seq);
-        }
     }
     for a in &e.allocs {
         unback_one(p, a);
@@ -923,13 +974,35 @@ fn unback(p: &Process, e: &GraphExec, force: bool) -> bool {
     true
 }
 
-/// `cuDeviceGraphMemTrim`: the graph memory of executables not running.
+/// Graph memory of destroyed executables, kept by the device's graph pool
+/// until a trim (as CUDA keeps it), with the last launch that used it.
+pub struct Residue {
+    allocs: Vec<Arc<GraphAlloc>>,
+    ctx: Arc<crate::context::Ctx>,
+    seq: simgpu::Seq,
+}
+
+/// `cuDeviceGraphMemTrim`: the device's graph memory not in use, of live
+/// executables and of destroyed ones, goes back.
 pub fn trim(p: &Process, device: i32) {
     for e in p.execs.all() {
         if e.allocs.iter().any(|a| a.device == device) {
-            unback(p, &e, false);
+            unback(p, &e);
         }
     }
+    let mut res = p.graph_residue.lock().unwrap_or_else(|e| e.into_inner());
+    res.retain(|r| {
+        let on = r.allocs.iter().any(|a| a.device == device);
+        let idle = r.ctx.sim().map(|s| s.is_complete(r.seq)).unwrap_or(true);
+        if on && idle {
+            for a in &r.allocs {
+                unback_one(p, a);
+            }
+            false
+        } else {
+            true
+        }
+    });
 }
 
 export! {
@@ -937,7 +1010,7 @@ export! {
         if flags & !0xf != 0 {
             return Err(INVALID_VALUE);
         }
-        instantiate(exec, graph).map(|_| ())
+        instantiate(exec, graph, flags).map(|_| ())
     }
 }
 
@@ -955,7 +1028,7 @@ fn instantiate_logged(
             *log = 0;
         }
     }
-    instantiate(exec, graph).map(|_| ())
+    instantiate(exec, graph, 0).map(|_| ())
 }
 
 export! {
@@ -980,10 +1053,14 @@ export_pt! {
         }
         // CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD (2): upload in the given stream.
         let upload = if prm.flags & 2 != 0 { Some(stream::resolve(prm.hUploadStream, ds)?) } else { None };
-        let mut r = instantiate(exec, graph);
+        let mut r = instantiate(exec, graph, prm.flags);
         if let (Ok(e), Some(s)) = (&r, &upload) {
-            if let Err(x) = back(process::get(), e, &s.ctx) {
+            let mut b = e.backed.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(x) = back(process::get(), e, &mut b, &s.ctx) {
+                drop(b);
                 let _ = destroy_exec(process::get(), handle_of(e));
+                // SAFETY: the caller's output pointer (non-NULL: instantiate wrote it).
+                unsafe { out(exec, std::ptr::null_mut())? };
                 r = Err(x);
             }
         }
@@ -1002,7 +1079,8 @@ export_pt! {
         let p = process::initialized()?;
         let e = p.execs.get(exec)?;
         let s = stream::resolve(h, ds)?;
-        back(p, &e, &s.ctx)
+        let mut b = e.backed.lock().unwrap_or_else(|e| e.into_inner());
+        back(p, &e, &mut b, &s.ctx).map(|_| ())
     }
 }
 
@@ -1015,42 +1093,91 @@ export_pt! {
             crate::capture::invalidate(&s);
             return Err(CUresult::ERROR_STREAM_CAPTURE_UNSUPPORTED);
         }
-        back(p, &e, &s.ctx)?;
-        let steps = e.steps.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut pending = 0u64;
-        let mut ran_kernel = false;
-        for (_, st) in &steps {
-            match *st {
-                Step::Kernel(d) => {
-                    pending = pending.saturating_add(d);
-                    ran_kernel = true;
-                }
-                Step::Op(op) => copy::exec(p, &op)?,
-                Step::Host(f, data) => {
-                    if pending > 0 {
-                        s.submit(simgpu::Work { kind: simgpu::WorkKind::Graph, duration_ns: pending, tag: exec as u64 })?;
-                        pending = 0;
-                    }
-                    s.launch_host(Box::new(move || {
-                        // SAFETY: the caller's host function with its own user data, as CUDA calls it.
-                        unsafe { f(data as *mut c_void) }
-                    }))?;
+        use std::sync::atomic::Ordering;
+        // Held for the whole launch: a trim cannot take the memory from
+        // under the launch's copies.
+        let mut b = e.backed.lock().unwrap_or_else(|e| e.into_inner());
+        // Allocations of the previous launch not freed yet: CUDA refuses.
+        if !e.auto_free && e.allocs.iter().any(|a| a.live.load(Ordering::Acquire)) {
+            return Err(INVALID_VALUE);
+        }
+        let newly = back(p, &e, &mut b, &s.ctx)?;
+        let run = || -> Res {
+            let steps = e.steps.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for (_, st) in &steps {
+                if let Step::Op(op) = st {
+                    copy::check_op(p, op)?;
                 }
             }
+            let mut pending = 0u64;
+            let mut ran_kernel = false;
+            // After a host node, data effects run after it, in order.
+            let mut deferred = s.host_pending();
+            for (_, st) in &steps {
+                match *st {
+                    Step::Kernel(d) => {
+                        pending = pending.saturating_add(d);
+                        ran_kernel = true;
+                    }
+                    Step::Op(op) if deferred => s.launch_host(Box::new(move || {
+                        let _ = copy::exec(process::get(), &op);
+                    }))?,
+                    Step::Op(op) => copy::exec(p, &op)?,
+                    Step::Host(f, data) => {
+                        if pending > 0 {
+                            s.submit(simgpu::Work { kind: simgpu::WorkKind::Graph, duration_ns: pending, tag: exec as u64 })?;
+                            pending = 0;
+                        }
+                        s.launch_host(Box::new(move || {
+                            // SAFETY: the caller's host function with its own user data, as CUDA calls it.
+                            unsafe { f(data as *mut c_void) }
+                        }))?;
+                        deferred = true;
+                    }
+                }
+            }
+            if pending > 0 || !ran_kernel {
+                s.submit(simgpu::Work { kind: simgpu::WorkKind::Graph, duration_ns: pending, tag: exec as u64 })?;
+            }
+            Ok(())
+        };
+        if let Err(x) = run() {
+            // Nothing ran: memory this call backed goes back.
+            if newly {
+                for a in &e.allocs {
+                    unback_one(p, a);
+                }
+                *b = None;
+            }
+            return Err(x);
         }
-        if pending > 0 || !ran_kernel {
-            s.submit(simgpu::Work { kind: simgpu::WorkKind::Graph, duration_ns: pending, tag: exec as u64 })?;
+        for a in &e.allocs {
+            a.live.store(true, Ordering::Release);
         }
-        if let Some((_, seq)) = e.backed.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        for d in &e.frees {
+            free_outside(p, *d);
+        }
+        if let Some((_, seq)) = b.as_mut() {
             *seq = s.last();
         }
         Ok(())
     }
 }
 
+/// Destroying an executable does not wait for its launches; its backed
+/// memory stays with the device's graph pool until a trim.
 fn destroy_exec(p: &Process, exec: CUgraphExec) -> Res {
     let e = p.execs.remove(exec)?;
-    unback(p, &e, true);
+    if let Some((ctx, seq)) = e.backed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        p.graph_residue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Residue {
+                allocs: e.allocs.clone(),
+                ctx,
+                seq,
+            });
+    }
     release_owner(&e.allocs, e.id);
     Ok(())
 }

@@ -170,9 +170,15 @@ fn share(a: &Alloc) -> Res<(i32, u64)> {
 }
 
 /// Called when an allocation is freed: its export (if any) ends.
-pub fn forget(p: &Process, base: u64) {
-    if let Some((fd, _)) = p.ipc.lock().exports.remove(&base) {
+/// Called when an allocation goes (freed, or its context destroyed): its
+/// export ends, and an import of it is no longer open here.
+pub fn forget(p: &Process, a: &Alloc) {
+    let mut st = p.ipc.lock();
+    if let Some((fd, _)) = st.exports.remove(&a.base) {
         close(fd);
+    }
+    if a.kind == Kind::Ipc {
+        st.imports.retain(|_, (b, _)| *b != a.base);
     }
 }
 
@@ -309,8 +315,10 @@ export! {
         if e.1 == 0 {
             st.imports.remove(&key);
             drop(st);
-            if let Some(a) = p.mem.remove(dptr) {
-                crate::memory::unmap(a.base, a.mapped);
+            if p.mem.get(dptr).is_some_and(|a| a.kind == Kind::Ipc) {
+                if let Some(a) = p.mem.remove(dptr) {
+                    crate::memory::unmap(a.base, a.mapped);
+                }
             }
         }
         Ok(())
@@ -364,7 +372,9 @@ unsafe impl Sync for SharedRecord {}
 impl Drop for SharedRecord {
     fn drop(&mut self) {
         crate::memory::unmap(self.page as u64, RECORD_BYTES);
-        close(self.fd);
+        if self.fd >= 0 {
+            close(self.fd);
+        }
     }
 }
 
@@ -420,10 +430,23 @@ impl SharedRecord {
     pub fn store(&self, device: i32, index: u32, gen: u64, seq: u64) {
         use std::sync::atomic::Ordering::*;
         let p = self.page();
-        let v = p.version.fetch_add(1, AcqRel);
-        if v % 2 == 1 {
-            // Another writer is mid-update; ours follows it.
-            p.version.fetch_add(1, AcqRel);
+        // Take the lock: even -> odd (another writer holds it while odd).
+        // A writer that died holding it is overtaken after a second: the
+        // version is then left as it is, odd, and our update ends even.
+        let start = std::time::Instant::now();
+        loop {
+            let v = p.version.load(Acquire);
+            if v.is_multiple_of(2)
+                && p.version
+                    .compare_exchange_weak(v, v + 1, AcqRel, Relaxed)
+                    .is_ok()
+            {
+                break;
+            }
+            if v % 2 == 1 && start.elapsed() > std::time::Duration::from_secs(1) {
+                break;
+            }
+            std::thread::yield_now();
         }
         p.device.store(device as u64, Relaxed);
         p.index.store(u64::from(index), Relaxed);
@@ -436,12 +459,9 @@ impl SharedRecord {
     pub fn load(&self) -> Option<(i32, u32, u64, u64)> {
         use std::sync::atomic::Ordering::*;
         let p = self.page();
-        for _ in 0..1000 {
+        let start = std::time::Instant::now();
+        loop {
             let v1 = p.version.load(Acquire);
-            if v1 % 2 == 1 {
-                std::hint::spin_loop();
-                continue;
-            }
             let r = (
                 p.device.load(Relaxed) as i32,
                 p.index.load(Relaxed) as u32,
@@ -449,11 +469,14 @@ impl SharedRecord {
                 p.seq.load(Relaxed),
             );
             std::sync::atomic::fence(Acquire);
-            if p.version.load(Relaxed) == v1 {
+            let stable = v1.is_multiple_of(2) && p.version.load(Relaxed) == v1;
+            // A writer that died mid-update leaves the lock taken: after a
+            // second, its last values are read as they are.
+            if stable || start.elapsed() > std::time::Duration::from_secs(1) {
                 return (r.3 != 0).then_some(r);
             }
+            std::thread::yield_now();
         }
-        None
     }
 }
 
@@ -471,7 +494,7 @@ export! {
             return Err(INVALID_VALUE);
         }
         let e = p.events.get(event)?;
-        let r = e.shared.as_ref().ok_or(INVALID_VALUE)?;
+        let r = e.shared.as_ref().filter(|r| r.fd >= 0).ok_or(INVALID_VALUE)?;
         let w = Wire { pid: std::process::id(), fd: r.fd, device: e.ctx.device, ino: r.ino, size: 0, mapped: 0 };
         let mut h = w.encode().reserved;
         h[0..4].copy_from_slice(&EVENT_MAGIC.to_le_bytes());
@@ -514,7 +537,9 @@ export! {
                 return Err(e);
             }
         };
-        let shared = SharedRecord { page, fd, ino: w.ino };
+        // The mapping keeps the page; only the exporter hands out handles.
+        close(fd);
+        let shared = SharedRecord { page, fd: -1, ino: w.ino };
         let flags = crate::event::CU_EVENT_INTERPROCESS | cuda_abi::CU_EVENT_DISABLE_TIMING;
         let e = crate::event::Event::imported(ctx, flags, shared);
         let e = p.events.insert(e);

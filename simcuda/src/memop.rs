@@ -7,9 +7,10 @@
 //! A write is a 4-byte memset in stream order (two for a 64-bit value), so
 //! it is captured like one. A wait whose condition already holds costs
 //! nothing; otherwise the context's host thread polls the word after the
-//! stream's earlier work, and the stream's synchronization waits for it
-//! (work submitted later is not held back: the simulator's queue is per
-//! context, see the crate docs).
+//! stream's earlier work, and the stream's synchronization waits for it;
+//! copies, memsets and writes issued to the stream after it run after it
+//! (kernels submitted later are not held back: the simulator's queue is
+//! per context, see the crate docs).
 
 use crate::copy::{self, set};
 use crate::entry::{Res, INVALID_VALUE};
@@ -107,14 +108,18 @@ fn wait(
         return Ok(());
     }
     s.launch_host(Box::new(move || {
-        while process::get().mem.find(addr).is_some() && !holds(cond, load(addr, wide), value, wide)
+        // Until the word holds, or its memory is freed (device or mapped host).
+        let n = if wide { 8 } else { 4 };
+        while memory::check_device(process::get(), addr, n).is_ok()
+            && !holds(cond, load(addr, wide), value, wide)
         {
             std::thread::sleep(std::time::Duration::from_micros(50));
         }
     }))
 }
 
-/// `CUstreamBatchMemOpParams` (a 48-byte union).
+/// `CUstreamBatchMemOpParams` (a 48-byte union), as its wait/write members
+/// lay it out: operation, address, value, flags, then the driver's alias.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct BatchOp {
@@ -122,10 +127,13 @@ struct BatchOp {
     _pad0: u32,
     address: u64,
     value: u64,
-    alias: u64,
     flags: u32,
-    _pad1: [u32; 3],
+    _pad1: u32,
+    _alias: u64,
+    _pad2: u64,
 }
+const _: () = assert!(std::mem::size_of::<BatchOp>() == 48);
+const _: () = assert!(std::mem::offset_of!(BatchOp, flags) == 24);
 
 fn batch(h: CUstream, ds: DefaultStream, count: u32, ops: *mut c_void, flags: u32) -> Res {
     if flags != 0 || count > 256 {

@@ -206,8 +206,8 @@ pub fn alloc_on(
 
 /// Unmaps an allocation and returns its charge to the ledger.
 pub fn release(p: &Process, a: &Alloc) {
+    crate::ipc::forget(p, a);
     unmap(a.base, a.mapped);
-    crate::ipc::forget(p, a.base);
     if a.charged > 0 {
         if let Ok(d) = p.device(a.device) {
             d.sim.mem_uncharge(a.charged);
@@ -289,6 +289,11 @@ export! {
     fn cuMemFree_v2(dptr: CUdeviceptr) {
         let p = process::initialized()?;
         if dptr == 0 {
+            return Ok(());
+        }
+        if crate::graph::free_outside(p, dptr) {
+            // Graph memory: the allocation ends; the memory stays with the
+            // graph's pool until trimmed.
             return Ok(());
         }
         let a = free(p, dptr, plain_free_kinds)?;

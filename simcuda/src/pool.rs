@@ -162,7 +162,7 @@ export_pt! {
             crate::capture::invalidate(&s);
             return Err(CUresult::ERROR_STREAM_CAPTURE_UNSUPPORTED);
         }
-        if crate::graph::is_graph_alloc(p, dptr) {
+        if crate::graph::free_outside(p, dptr) {
             // Graph memory freed outside its graph: it stays with the
             // graph's pool until trimmed, as CUDA keeps it.
             return Ok(());

@@ -124,6 +124,8 @@ pub struct Process {
     pub ipc: crate::ipc::State,
     /// Allocation nodes' memory by address (graph.rs).
     pub graph_allocs: Mutex<BTreeMap<u64, Weak<crate::graph::GraphAlloc>>>,
+    /// Graph memory of destroyed executables, until trimmed (graph.rs).
+    pub graph_residue: Mutex<Vec<crate::graph::Residue>>,
     /// Graph memory backed per device: (current, high watermark).
     graph_mem: Mutex<HashMap<i32, (u64, u64)>>,
 }
@@ -153,6 +155,7 @@ impl Process {
             links: Registry::new(),
             ipc: Default::default(),
             graph_allocs: Mutex::new(BTreeMap::new()),
+            graph_residue: Mutex::new(Vec::new()),
             graph_mem: Mutex::new(HashMap::new()),
         }
     }

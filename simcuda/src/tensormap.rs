@@ -16,11 +16,11 @@ const MAX_DATA_TYPE: u32 = 15;
 /// Bytes per element of a data type (packed sub-byte types count as 1).
 fn elem_bytes(dt: u32) -> Res<u64> {
     Ok(match dt {
-        0 => 1,          // UINT8
-        1 | 6 | 10 => 2, // UINT16, FLOAT16, BFLOAT16
-        2 | 3 | 7 | 8 | 11 | 12 => 4,
-        4 | 5 | 9 => 8,
-        13..=MAX_DATA_TYPE => 1,
+        0 => 1,                   // UINT8
+        1 | 6 | 9 => 2,           // UINT16, FLOAT16, BFLOAT16
+        2 | 3 | 7 | 10..=12 => 4, // UINT32, INT32, FLOAT32, FLOAT32_FTZ, TFLOAT32(_FTZ)
+        4 | 5 | 8 => 8,           // UINT64, INT64, FLOAT64
+        13..=MAX_DATA_TYPE => 1,  // packed 4- and 6-bit types
         _ => return Err(INVALID_VALUE),
     })
 }

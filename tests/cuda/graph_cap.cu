@@ -1,8 +1,9 @@
 // Graph memory under a 100 MiB cap (TSLICE_HBM_LIMIT): a graph whose
 // allocation node needs 64 MiB cannot launch while 50 MiB are held
 // elsewhere; once launched, the graph's memory counts against the cap
-// until trimmed; a captured cudaMallocAsync is charged only when its graph
-// runs. Prints what the tenant saw; the test checks the device's ledger too.
+// until trimmed (and past the executable's destruction, as the device's
+// graph pool keeps it); a captured cudaMallocAsync is charged only when its
+// graph runs. Prints what the tenant saw; the test checks the device's ledger too.
 #include "common.cuh"
 int main() {
   const size_t MB = 1 << 20;
@@ -11,6 +12,7 @@ int main() {
   cudaGraph_t g; CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
   void* p = nullptr; CK(cudaMallocAsync(&p, 64 * MB, s));
   CK(cudaMemsetAsync(p, 1, 4096, s));
+  CK(cudaFreeAsync(p, s));
   CK(cudaStreamEndCapture(s, &g));
   // Capturing the allocation charged nothing.
   printf("captured_used_mb=%zu\n", used_bytes() / MB);
@@ -38,6 +40,27 @@ int main() {
   CK(cudaGraphLaunch(ge, s)); CK(cudaStreamSynchronize(s));
   CK(cudaGraphExecDestroy(ge));
   printf("destroyed_used_mb=%zu\n", used_bytes() / MB);
+  CK(cudaDeviceGraphMemTrim(0));
+  printf("destroyed_trimmed_mb=%zu\n", used_bytes() / MB);
   CK(cudaGraphDestroy(g));
+  // A launch that fails after the driver backed its memory (a memset node
+  // on an address that is no device memory) keeps nothing: the graph's
+  // memory is neither held by the driver nor charged.
+  cudaGraph_t gf; CK(cudaGraphCreate(&gf, 0));
+  cudaMemAllocNodeParams ap = {};
+  ap.poolProps.allocType = cudaMemAllocationTypePinned;
+  ap.poolProps.location.type = cudaMemLocationTypeDevice; ap.poolProps.location.id = 0;
+  ap.bytesize = 64 * MB;
+  cudaGraphNode_t an, cn, fn;
+  CK(cudaGraphAddMemAllocNode(&an, gf, nullptr, 0, &ap));
+  cudaMemsetParams bad = {}; bad.dst = (void*)0x10000; bad.value = 1; bad.elementSize = 4; bad.width = 16; bad.height = 1;
+  CK(cudaGraphAddMemsetNode(&cn, gf, &an, 1, &bad));
+  CK(cudaGraphAddMemFreeNode(&fn, gf, &cn, 1, ap.dptr));
+  cudaGraphExec_t gfe; CK(cudaGraphInstantiate(&gfe, gf, 0));
+  e = cudaGraphLaunch(gfe, s);
+  printf("failed_launch=%s\n", cudaGetErrorName(e));
+  (void)cudaGetLastError();
+  printf("after_failed_launch_mb=%zu\n", used_bytes() / MB);
+  CK(cudaGraphExecDestroy(gfe)); CK(cudaGraphDestroy(gf));
   DONE();
 }

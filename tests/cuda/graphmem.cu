@@ -87,8 +87,27 @@ int main() {
   CK(cudaGraphUpload(gme, s)); CK(cudaStreamSynchronize(s));
   printf("uploaded_mb=%zu\n", (used_bytes() - base) / MB);
   CK(cudaGraphExecDestroy(gme));
+  // The device's graph pool keeps it past destruction, until a trim.
   printf("destroyed_mb=%zu\n", (used_bytes() - base) / MB);
+  CK(cudaDeviceGraphMemTrim(0));
+  printf("destroyed_trimmed_mb=%zu\n", (used_bytes() - base) / MB);
   CK(cudaGraphDestroy(gm));
+
+  // 2b. an allocation the graph does not free: no relaunch until it is freed.
+  cudaGraph_t gk; CK(cudaGraphCreate(&gk, 0));
+  cudaMemAllocNodeParams kp2 = {};
+  kp2.poolProps.allocType = cudaMemAllocationTypePinned;
+  kp2.poolProps.location.type = cudaMemLocationTypeDevice; kp2.poolProps.location.id = 0;
+  kp2.bytesize = 8 * MB;
+  cudaGraphNode_t kn; CK(cudaGraphAddMemAllocNode(&kn, gk, nullptr, 0, &kp2));
+  cudaGraphExec_t gke; CK(cudaGraphInstantiate(&gke, gk, 0));
+  CK(cudaGraphLaunch(gke, s)); CK(cudaStreamSynchronize(s));
+  EXPECT_ERR(cudaGraphLaunch(gke, s), cudaErrorInvalidValue);
+  CK(cudaFree(kp2.dptr));
+  CK(cudaGraphLaunch(gke, s)); CK(cudaStreamSynchronize(s));
+  CK(cudaFreeAsync(kp2.dptr, s)); CK(cudaStreamSynchronize(s));
+  CK(cudaGraphExecDestroy(gke)); CK(cudaGraphDestroy(gk));
+  CK(cudaDeviceGraphMemTrim(0));
 
   // 3. captured stream-ordered allocation: allocation and free nodes.
   cudaGraph_t gc; CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
@@ -104,6 +123,7 @@ int main() {
   printf("captured_launched_mb=%zu\n", (used_bytes() - base) / MB);
   printf("host_calls3=%d\n", g_host.load());
   CK(cudaGraphExecDestroy(gce)); CK(cudaGraphDestroy(gc));
+  CK(cudaDeviceGraphMemTrim(0));
   printf("end_mb=%zu\n", (used_bytes() - base) / MB);
   DONE();
 }

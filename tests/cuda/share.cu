@@ -133,6 +133,30 @@ int main(int argc, char** argv) {
     void* x = nullptr; EXPECT(cudaMallocFromPoolAsync(&x, MB, pool, s) != cudaSuccess); (void)cudaGetLastError();
     CK(cudaMemset(d, 0x66, 4096)); CK(cudaDeviceSynchronize());
     CK(cudaFree(d));
+  } else if (mode == "memops") {
+    // Stream memory operations through the driver API: a batched write
+    // whose driver-internal alias field holds garbage, a wait that holds,
+    // and a wait that does not yet: a memset queued behind it waits too.
+    CUdeviceptr d; CU(cuMemAlloc(&d, 4096)); CU(cuMemsetD32(d, 5, 16));
+    CUstream a, b; CU(cuStreamCreate(&a, CU_STREAM_NON_BLOCKING)); CU(cuStreamCreate(&b, CU_STREAM_NON_BLOCKING));
+    CUstreamBatchMemOpParams ops[2]; memset(ops, 0, sizeof ops);
+    ops[0].writeValue.operation = CU_STREAM_MEM_OP_WRITE_VALUE_32;
+    ops[0].writeValue.address = d; ops[0].writeValue.value = 7; ops[0].writeValue.alias = 0xdeadbeef;
+    ops[1].waitValue.operation = CU_STREAM_MEM_OP_WAIT_VALUE_32;
+    ops[1].waitValue.address = d; ops[1].waitValue.value = 7; ops[1].waitValue.flags = CU_STREAM_WAIT_VALUE_EQ;
+    ops[1].waitValue.alias = 0x1234;
+    CU(cuStreamBatchMemOp(a, 2, ops, 0)); CU(cuStreamSynchronize(a));
+    unsigned w = 0; CU(cuMemcpyDtoH(&w, d, 4)); printf("batch_word=%u\n", w);
+    // Wait for 9 at d on stream a; then a memset of d+4 on a.
+    CU(cuStreamWaitValue32(a, d, 9, CU_STREAM_WAIT_VALUE_EQ));
+    CU(cuMemsetD32Async(d + 4, 0x77, 1, a));
+    unsigned w1 = 0; CU(cuMemcpyDtoHAsync(&w1, d + 4, 4, b)); CU(cuStreamSynchronize(b));
+    printf("behind_wait=0x%x\n", w1);
+    printf("query_waiting=%d\n", (int)cuStreamQuery(a));
+    CU(cuStreamWriteValue32(b, d, 9, 0)); CU(cuStreamSynchronize(b));
+    CU(cuStreamSynchronize(a));
+    CU(cuMemcpyDtoH(&w1, d + 4, 4)); printf("after_wait=0x%x\n", w1);
+    CU(cuMemFree(d));
   } else if (mode == "vmm-import" && argc > 3) {
     char path[64]; snprintf(path, sizeof path, "/proc/%s/fd/%s", argv[2], argv[3]);
     int fd = open(path, O_RDWR | O_CLOEXEC);

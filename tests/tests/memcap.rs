@@ -349,7 +349,17 @@ fn graph_memory_counts_against_the_cap_while_the_driver_holds_it() {
     // ...until the graph's pool is trimmed; then the graph cannot come back.
     assert_eq!(field(&out, "trimmed_used_mb"), 0.0, "{out}");
     assert_eq!(text(&out, "relaunch_over_cap"), "cudaErrorMemoryAllocation");
-    assert_eq!(field(&out, "destroyed_used_mb"), 0.0, "{out}");
+    // Destroyed, the executable's memory stays in the device's graph pool,
+    // charged, until a trim.
+    assert_eq!(field(&out, "destroyed_used_mb"), 64.0, "{out}");
+    assert_eq!(field(&out, "destroyed_trimmed_mb"), 0.0, "{out}");
+    assert_eq!(text(&out, "failed_launch"), "cudaErrorInvalidValue");
+    assert_eq!(field(&out, "after_failed_launch_mb"), 0.0, "{out}");
+    assert_eq!(
+        gpu.monitor(0).snapshot().mem_used,
+        0,
+        "a failed launch left graph memory held"
+    );
     // Ground truth: the driver never held more than the cap.
     let snap = gpu.monitor(0).snapshot();
     assert!(

@@ -132,6 +132,12 @@ hook_table! {
     cuStreamBeginCaptureToGraph_ptsz
         fn(stream: CUstream, graph: CUgraph, deps: *const CUgraphNode, edges: *const c_void, n: usize,
            mode: c_uint) = crate::capture::begin_to_graph_ptsz;
+    cuStreamBeginRecaptureToGraph
+        fn(stream: CUstream, mode: c_uint, graph: CUgraph, callback: *mut c_void, data: *mut c_void)
+        = crate::capture::begin_recapture;
+    cuStreamBeginRecaptureToGraph_ptsz
+        fn(stream: CUstream, mode: c_uint, graph: CUgraph, callback: *mut c_void, data: *mut c_void)
+        = crate::capture::begin_recapture_ptsz;
     cuStreamBeginCaptureToCig
         fn(stream: CUstream, params: *mut c_void) = crate::capture::begin_to_cig;
     cuStreamBeginCaptureToCig_ptsz
