@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex, Weak};
 pub struct Shared {
     pub id: u64,
     pub graph: Arc<Graph>,
+    /// Made by this capture (else the caller's graph, captured into).
+    owned: bool,
     origin: u64,
     invalid: AtomicBool,
     joined: Mutex<Vec<Weak<Stream>>>,
@@ -175,6 +177,17 @@ thread_local! {
 }
 
 fn begin(h: CUstream, ds: DefaultStream, mode: u32) -> Res {
+    begin_into(h, ds, mode, None, Vec::new())
+}
+
+/// Begins a capture into `into` (an existing graph, after `deps`) or a new graph.
+fn begin_into(
+    h: CUstream,
+    ds: DefaultStream,
+    mode: u32,
+    into: Option<Arc<Graph>>,
+    deps: Vec<CUgraphNode>,
+) -> Res {
     let p = process::initialized()?;
     let s = stream::resolve(h, ds)?;
     if mode > 2 {
@@ -187,17 +200,16 @@ fn begin(h: CUstream, ds: DefaultStream, mode: u32) -> Res {
     if g.is_some() {
         return Err(CUresult::ERROR_ILLEGAL_STATE);
     }
+    let owned = into.is_none();
     let shared = Arc::new(Shared {
         id: p.next_id(),
-        graph: graph::create(p),
+        graph: into.unwrap_or_else(|| graph::create(p)),
+        owned,
         origin: s.id,
         invalid: AtomicBool::new(false),
         joined: Mutex::new(Vec::new()),
     });
-    *g = Some(StreamCapture {
-        shared,
-        deps: Vec::new(),
-    });
+    *g = Some(StreamCapture { shared, deps });
     Ok(())
 }
 
@@ -231,6 +243,12 @@ export_pt! {
             }
         }
         if shared.invalid.load(Ordering::Acquire) {
+            // A graph made by the capture goes; the caller's stays theirs.
+            if !shared.owned {
+                // SAFETY: caller's output pointer (checked non-NULL).
+                unsafe { out(pgraph, std::ptr::null_mut())? };
+                return Err(CUresult::ERROR_STREAM_CAPTURE_INVALIDATED);
+            }
             if let Ok(g) = p.graphs.remove(handle_of(&shared.graph)) {
                 for n in g.nodes.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
                     let _ = p.nodes.remove(handle_of(&n));
@@ -341,5 +359,95 @@ export! {
         let old = MODE.try_with(|c| c.replace(m)).map_err(|_| CUresult::ERROR_DEINITIALIZED)?;
         // SAFETY: caller's in/out pointer.
         unsafe { out(mode, old) }
+    }
+}
+
+/// Dependencies given by the caller, which must be nodes of `g`.
+///
+/// # Safety
+/// `deps` holds `n` node handles.
+unsafe fn deps_of(g: &Graph, deps: *const CUgraphNode, n: usize) -> Res<Vec<CUgraphNode>> {
+    let p = process::initialized()?;
+    // SAFETY: per the function contract.
+    let d = unsafe { crate::entry::slice(deps, n)? };
+    for h in d {
+        if p.nodes.get(*h)?.graph != g.id {
+            return Err(INVALID_VALUE);
+        }
+    }
+    Ok(d.to_vec())
+}
+
+/// Edge data must describe default edges (all zero) where given.
+///
+/// # Safety
+/// `edges` is NULL or holds `n` 8-byte edge records.
+unsafe fn default_edges(edges: *const c_void, n: usize) -> Res {
+    if edges.is_null() {
+        return Ok(());
+    }
+    // SAFETY: per the function contract.
+    let e = unsafe { crate::entry::slice(edges.cast::<[u8; 8]>(), n)? };
+    if e.iter().any(|x| x.iter().any(|b| *b != 0)) {
+        return Err(CUresult::ERROR_NOT_SUPPORTED);
+    }
+    Ok(())
+}
+
+export_pt! {
+    /// Captures into an existing graph, after `deps`.
+    fn cuStreamBeginCaptureToGraph / cuStreamBeginCaptureToGraph_ptsz(h: CUstream, graph: CUgraph, deps: *const CUgraphNode, edges: *const c_void, n: usize, mode: u32) |ds| {
+        let g = process::initialized()?.graphs.get(graph)?;
+        // SAFETY: the caller's arrays of n entries.
+        let d = unsafe {
+            default_edges(edges, n)?;
+            deps_of(&g, deps, n)?
+        };
+        begin_into(h, ds, mode, Some(g), d)
+    }
+}
+
+/// CU_STREAM_ADD_CAPTURE_DEPENDENCIES (0), CU_STREAM_SET_CAPTURE_DEPENDENCIES (1).
+fn update_deps(
+    h: CUstream,
+    ds: DefaultStream,
+    deps: *mut CUgraphNode,
+    n: usize,
+    flags: u32,
+) -> Res {
+    let s = stream::resolve(h, ds)?;
+    if flags > 1 {
+        return Err(INVALID_VALUE);
+    }
+    let mut g = s.capture();
+    let c = g.as_mut().ok_or(CUresult::ERROR_ILLEGAL_STATE)?;
+    if c.shared.invalid.load(Ordering::Acquire) {
+        return Err(CUresult::ERROR_STREAM_CAPTURE_INVALIDATED);
+    }
+    // SAFETY: the caller's array of n node handles.
+    let d = unsafe { deps_of(&c.shared.graph, deps, n)? };
+    if flags == 1 {
+        c.deps = d;
+    } else {
+        for x in d {
+            if !c.deps.contains(&x) {
+                c.deps.push(x);
+            }
+        }
+    }
+    Ok(())
+}
+
+export_pt! {
+    fn cuStreamUpdateCaptureDependencies / cuStreamUpdateCaptureDependencies_ptsz(h: CUstream, deps: *mut CUgraphNode, n: usize, flags: u32) |ds| {
+        update_deps(h, ds, deps, n, flags)
+    }
+}
+
+export_pt! {
+    fn cuStreamUpdateCaptureDependencies_v2 / cuStreamUpdateCaptureDependencies_v2_ptsz(h: CUstream, deps: *mut CUgraphNode, edges: *const c_void, n: usize, flags: u32) |ds| {
+        // SAFETY: the caller's edge data, n records when given.
+        unsafe { default_edges(edges, n)? };
+        update_deps(h, ds, deps, n, flags)
     }
 }

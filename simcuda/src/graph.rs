@@ -97,6 +97,44 @@ pub struct Graph {
     magic: Magic,
     pub id: u64,
     pub nodes: Mutex<Vec<Arc<Node>>>,
+    /// User objects the graph holds references to, with their counts.
+    users: Mutex<Vec<(Arc<UserObject>, u32)>>,
+}
+
+/// `cuUserObjectCreate`: a reference-counted object whose destructor runs,
+/// on a driver thread, when the last reference (the caller's, a graph's,
+/// an executable's) goes. PyTorch ties graph-owned memory to these.
+pub struct UserObject {
+    magic: Magic,
+    refs: std::sync::atomic::AtomicU32,
+    ptr: usize,
+    destroy: crate::stream::HostFn,
+}
+
+impl Handle for UserObject {
+    const MAGIC: u32 = 0x05E0_0001;
+    fn magic(&self) -> &Magic {
+        &self.magic
+    }
+}
+
+fn user_release(p: &Process, u: &Arc<UserObject>, count: u32) {
+    use std::sync::atomic::Ordering;
+    let before = u
+        .refs
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+            Some(r.saturating_sub(count))
+        })
+        .unwrap_or(0);
+    if before > 0 && before <= count {
+        let _ = p.user_objects.remove(handle_of(u));
+        let (f, ptr) = (u.destroy, u.ptr);
+        // Asynchronously, as CUDA runs it (the destructor may not call CUDA).
+        std::thread::spawn(move || {
+            // SAFETY: the caller's destructor with its own pointer, called once.
+            unsafe { f(ptr as *mut c_void) }
+        });
+    }
 }
 
 impl Handle for Graph {
@@ -182,6 +220,8 @@ pub struct GraphExec {
     allocs: Vec<Arc<GraphAlloc>>,
     /// Graph memory the graph's own free nodes free.
     frees: Vec<u64>,
+    /// References to the graph's user objects, held while it lives.
+    users: Vec<(Arc<UserObject>, u32)>,
     /// CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH.
     auto_free: bool,
     /// Whether `allocs` are physically backed (mapped and charged), and the
@@ -207,6 +247,7 @@ pub fn create(p: &Process) -> Arc<Graph> {
         magic: Magic::new(Graph::MAGIC),
         id: p.next_id(),
         nodes: Mutex::new(Vec::new()),
+        users: Mutex::new(Vec::new()),
     })
 }
 
@@ -232,6 +273,9 @@ pub fn add_node(p: &Process, g: &Arc<Graph>, kind: NodeKind, deps: &[usize]) -> 
 }
 
 fn destroy(p: &Process, g: &Graph) {
+    for (u, n) in g.users.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        user_release(p, &u, n);
+    }
     for n in g.nodes.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
         let _ = p.nodes.remove(handle_of(&n));
     }
@@ -861,6 +905,13 @@ fn instantiate(exec: *mut CUgraphExec, graph: CUgraph, flags: u64) -> Res<Arc<Gr
         shape,
         allocs,
         frees,
+        users: {
+            let us = g.users.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for (u, n) in &us {
+                u.refs.fetch_add(*n, std::sync::atomic::Ordering::AcqRel);
+            }
+            us
+        },
         auto_free: flags & 1 != 0,
         backed: Mutex::new(None),
     });
@@ -1179,6 +1230,9 @@ fn destroy_exec(p: &Process, exec: CUgraphExec) -> Res {
             });
     }
     release_owner(&e.allocs, e.id);
+    for (u, n) in &e.users {
+        user_release(p, u, *n);
+    }
     Ok(())
 }
 
@@ -1304,5 +1358,165 @@ export! {
         // SAFETY: the caller's output struct.
         unsafe { out(info, UpdateResultInfo { result: r, error_node: n, error_from_node: std::ptr::null_mut() })? };
         if r == update_result::SUCCESS { Ok(()) } else { Err(UPDATE_FAILURE) }
+    }
+}
+
+fn node_list(
+    node: CUgraphNode,
+    dependents: bool,
+    out_nodes: *mut CUgraphNode,
+    count: *mut usize,
+) -> Res {
+    let p = process::initialized()?;
+    let n = p.nodes.get(node)?;
+    let g = p
+        .graphs
+        .all()
+        .into_iter()
+        .find(|g| g.id == n.graph)
+        .ok_or(INVALID_VALUE)?;
+    let nodes = g.nodes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let v: Vec<Arc<Node>> = if dependents {
+        nodes
+            .iter()
+            .filter(|m| m.deps.contains(&(node as usize)))
+            .cloned()
+            .collect()
+    } else {
+        nodes
+            .iter()
+            .filter(|m| n.deps.contains(&(handle_of(m) as usize)))
+            .cloned()
+            .collect()
+    };
+    list(&v, out_nodes, count)
+}
+
+/// Writes zeroed (default) edge data for `count` entries when asked.
+///
+/// # Safety
+/// `edges` is NULL or holds `*count` (after the call) 8-byte records.
+unsafe fn zero_edges(edges: *mut [u8; 8], out_nodes: *mut CUgraphNode, count: *mut usize) {
+    if edges.is_null() || out_nodes.is_null() || count.is_null() {
+        return;
+    }
+    // SAFETY: per the function contract.
+    unsafe {
+        for i in 0..*count {
+            *edges.add(i) = [0; 8];
+        }
+    }
+}
+
+export! {
+    fn cuGraphNodeGetDependencies(node: CUgraphNode, deps: *mut CUgraphNode, count: *mut usize) {
+        node_list(node, false, deps, count)
+    }
+}
+
+export! {
+    fn cuGraphNodeGetDependencies_v2(node: CUgraphNode, deps: *mut CUgraphNode, edges: *mut [u8; 8], count: *mut usize) {
+        node_list(node, false, deps, count)?;
+        // SAFETY: the caller's edge array, as large as its node array.
+        unsafe { zero_edges(edges, deps, count) };
+        Ok(())
+    }
+}
+
+export! {
+    fn cuGraphNodeGetDependentNodes(node: CUgraphNode, nodes: *mut CUgraphNode, count: *mut usize) {
+        node_list(node, true, nodes, count)
+    }
+}
+
+export! {
+    fn cuGraphNodeGetDependentNodes_v2(node: CUgraphNode, nodes: *mut CUgraphNode, edges: *mut [u8; 8], count: *mut usize) {
+        node_list(node, true, nodes, count)?;
+        // SAFETY: the caller's edge array, as large as its node array.
+        unsafe { zero_edges(edges, nodes, count) };
+        Ok(())
+    }
+}
+
+export! {
+    /// CU_USER_OBJECT_NO_DESTRUCTOR_SYNC (1) is required, as in CUDA.
+    fn cuUserObjectCreate(obj: *mut *mut c_void, ptr: *mut c_void, destroy: Option<crate::stream::HostFn>, refs: u32, flags: u32) {
+        let p = process::initialized()?;
+        let destroy = destroy.ok_or(INVALID_VALUE)?;
+        if obj.is_null() || refs == 0 || flags != 1 {
+            return Err(INVALID_VALUE);
+        }
+        let u = p.user_objects.insert(UserObject {
+            magic: Magic::new(UserObject::MAGIC),
+            refs: std::sync::atomic::AtomicU32::new(refs),
+            ptr: ptr as usize,
+            destroy,
+        });
+        // SAFETY: caller's output pointer (checked non-NULL).
+        unsafe { out(obj, handle_of(&u)) }
+    }
+}
+
+export! {
+    fn cuUserObjectRetain(obj: *mut c_void, count: u32) {
+        let u = process::initialized()?.user_objects.get(obj)?;
+        if count == 0 {
+            return Err(INVALID_VALUE);
+        }
+        u.refs.fetch_add(count, std::sync::atomic::Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+export! {
+    fn cuUserObjectRelease(obj: *mut c_void, count: u32) {
+        let p = process::initialized()?;
+        let u = p.user_objects.get(obj)?;
+        if count == 0 {
+            return Err(INVALID_VALUE);
+        }
+        user_release(p, &u, count);
+        Ok(())
+    }
+}
+
+export! {
+    /// CU_GRAPH_USER_OBJECT_MOVE (1) moves the caller's references.
+    fn cuGraphRetainUserObject(graph: CUgraph, obj: *mut c_void, count: u32, flags: u32) {
+        let p = process::initialized()?;
+        let g = p.graphs.get(graph)?;
+        let u = p.user_objects.get(obj)?;
+        if count == 0 || flags > 1 {
+            return Err(INVALID_VALUE);
+        }
+        if flags == 0 {
+            u.refs.fetch_add(count, std::sync::atomic::Ordering::AcqRel);
+        }
+        let mut us = g.users.lock().unwrap_or_else(|e| e.into_inner());
+        match us.iter_mut().find(|(x, _)| Arc::ptr_eq(x, &u)) {
+            Some(e) => e.1 += count,
+            None => us.push((u, count)),
+        }
+        Ok(())
+    }
+}
+
+export! {
+    fn cuGraphReleaseUserObject(graph: CUgraph, obj: *mut c_void, count: u32) {
+        let p = process::initialized()?;
+        let g = p.graphs.get(graph)?;
+        let u = p.user_objects.get(obj)?;
+        let mut us = g.users.lock().unwrap_or_else(|e| e.into_inner());
+        let i = us.iter().position(|(x, _)| Arc::ptr_eq(x, &u)).ok_or(INVALID_VALUE)?;
+        if count == 0 || us[i].1 < count {
+            return Err(INVALID_VALUE);
+        }
+        us[i].1 -= count;
+        if us[i].1 == 0 {
+            us.remove(i);
+        }
+        drop(us);
+        user_release(p, &u, count);
+        Ok(())
     }
 }

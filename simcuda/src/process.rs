@@ -121,6 +121,7 @@ pub struct Process {
     pub host: crate::memory::HostTable,
     pub vmm: crate::vmm::State,
     pub links: Registry<crate::link::LinkState>,
+    pub user_objects: Registry<crate::graph::UserObject>,
     pub ipc: crate::ipc::State,
     /// Allocation nodes' memory by address (graph.rs).
     pub graph_allocs: Mutex<BTreeMap<u64, Weak<crate::graph::GraphAlloc>>>,
@@ -153,6 +154,7 @@ impl Process {
             host: crate::memory::HostTable::new(),
             vmm: crate::vmm::State::new(),
             links: Registry::new(),
+            user_objects: Registry::new(),
             ipc: Default::default(),
             graph_allocs: Mutex::new(BTreeMap::new()),
             graph_residue: Mutex::new(Vec::new()),

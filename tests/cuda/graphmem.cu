@@ -4,6 +4,7 @@
 // destruction (cudaMemGetInfo reads the simulated device's ledger).
 #include "common.cuh"
 #include <atomic>
+#include <unistd.h>
 
 static std::atomic<int> g_host{0};
 static void CUDART_CB host_fn(void* p) { g_host.fetch_add(*(int*)p); }
@@ -125,5 +126,35 @@ int main() {
   CK(cudaGraphExecDestroy(gce)); CK(cudaGraphDestroy(gc));
   CK(cudaDeviceGraphMemTrim(0));
   printf("end_mb=%zu\n", (used_bytes() - base) / MB);
+
+  // 4. what PyTorch's graph code also calls: user objects owned by graphs
+  // and their executables, capture into an existing graph, dependency updates
+  // during capture, dependency queries.
+  static std::atomic<int> destroyed{0};
+  cudaUserObject_t uo;
+  CK(cudaUserObjectCreate(&uo, &destroyed, [](void* p) { ((std::atomic<int>*)p)->fetch_add(1); }, 1, cudaUserObjectNoDestructorSync));
+  cudaGraph_t gu; CK(cudaGraphCreate(&gu, 0));
+  CK(cudaGraphRetainUserObject(gu, uo, 1, cudaGraphUserObjectMove));
+  cudaGraphNode_t e0; CK(cudaGraphAddEmptyNode(&e0, gu, nullptr, 0));
+  CK(cudaStreamBeginCaptureToGraph(s, gu, &e0, nullptr, 1, cudaStreamCaptureModeGlobal));
+  sim_spin<<<1, 1, 0, s>>>(1000000ull);
+  cudaGraphNode_t e1; CK(cudaGraphAddEmptyNode(&e1, gu, nullptr, 0));
+  CK(cudaStreamUpdateCaptureDependencies(s, &e1, nullptr, 1, cudaStreamAddCaptureDependencies));
+  sim_spin<<<1, 1, 0, s>>>(1000000ull);
+  cudaGraph_t same; CK(cudaStreamEndCapture(s, &same));
+  EXPECT(same == gu);
+  size_t nn = 0; CK(cudaGraphGetNodes(gu, nullptr, &nn)); printf("capture_into_nodes=%zu\n", nn);
+  // The last kernel depends on the first kernel and on e1.
+  cudaGraphNode_t all[8]; size_t na = 8; CK(cudaGraphGetNodes(gu, all, &na));
+  size_t nd = 0; CK(cudaGraphNodeGetDependencies(all[na - 1], nullptr, nullptr, &nd)); printf("last_deps=%zu\n", nd);
+  size_t nt = 0; CK(cudaGraphNodeGetDependentNodes(e0, nullptr, nullptr, &nt)); printf("e0_dependents=%zu\n", nt);
+  cudaGraphExec_t gue; CK(cudaGraphInstantiate(&gue, gu, 0));
+  printf("captured_into_ms=%.3f\n", timed(gue, s));
+  CK(cudaGraphDestroy(gu));
+  CK(cudaDeviceSynchronize());
+  printf("destroyed_with_exec_alive=%d\n", destroyed.load());
+  CK(cudaGraphExecDestroy(gue));
+  for (int i = 0; i < 1000 && destroyed.load() == 0; i++) usleep(1000);
+  printf("destroyed_after_exec=%d\n", destroyed.load());
   DONE();
 }

@@ -209,6 +209,15 @@ fn graph_host_and_memory_nodes_and_when_graph_memory_is_charged() {
     assert_eq!(field(&out, "captured_launched_mb"), 32.0);
     assert_eq!(field(&out, "host_calls3"), 20.0);
     assert_eq!(field(&out, "end_mb"), 0.0);
+    // Capture into an existing graph after e0; e1 added as a dependency.
+    assert_eq!(field(&out, "capture_into_nodes"), 4.0);
+    assert_eq!(field(&out, "last_deps"), 2.0);
+    assert_eq!(field(&out, "e0_dependents"), 1.0);
+    let ms = field(&out, "captured_into_ms");
+    assert!((1.9..8.0).contains(&ms), "two 1 ms kernels took {ms} ms");
+    // A user object's destructor runs when its last holder (the executable) goes.
+    assert_eq!(field(&out, "destroyed_with_exec_alive"), 0.0);
+    assert_eq!(field(&out, "destroyed_after_exec"), 1.0);
     assert_ledger_empty(&sim, 0);
 }
 
