@@ -6,7 +6,9 @@
 //! executable's upload or first launch) until it gives them back: a
 //! `cuDeviceGraphMemTrim` after which the driver reports the device's graph
 //! memory empty. Destroying the executable does not end the charge: CUDA
-//! keeps its memory in the device's graph pool until a trim. The charge is taken
+//! keeps its memory in the device's graph pool until a trim, and a later
+//! executable on the device reuses that memory first (its charge moves to
+//! the new executable; only the rest is taken). The charge is taken
 //! before the driver is asked: over the cap, the launch or upload fails with
 //! `CUDA_ERROR_OUT_OF_MEMORY` and nothing runs. A stream-ordered allocation
 //! made while its stream is being captured is a node, not memory, and is
@@ -74,29 +76,83 @@ fn instantiated(s: &Shim, exec: CUgraphExec, graph: CUgraph) {
     }
 }
 
+/// Takes up to `want` bytes on `dev` from destroyed executables' memory
+/// still in the graph pool: the driver reuses it for a new executable, so
+/// its charge moves rather than being taken twice. Returns what it took.
+/// The caller holds the graph lock for writing.
+fn reuse_residue(s: &Shim, dev: u16, want: u64) -> u64 {
+    let mut took = 0;
+    for (k, mut m) in s
+        .graph_mem
+        .take_where(|m| m.destroyed && m.backed && m.charges().iter().any(|(d, _)| *d == dev))
+    {
+        for c in m.charges[..m.n as usize]
+            .iter_mut()
+            .filter(|(d, _)| *d == dev)
+        {
+            let t = c.1.min(want - took);
+            c.1 -= t;
+            took += t;
+        }
+        if m.charges().iter().any(|(_, b)| *b > 0) {
+            s.graph_mem.insert(k, m);
+        }
+        if took == want {
+            break;
+        }
+    }
+    took
+}
+
+/// Gives back to the pool's residue what `reuse_residue` took (a backing
+/// that failed).
+fn restore_residue(s: &Shim, dev: u16, bytes: u64) {
+    if bytes > 0 {
+        let mut m = ExecMem {
+            backed: true,
+            destroyed: true,
+            ..ExecMem::default()
+        };
+        m.charges[0] = (dev, bytes);
+        m.n = 1;
+        s.graph_mem.insert(s.residue_key(), m);
+    }
+}
+
 /// Charges `m` before the driver backs it (`call`); undone if the call
 /// fails without backing it. Over the cap: `CUDA_ERROR_OUT_OF_MEMORY`,
-/// nothing called.
+/// nothing called. Memory destroyed executables left in the device's graph
+/// pool is reused first (its charge moves to this executable).
 fn charge_then(s: &Shim, m: &ExecMem, call: impl FnOnce() -> CUresult) -> CallResult {
     let mut taken: Vec<(u16, u64)> = Vec::new();
-    let undo = |taken: &[(u16, u64)]| {
+    let mut reused: Vec<(u16, u64)> = Vec::new();
+    let undo = |taken: &[(u16, u64)], reused: &[(u16, u64)]| {
         for (dev, bytes) in taken {
             if let Some(d) = s.devices.get(*dev as usize) {
                 s.release_mem(d, *bytes);
             }
+        }
+        for (dev, bytes) in reused {
+            restore_residue(s, *dev, *bytes);
         }
     };
     for (dev, bytes) in m.charges() {
         let Some(d) = s.devices.get(*dev as usize) else {
             continue;
         };
+        let r = reuse_residue(s, *dev, *bytes);
+        reused.push((*dev, r));
+        let bytes = &(*bytes - r);
+        if *bytes == 0 {
+            continue;
+        }
         if let Err(st) = s.reserve_mem(d, *bytes) {
             log::info!(
                 "graph launch: {bytes} bytes of graph memory refused: {} of the {} byte cap in use",
                 st.used,
                 st.limit
             );
-            undo(&taken);
+            undo(&taken, &reused);
             return CallResult::Done(CUresult::ERROR_OUT_OF_MEMORY);
         }
         taken.push((*dev, *bytes));
@@ -117,7 +173,7 @@ fn charge_then(s: &Shim, m: &ExecMem, call: impl FnOnce() -> CUresult) -> CallRe
             // The driver kept memory for the graph: the charge stays.
             return CallResult::KeptBacked(r);
         }
-        undo(&taken);
+        undo(&taken, &reused);
     }
     CallResult::Done(r)
 }
@@ -162,6 +218,10 @@ pub fn launch(exec: CUgraphExec, call: impl FnOnce() -> CUresult) -> CUresult {
         return call();
     }
     let needs = |s: &Shim| s.graph_mem.get(exec as u64).is_some_and(|m| !m.backed);
+    if s.graph_mem.get(exec as u64).is_none() {
+        // No graph memory: nothing to order with.
+        return call();
+    }
     {
         let _shared = s.graph_lock.read().unwrap_or_else(|e| e.into_inner());
         if !needs(s) {

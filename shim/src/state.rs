@@ -533,14 +533,14 @@ impl Shim {
             });
     }
 
-    /// Whether some stream of this process may be capturing.
-    #[inline]
     /// A key for graph memory no executable holds any more (never an
     /// executable's handle: the top bit is set).
     pub fn residue_key(&self) -> u64 {
         (1 << 63) | self.residue_ids.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Whether some stream of this process may be capturing.
+    #[inline]
     pub fn captures_active(&self) -> bool {
         self.captures.load(Ordering::Acquire) > 0
     }

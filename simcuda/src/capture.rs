@@ -250,9 +250,7 @@ export_pt! {
                 return Err(CUresult::ERROR_STREAM_CAPTURE_INVALIDATED);
             }
             if let Ok(g) = p.graphs.remove(handle_of(&shared.graph)) {
-                for n in g.nodes.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-                    let _ = p.nodes.remove(handle_of(&n));
-                }
+                graph::destroy(p, &g);
             }
             // SAFETY: caller's output pointer (checked non-NULL).
             unsafe { out(pgraph, std::ptr::null_mut())? };

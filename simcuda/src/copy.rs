@@ -232,9 +232,7 @@ fn check(p: &Process, s: &Side, c: &CUDA_MEMCPY3D) -> Res {
     memory::check_device(p, s.base, last + c.WidthInBytes as u64 - s.base)
 }
 
-/// Validates and performs an operation's data effect.
-/// Validates `op` as [`exec`] would, without running it (for effects that
-/// run later, on the host thread, in stream order).
+/// Validates `op` as [`exec`] would, without running it.
 pub fn check_op(p: &Process, op: &Op) -> Res {
     match op {
         Op::Copy(c) => {
@@ -261,6 +259,7 @@ pub fn check_op(p: &Process, op: &Op) -> Res {
     }
 }
 
+/// Validates and performs an operation's data effect.
 pub fn exec(p: &Process, op: &Op) -> Res {
     match op {
         Op::Copy(c) => {
@@ -322,18 +321,6 @@ pub fn enqueue(h: CUstream, ds: DefaultStream, op: Op, sync: bool) -> Res {
             return Err(CUresult::ERROR_STREAM_CAPTURE_UNSUPPORTED);
         }
         return crate::capture::add_op(&s, op);
-    }
-    if s.host_pending() {
-        // A host function or a stream wait launched before this has not
-        // finished: the data effect follows it, in stream order.
-        if sync {
-            s.wait_host_functions();
-        } else {
-            check_op(p, &op)?;
-            return s.launch_host(Box::new(move || {
-                let _ = exec(process::get(), &op);
-            }));
-        }
     }
     exec(p, &op)?;
     let seq = s.submit(simgpu::Work {

@@ -10,7 +10,10 @@
 //! there and charged to the ledger when an executable graph is uploaded or
 //! first launched, and stays, as CUDA's graph pool keeps it, across launches,
 //! past the graph's free nodes and past `cuGraphExecDestroy`, until
-//! `cuDeviceGraphMemTrim` returns what no running launch uses. A graph with
+//! `cuDeviceGraphMemTrim` returns what no running launch uses and no
+//! unfreed allocation holds; a new executable of the same graph reuses what
+//! a destroyed one left. User objects an executable holds are released
+//! after its last launch's work in its stream. A graph with
 //! allocation nodes has one executable at a time, and cannot be relaunched
 //! while the previous launch's allocations are unfreed (unless instantiated
 //! with AUTO_FREE_ON_LAUNCH), as in CUDA.
@@ -118,6 +121,15 @@ impl Handle for UserObject {
     }
 }
 
+/// New references to a graph's user objects (for an executable).
+fn retain_users(g: &Graph) -> Vec<(Arc<UserObject>, u32)> {
+    let us = g.users.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (u, n) in &us {
+        u.refs.fetch_add(*n, std::sync::atomic::Ordering::AcqRel);
+    }
+    us
+}
+
 fn user_release(p: &Process, u: &Arc<UserObject>, count: u32) {
     use std::sync::atomic::Ordering;
     let before = u
@@ -220,8 +232,11 @@ pub struct GraphExec {
     allocs: Vec<Arc<GraphAlloc>>,
     /// Graph memory the graph's own free nodes free.
     frees: Vec<u64>,
-    /// References to the graph's user objects, held while it lives.
-    users: Vec<(Arc<UserObject>, u32)>,
+    /// References to the graph's user objects, held while it lives (and
+    /// until its last launch has finished).
+    users: Mutex<Vec<(Arc<UserObject>, u32)>>,
+    /// The stream of its last launch.
+    last: Mutex<Option<Arc<crate::stream::Stream>>>,
     /// CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH.
     auto_free: bool,
     /// Whether `allocs` are physically backed (mapped and charged), and the
@@ -272,7 +287,8 @@ pub fn add_node(p: &Process, g: &Arc<Graph>, kind: NodeKind, deps: &[usize]) -> 
     Ok(n)
 }
 
-fn destroy(p: &Process, g: &Graph) {
+/// Releases a graph's nodes and its references to user objects.
+pub fn destroy(p: &Process, g: &Graph) {
     for (u, n) in g.users.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
         user_release(p, &u, n);
     }
@@ -905,13 +921,8 @@ fn instantiate(exec: *mut CUgraphExec, graph: CUgraph, flags: u64) -> Res<Arc<Gr
         shape,
         allocs,
         frees,
-        users: {
-            let us = g.users.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            for (u, n) in &us {
-                u.refs.fetch_add(*n, std::sync::atomic::Ordering::AcqRel);
-            }
-            us
-        },
+        users: Mutex::new(retain_users(&g)),
+        last: Mutex::new(None),
         auto_free: flags & 1 != 0,
         backed: Mutex::new(None),
     });
@@ -944,13 +955,33 @@ fn back(p: &Process, e: &GraphExec, b: &mut Backed, ctx: &Arc<crate::context::Ct
     for a in &e.allocs {
         p.device(a.device)?;
     }
+    // Memory a destroyed executable of the same graph left in the pool is
+    // reused as it is (already mapped and charged), as CUDA's pool reuses it.
+    let mut adopted: Vec<*const GraphAlloc> = Vec::new();
+    {
+        let mut res = p.graph_residue.lock().unwrap_or_else(|e| e.into_inner());
+        for r in res.iter_mut() {
+            r.allocs.retain(|x| {
+                let mine = e.allocs.iter().any(|a| Arc::ptr_eq(a, x));
+                if mine {
+                    adopted.push(Arc::as_ptr(x));
+                }
+                !mine
+            });
+        }
+        res.retain(|r| !r.allocs.is_empty());
+    }
     let mut done: Vec<&Arc<GraphAlloc>> = Vec::new();
     let fail = |done: &[&Arc<GraphAlloc>]| {
         for a in done {
             unback_one(p, a);
         }
     };
-    for a in &e.allocs {
+    for a in e
+        .allocs
+        .iter()
+        .filter(|a| !adopted.contains(&Arc::as_ptr(a)))
+    {
         let dev = p.device(a.device)?;
         if dev.sim.mem_charge(a.charged).is_err() {
             fail(&done);
@@ -1018,6 +1049,13 @@ fn unback(p: &Process, e: &GraphExec) -> bool {
     if !ctx.sim().map(|s| s.is_complete(*seq)).unwrap_or(true) {
         return false;
     }
+    // Allocations not freed yet stay valid, as in CUDA.
+    if e.allocs
+        .iter()
+        .any(|a| a.live.load(std::sync::atomic::Ordering::Acquire))
+    {
+        return false;
+    }
     for a in &e.allocs {
         unback_one(p, a);
     }
@@ -1045,7 +1083,11 @@ pub fn trim(p: &Process, device: i32) {
     res.retain(|r| {
         let on = r.allocs.iter().any(|a| a.device == device);
         let idle = r.ctx.sim().map(|s| s.is_complete(r.seq)).unwrap_or(true);
-        if on && idle {
+        let live = r
+            .allocs
+            .iter()
+            .any(|a| a.live.load(std::sync::atomic::Ordering::Acquire));
+        if on && idle && !live {
             for a in &r.allocs {
                 unback_one(p, a);
             }
@@ -1162,17 +1204,13 @@ export_pt! {
             }
             let mut pending = 0u64;
             let mut ran_kernel = false;
-            // After a host node, data effects run after it, in order.
-            let mut deferred = s.host_pending();
             for (_, st) in &steps {
                 match *st {
                     Step::Kernel(d) => {
                         pending = pending.saturating_add(d);
                         ran_kernel = true;
                     }
-                    Step::Op(op) if deferred => s.launch_host(Box::new(move || {
-                        let _ = copy::exec(process::get(), &op);
-                    }))?,
+                    // Data effects happen when issued, as all of this driver's do.
                     Step::Op(op) => copy::exec(p, &op)?,
                     Step::Host(f, data) => {
                         if pending > 0 {
@@ -1183,7 +1221,6 @@ export_pt! {
                             // SAFETY: the caller's host function with its own user data, as CUDA calls it.
                             unsafe { f(data as *mut c_void) }
                         }))?;
-                        deferred = true;
                     }
                 }
             }
@@ -1205,6 +1242,7 @@ export_pt! {
         for a in &e.allocs {
             a.live.store(true, Ordering::Release);
         }
+        *e.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
         for d in &e.frees {
             free_outside(p, *d);
         }
@@ -1230,8 +1268,30 @@ fn destroy_exec(p: &Process, exec: CUgraphExec) -> Res {
             });
     }
     release_owner(&e.allocs, e.id);
-    for (u, n) in &e.users {
-        user_release(p, u, *n);
+    // An executable's user objects are released once its launches are done.
+    let users = std::mem::take(&mut *e.users.lock().unwrap_or_else(|e| e.into_inner()));
+    let release = move || {
+        for (u, n) in &users {
+            user_release(process::get(), u, *n);
+        }
+    };
+    match e.last.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        Some(s) => {
+            let release = std::sync::Arc::new(Mutex::new(Some(release)));
+            let r2 = release.clone();
+            if s.launch_host(Box::new(move || {
+                if let Some(f) = r2.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    f();
+                }
+            }))
+            .is_err()
+            {
+                if let Some(f) = release.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    f();
+                }
+            }
+        }
+        None => release(),
     }
     Ok(())
 }
@@ -1325,6 +1385,15 @@ fn exec_update(exec: CUgraphExec, graph: CUgraph) -> Res<(u32, Option<usize>, Ve
         if let Some(n) = fresh.next() {
             st.1 = n;
         }
+    }
+    drop(steps);
+    // The executable now holds the new graph's user objects instead.
+    let old = std::mem::replace(
+        &mut *e.users.lock().unwrap_or_else(|e| e.into_inner()),
+        retain_users(&g),
+    );
+    for (u, n) in &old {
+        user_release(p, u, *n);
     }
     Ok((update_result::SUCCESS, None, nodes))
 }

@@ -7,10 +7,12 @@
 //! A write is a 4-byte memset in stream order (two for a 64-bit value), so
 //! it is captured like one. A wait whose condition already holds costs
 //! nothing; otherwise the context's host thread polls the word after the
-//! stream's earlier work, and the stream's synchronization waits for it;
-//! copies, memsets and writes issued to the stream after it run after it
-//! (kernels submitted later are not held back: the simulator's queue is
-//! per context, see the crate docs).
+//! stream's earlier work, and the stream's synchronization waits for it.
+//! Work issued to the stream after an unsatisfied wait is not held back by
+//! it: kernels go to the context's queue, and copies, memsets and writes
+//! take effect when issued, as every data effect of this driver does (see
+//! the crate docs). A program that signals with a write on one stream and
+//! waits on another (the usual pattern) behaves as on a GPU.
 
 use crate::copy::{self, set};
 use crate::entry::{Res, INVALID_VALUE};

@@ -121,13 +121,6 @@ impl Stream {
         Ok(())
     }
 
-    /// Whether host functions (or waits run as host jobs) launched into this
-    /// stream have not finished: later data effects must follow them.
-    pub fn host_pending(&self) -> bool {
-        let h = self.host.lock().unwrap_or_else(|e| e.into_inner());
-        h.1 < h.0
-    }
-
     pub fn wait_host_functions(&self) {
         let mut h = self.host.lock().unwrap_or_else(|e| e.into_inner());
         let target = h.0;

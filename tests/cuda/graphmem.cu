@@ -92,6 +92,14 @@ int main() {
   printf("destroyed_mb=%zu\n", (used_bytes() - base) / MB);
   CK(cudaDeviceGraphMemTrim(0));
   printf("destroyed_trimmed_mb=%zu\n", (used_bytes() - base) / MB);
+  // Executables made, launched and destroyed again and again reuse the pool.
+  for (int i = 0; i < 4; i++) {
+    cudaGraphExec_t x; CK(cudaGraphInstantiate(&x, gm, 0));
+    CK(cudaGraphLaunch(x, s)); CK(cudaStreamSynchronize(s));
+    CK(cudaGraphExecDestroy(x));
+  }
+  printf("reused_mb=%zu\n", (used_bytes() - base) / MB);
+  CK(cudaDeviceGraphMemTrim(0));
   CK(cudaGraphDestroy(gm));
 
   // 2b. an allocation the graph does not free: no relaunch until it is freed.
@@ -103,6 +111,10 @@ int main() {
   cudaGraphNode_t kn; CK(cudaGraphAddMemAllocNode(&kn, gk, nullptr, 0, &kp2));
   cudaGraphExec_t gke; CK(cudaGraphInstantiate(&gke, gk, 0));
   CK(cudaGraphLaunch(gke, s)); CK(cudaStreamSynchronize(s));
+  // A trim leaves an allocation that is not freed yet alone.
+  CK(cudaDeviceGraphMemTrim(0));
+  CK(cudaMemset(kp2.dptr, 3, 4096));
+  unsigned kv = 0; CK(cudaMemcpy(&kv, kp2.dptr, 4, cudaMemcpyDeviceToHost)); EXPECT(kv == 0x03030303);
   EXPECT_ERR(cudaGraphLaunch(gke, s), cudaErrorInvalidValue);
   CK(cudaFree(kp2.dptr));
   CK(cudaGraphLaunch(gke, s)); CK(cudaStreamSynchronize(s));
@@ -153,7 +165,13 @@ int main() {
   CK(cudaGraphDestroy(gu));
   CK(cudaDeviceSynchronize());
   printf("destroyed_with_exec_alive=%d\n", destroyed.load());
+  // Destroyed while a launch of it is still in its stream: the user object
+  // lives until that work is done.
+  CK(cudaGraphLaunch(gue, s));
+  CK(cudaLaunchHostFunc(s, [](void*) { usleep(200000); }, nullptr));
   CK(cudaGraphExecDestroy(gue));
+  printf("destroyed_while_running=%d\n", destroyed.load());
+  CK(cudaStreamSynchronize(s));
   for (int i = 0; i < 1000 && destroyed.load() == 0; i++) usleep(1000);
   printf("destroyed_after_exec=%d\n", destroyed.load());
   DONE();

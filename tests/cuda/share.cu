@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
   } else if (mode == "memops") {
     // Stream memory operations through the driver API: a batched write
     // whose driver-internal alias field holds garbage, a wait that holds,
-    // and a wait that does not yet: a memset queued behind it waits too.
+    // and a wait that does not yet, satisfied from another stream.
     CUdeviceptr d; CU(cuMemAlloc(&d, 4096)); CU(cuMemsetD32(d, 5, 16));
     CUstream a, b; CU(cuStreamCreate(&a, CU_STREAM_NON_BLOCKING)); CU(cuStreamCreate(&b, CU_STREAM_NON_BLOCKING));
     CUstreamBatchMemOpParams ops[2]; memset(ops, 0, sizeof ops);
@@ -147,15 +147,14 @@ int main(int argc, char** argv) {
     ops[1].waitValue.alias = 0x1234;
     CU(cuStreamBatchMemOp(a, 2, ops, 0)); CU(cuStreamSynchronize(a));
     unsigned w = 0; CU(cuMemcpyDtoH(&w, d, 4)); printf("batch_word=%u\n", w);
-    // Wait for 9 at d on stream a; then a memset of d+4 on a.
+    // Wait for 9 at d on stream a: stream a is not done until stream b writes it.
     CU(cuStreamWaitValue32(a, d, 9, CU_STREAM_WAIT_VALUE_EQ));
-    CU(cuMemsetD32Async(d + 4, 0x77, 1, a));
-    unsigned w1 = 0; CU(cuMemcpyDtoHAsync(&w1, d + 4, 4, b)); CU(cuStreamSynchronize(b));
-    printf("behind_wait=0x%x\n", w1);
     printf("query_waiting=%d\n", (int)cuStreamQuery(a));
+    CU(cuStreamWriteValue64(b, d + 8, 0x1122334455667788ull, 0));
     CU(cuStreamWriteValue32(b, d, 9, 0)); CU(cuStreamSynchronize(b));
     CU(cuStreamSynchronize(a));
-    CU(cuMemcpyDtoH(&w1, d + 4, 4)); printf("after_wait=0x%x\n", w1);
+    printf("query_after=%d\n", (int)cuStreamQuery(a));
+    unsigned long long w64 = 0; CU(cuMemcpyDtoH(&w64, d + 8, 8)); printf("word64=0x%llx\n", w64);
     CU(cuMemFree(d));
   } else if (mode == "vmm-import" && argc > 3) {
     char path[64]; snprintf(path, sizeof path, "/proc/%s/fd/%s", argv[2], argv[3]);

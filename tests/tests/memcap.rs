@@ -352,6 +352,8 @@ fn graph_memory_counts_against_the_cap_while_the_driver_holds_it() {
     // Destroyed, the executable's memory stays in the device's graph pool,
     // charged, until a trim.
     assert_eq!(field(&out, "destroyed_used_mb"), 64.0, "{out}");
+    assert_eq!(field(&out, "reinstantiated_launches"), 3.0, "{out}");
+    assert_eq!(field(&out, "reinstantiated_used_mb"), 64.0, "{out}");
     assert_eq!(field(&out, "destroyed_trimmed_mb"), 0.0, "{out}");
     assert_eq!(text(&out, "failed_launch"), "cudaErrorInvalidValue");
     assert_eq!(field(&out, "after_failed_launch_mb"), 0.0, "{out}");
