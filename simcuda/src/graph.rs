@@ -1275,7 +1275,14 @@ fn destroy_exec(p: &Process, exec: CUgraphExec) -> Res {
             user_release(process::get(), u, *n);
         }
     };
-    match e.last.lock().unwrap_or_else(|e| e.into_inner()).take() {
+    // (Not through a stream being captured again: that would end the capture.)
+    match e
+        .last
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .filter(|s| !s.capturing())
+    {
         Some(s) => {
             let release = std::sync::Arc::new(Mutex::new(Some(release)));
             let r2 = release.clone();
