@@ -448,6 +448,8 @@ impl SharedRecord {
             }
             std::thread::yield_now();
         }
+        // The data stores below stay after the version became odd.
+        std::sync::atomic::fence(Release);
         p.device.store(device as u64, Relaxed);
         p.index.store(u64::from(index), Relaxed);
         p.gen.store(gen, Relaxed);
