@@ -107,7 +107,13 @@ fn alloc_async(
     if s.capturing() {
         // Captured: a memory-allocation node on the pool's device.
         let device = match pool {
-            Some(h) => p.pools.get(h)?.device,
+            Some(h) => {
+                let pl = p.pools.get(h)?;
+                if pl.imported {
+                    return Err(INVALID_VALUE);
+                }
+                pl.device
+            }
             None => s.ctx.device,
         };
         let b = crate::capture::add_alloc(&s, device, size as u64)?;
