@@ -53,9 +53,11 @@ fn plan(s: &Shim, graph: CUgraph) -> Option<ExecMem> {
     };
     let mut m = ExecMem::default();
     for (dev, bytes) in allocs {
-        let Ok(Some((dev, _))) = s.mem_device(dev).map(|d| d.map(|_| (dev as u16, ()))) else {
+        // Only capped devices are charged.
+        if !matches!(s.mem_device(dev), Ok(Some(_))) {
             continue;
-        };
+        }
+        let dev = dev as u16;
         let bytes = tslice_policy::ledger::charge_for(bytes);
         match m.charges().iter().position(|(d, _)| *d == dev) {
             Some(i) => m.charges[i].1 += bytes,

@@ -405,42 +405,36 @@ export! {
     }
 }
 
+fn push(ctx: CUcontext) -> Res {
+    let p = process::initialized()?;
+    let c = p.contexts.get_or(ctx, INVALID_CONTEXT)?;
+    with_stack(|s| s.push(c))
+}
+
+fn pop(pctx: *mut CUcontext) -> Res {
+    process::initialized()?;
+    let c = with_stack(|s| s.pop())?.ok_or(INVALID_CONTEXT)?;
+    // SAFETY: optional output pointer.
+    unsafe { out_opt(pctx, handle_of(&c)) };
+    Ok(())
+}
+
 export! {
-    fn cuCtxPushCurrent_v2(ctx: CUcontext) {
-        let p = process::initialized()?;
-        let c = p.contexts.get_or(ctx, INVALID_CONTEXT)?;
-        with_stack(|s| s.push(c))
-    }
+    fn cuCtxPushCurrent_v2(ctx: CUcontext) { push(ctx) }
 }
 
 export! {
     /// The CUDA 2.0 export: the same as `cuCtxPushCurrent_v2`.
-    fn cuCtxPushCurrent(ctx: CUcontext) {
-        let p = process::initialized()?;
-        let c = p.contexts.get_or(ctx, INVALID_CONTEXT)?;
-        with_stack(|s| s.push(c))
-    }
+    fn cuCtxPushCurrent(ctx: CUcontext) { push(ctx) }
 }
 
 export! {
     /// The CUDA 2.0 export: the same as `cuCtxPopCurrent_v2`.
-    fn cuCtxPopCurrent(pctx: *mut CUcontext) {
-        process::initialized()?;
-        let c = with_stack(|s| s.pop())?.ok_or(INVALID_CONTEXT)?;
-        // SAFETY: optional output pointer.
-        unsafe { out_opt(pctx, handle_of(&c)) };
-        Ok(())
-    }
+    fn cuCtxPopCurrent(pctx: *mut CUcontext) { pop(pctx) }
 }
 
 export! {
-    fn cuCtxPopCurrent_v2(pctx: *mut CUcontext) {
-        process::initialized()?;
-        let c = with_stack(|s| s.pop())?.ok_or(INVALID_CONTEXT)?;
-        // SAFETY: optional output pointer.
-        unsafe { out_opt(pctx, handle_of(&c)) };
-        Ok(())
-    }
+    fn cuCtxPopCurrent_v2(pctx: *mut CUcontext) { pop(pctx) }
 }
 
 export! {

@@ -88,7 +88,7 @@ pub fn from_2d(c: &CUDA_MEMCPY2D) -> CUDA_MEMCPY3D {
 
 /// One side of a copy, resolved: base address, pitch, rows per slice, and
 /// whether it must lie in device memory.
-struct Side {
+pub struct Side {
     base: u64,
     pitch: u64,
     rows: u64,
@@ -232,51 +232,38 @@ fn check(p: &Process, s: &Side, c: &CUDA_MEMCPY3D) -> Res {
     memory::check_device(p, s.base, last + c.WidthInBytes as u64 - s.base)
 }
 
-/// Validates `op` as [`exec`] would, without running it.
-pub fn check_op(p: &Process, op: &Op) -> Res {
-    match op {
-        Op::Copy(c) => {
-            let src = side(p, End::src(c), c)?;
-            let dst = side(p, End::dst(c), c)?;
-            check(p, &src, c)?;
-            check(p, &dst, c)
-        }
-        Op::Set(m) => {
-            let es = m.elementSize as u64;
-            if !matches!(es, 1 | 2 | 4) || m.dst % es != 0 {
-                return Err(INVALID_VALUE);
-            }
-            let row = m.width as u64 * es;
-            let pitch = if m.height <= 1 { row } else { m.pitch as u64 };
-            if pitch < row {
-                return Err(INVALID_VALUE);
-            }
-            if m.width == 0 || m.height == 0 {
-                return Ok(());
-            }
-            memory::check_device(p, m.dst, (m.height as u64 - 1) * pitch + row)
-        }
-    }
+/// An operation validated against this process's memory, ready to run.
+pub enum Prepared {
+    Copy {
+        src: Side,
+        dst: Side,
+        width: usize,
+        height: u64,
+        depth: u64,
+    },
+    Set {
+        m: CUDA_MEMSET_NODE_PARAMS,
+        es: u64,
+        pitch: u64,
+    },
+    Nothing,
 }
 
-/// Validates and performs an operation's data effect.
-pub fn exec(p: &Process, op: &Op) -> Res {
+/// Validates `op`: what [`Prepared::run`] then does without checking again.
+pub fn prepare(p: &Process, op: &Op) -> Res<Prepared> {
     match op {
         Op::Copy(c) => {
             let src = side(p, End::src(c), c)?;
             let dst = side(p, End::dst(c), c)?;
             check(p, &src, c)?;
             check(p, &dst, c)?;
-            for z in 0..c.Depth as u64 {
-                for y in 0..c.Height as u64 {
-                    let s = src.base + z * src.pitch * src.rows + y * src.pitch;
-                    let d = dst.base + z * dst.pitch * dst.rows + y * dst.pitch;
-                    // SAFETY: device ranges were validated against this driver's
-                    // allocations; host ranges are the caller's, as CUDA requires.
-                    unsafe { std::ptr::copy(s as *const u8, d as *mut u8, c.WidthInBytes) };
-                }
-            }
-            Ok(())
+            Ok(Prepared::Copy {
+                src,
+                dst,
+                width: c.WidthInBytes,
+                height: c.Height as u64,
+                depth: c.Depth as u64,
+            })
         }
         Op::Set(m) => {
             let es = m.elementSize as u64;
@@ -289,26 +276,61 @@ pub fn exec(p: &Process, op: &Op) -> Res {
                 return Err(INVALID_VALUE);
             }
             if m.width == 0 || m.height == 0 {
-                return Ok(());
+                return Ok(Prepared::Nothing);
             }
             memory::check_device(p, m.dst, (m.height as u64 - 1) * pitch + row)?;
-            for y in 0..m.height as u64 {
-                let d = m.dst + y * pitch;
-                for i in 0..m.width as u64 {
-                    let a = d + i * es;
-                    // SAFETY: the range was validated against this driver's device allocations; `a` is element-aligned.
-                    unsafe {
-                        match es {
-                            1 => *(a as *mut u8) = m.value as u8,
-                            2 => *(a as *mut u16) = m.value as u16,
-                            _ => *(a as *mut u32) = m.value,
+            Ok(Prepared::Set { m: *m, es, pitch })
+        }
+    }
+}
+
+impl Prepared {
+    /// Performs the data effect (validated by [`prepare`], with the memory
+    /// still there: callers run it at once).
+    pub fn run(&self) {
+        match self {
+            Prepared::Copy {
+                src,
+                dst,
+                width,
+                height,
+                depth,
+            } => {
+                for z in 0..*depth {
+                    for y in 0..*height {
+                        let s = src.base + z * src.pitch * src.rows + y * src.pitch;
+                        let d = dst.base + z * dst.pitch * dst.rows + y * dst.pitch;
+                        // SAFETY: device ranges were validated against this driver's
+                        // allocations; host ranges are the caller's, as CUDA requires.
+                        unsafe { std::ptr::copy(s as *const u8, d as *mut u8, *width) };
+                    }
+                }
+            }
+            Prepared::Set { m, es, pitch } => {
+                for y in 0..m.height as u64 {
+                    let d = m.dst + y * pitch;
+                    for i in 0..m.width as u64 {
+                        let a = d + i * es;
+                        // SAFETY: the range was validated against this driver's device allocations; `a` is element-aligned.
+                        unsafe {
+                            match es {
+                                1 => *(a as *mut u8) = m.value as u8,
+                                2 => *(a as *mut u16) = m.value as u16,
+                                _ => *(a as *mut u32) = m.value,
+                            }
                         }
                     }
                 }
             }
-            Ok(())
+            Prepared::Nothing => {}
         }
     }
+}
+
+/// Validates and performs an operation's data effect.
+pub fn exec(p: &Process, op: &Op) -> Res {
+    prepare(p, op)?.run();
+    Ok(())
 }
 
 /// Runs `op` in stream order on `h` (synchronously if `sync`).

@@ -646,22 +646,9 @@ pub fn graph_alloc(p: &Process, device: i32, size: u64) -> Res<Arc<GraphAlloc>> 
     }
     let charged = crate::memory::charge_for(size);
     let len = usize::try_from(charged).map_err(|_| CUresult::ERROR_OUT_OF_MEMORY)?;
-    // SAFETY: a fresh inaccessible reservation; no existing memory is affected.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(CUresult::ERROR_OUT_OF_MEMORY);
-    }
+    let base = crate::memory::reserve(len)?;
     let a = Arc::new(GraphAlloc {
-        base: base as u64,
+        base,
         size,
         charged,
         device,
@@ -987,18 +974,8 @@ fn back(p: &Process, e: &GraphExec, b: &mut Backed, ctx: &Arc<crate::context::Ct
             fail(&done);
             return Err(CUresult::ERROR_OUT_OF_MEMORY);
         }
-        // SAFETY: maps fresh memory over the node's own reserved range.
-        let r = unsafe {
-            libc::mmap(
-                a.base as *mut c_void,
-                a.charged as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        if r == libc::MAP_FAILED {
+        // SAFETY: the node's own reserved range.
+        if unsafe { crate::memory::map_fixed(a.base, a.charged as usize) }.is_err() {
             dev.sim.mem_uncharge(a.charged);
             fail(&done);
             return Err(CUresult::ERROR_OUT_OF_MEMORY);
@@ -1022,17 +999,8 @@ fn back(p: &Process, e: &GraphExec, b: &mut Backed, ctx: &Arc<crate::context::Ct
 
 fn unback_one(p: &Process, a: &GraphAlloc) {
     p.mem.remove(a.base);
-    // SAFETY: turns the node's own mapped range back into an inaccessible reservation.
-    unsafe {
-        libc::mmap(
-            a.base as *mut c_void,
-            a.charged as usize,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
+    // SAFETY: the node's own mapped range.
+    let _ = unsafe { crate::memory::to_reservation(a.base, a.charged as usize) };
     if let Ok(d) = p.device(a.device) {
         d.sim.mem_uncharge(a.charged);
     }
@@ -1197,11 +1165,15 @@ export_pt! {
         let newly = back(p, &e, &mut b, &s.ctx)?;
         let run = || -> Res {
             let steps = e.steps.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            for (_, st) in &steps {
-                if let Step::Op(op) = st {
-                    copy::check_op(p, op)?;
-                }
-            }
+            // Every copy and memset is validated before any runs.
+            let prepared = steps
+                .iter()
+                .filter_map(|(_, st)| match st {
+                    Step::Op(op) => Some(copy::prepare(p, op)),
+                    _ => None,
+                })
+                .collect::<Res<Vec<_>>>()?;
+            let mut prepared = prepared.iter();
             let mut pending = 0u64;
             let mut ran_kernel = false;
             for (_, st) in &steps {
@@ -1211,7 +1183,11 @@ export_pt! {
                         ran_kernel = true;
                     }
                     // Data effects happen when issued, as all of this driver's do.
-                    Step::Op(op) => copy::exec(p, &op)?,
+                    Step::Op(_) => {
+                        if let Some(op) = prepared.next() {
+                            op.run();
+                        }
+                    }
                     Step::Host(f, data) => {
                         if pending > 0 {
                             s.submit(simgpu::Work { kind: simgpu::WorkKind::Graph, duration_ns: pending, tag: exec as u64 })?;

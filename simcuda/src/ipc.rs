@@ -378,6 +378,11 @@ impl Drop for SharedRecord {
     }
 }
 
+/// [`map_record`], closing `fd` if it fails.
+fn map_record_or_close(fd: i32) -> Res<*const RecordPage> {
+    map_record(fd).inspect_err(|_| close(fd))
+}
+
 fn map_record(fd: i32) -> Res<*const RecordPage> {
     // SAFETY: maps one page of our own descriptor, shared.
     let p = unsafe {
@@ -408,13 +413,7 @@ impl SharedRecord {
             close(fd);
             return Err(CUresult::ERROR_OUT_OF_MEMORY);
         }
-        let page = match map_record(fd) {
-            Ok(p) => p,
-            Err(e) => {
-                close(fd);
-                return Err(e);
-            }
-        };
+        let page = map_record_or_close(fd)?;
         let ino = ino_of(fd)?.0;
         Ok(SharedRecord { page, fd, ino })
     }
@@ -532,13 +531,7 @@ export! {
             close(fd);
             return Err(CUresult::ERROR_INVALID_HANDLE);
         }
-        let page = match map_record(fd) {
-            Ok(pg) => pg,
-            Err(e) => {
-                close(fd);
-                return Err(e);
-            }
-        };
+        let page = map_record_or_close(fd)?;
         // The mapping keeps the page; only the exporter hands out handles.
         close(fd);
         let shared = SharedRecord { page, fd: -1, ino: w.ino };

@@ -36,6 +36,15 @@ const OP_WAIT_64: u32 = 4;
 const OP_WRITE_64: u32 = 5;
 const OP_BARRIER: u32 = 6;
 
+/// The 4- or 8-byte word at `addr`: aligned, in memory the device can use.
+fn check_word(addr: CUdeviceptr, wide: bool) -> Res {
+    let n = if wide { 8 } else { 4 };
+    if !addr.is_multiple_of(n) {
+        return Err(INVALID_VALUE);
+    }
+    memory::check_device(process::initialized()?, addr, n)
+}
+
 fn write(
     h: CUstream,
     ds: DefaultStream,
@@ -45,11 +54,10 @@ fn write(
     flags: u32,
 ) -> Res {
     // CU_STREAM_WRITE_VALUE_NO_MEMORY_BARRIER (1) is the only flag.
-    if flags > 1 || !addr.is_multiple_of(if wide { 8 } else { 4 }) {
+    if flags > 1 {
         return Err(INVALID_VALUE);
     }
-    let p = process::initialized()?;
-    memory::check_device(p, addr, if wide { 8 } else { 4 })?;
+    check_word(addr, wide)?;
     copy::enqueue(h, ds, set(addr, 0, value as u32, 4, 1, 1), false)?;
     if wide {
         copy::enqueue(
@@ -96,11 +104,10 @@ fn wait(
     flags: u32,
 ) -> Res {
     let cond = flags & !WAIT_FLUSH;
-    if cond > WAIT_NOR || !addr.is_multiple_of(if wide { 8 } else { 4 }) {
+    if cond > WAIT_NOR {
         return Err(INVALID_VALUE);
     }
-    let p = process::initialized()?;
-    memory::check_device(p, addr, if wide { 8 } else { 4 })?;
+    check_word(addr, wide)?;
     let s = stream::resolve(h, ds)?;
     if s.capturing() {
         crate::capture::invalidate(&s);

@@ -128,21 +128,50 @@ pub fn check_device(p: &Process, ptr: u64, len: u64) -> Res {
 
 /// Anonymous, lazily backed memory.
 pub fn map_anon(len: usize, low32: bool) -> Res<*mut c_void> {
-    let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-    if low32 {
-        flags |= libc::MAP_32BIT;
-    }
-    // SAFETY: a fresh anonymous mapping; no existing memory is affected.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
+    let extra = if low32 { libc::MAP_32BIT } else { 0 };
+    // SAFETY: a fresh mapping (no address given); no existing memory is affected.
+    unsafe { anon(0, len, libc::PROT_READ | libc::PROT_WRITE, extra) }
+}
+
+/// An inaccessible address range, for memory mapped into it later (VMM
+/// reservations, graph allocations).
+pub fn reserve(len: usize) -> Res<u64> {
+    // SAFETY: a fresh mapping (no address given); no existing memory is affected.
+    unsafe { anon(0, len, libc::PROT_NONE, 0) }.map(|p| p as u64)
+}
+
+/// Fresh readable, writable memory over `[base, base+len)`.
+///
+/// # Safety
+/// The range is this driver's own (a reservation or mapping it made).
+pub unsafe fn map_fixed(base: u64, len: usize) -> Res {
+    // SAFETY: per the function contract.
+    unsafe {
+        anon(
+            base,
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            flags,
-            -1,
-            0,
+            libc::MAP_FIXED,
         )
-    };
+    }
+    .map(|_| ())
+}
+
+/// Turns `[base, base+len)` back into an inaccessible reservation.
+///
+/// # Safety
+/// The range is this driver's own (a reservation or mapping it made).
+pub unsafe fn to_reservation(base: u64, len: usize) -> Res {
+    // SAFETY: per the function contract.
+    unsafe { anon(base, len, libc::PROT_NONE, libc::MAP_FIXED) }.map(|_| ())
+}
+
+/// # Safety
+/// With MAP_FIXED in `extra`, `[addr, addr+len)` is this driver's own.
+unsafe fn anon(addr: u64, len: usize, prot: i32, extra: i32) -> Res<*mut c_void> {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | extra;
+    // SAFETY: per the function contract (no address: a fresh range).
+    let p = unsafe { libc::mmap(addr as *mut c_void, len, prot, flags, -1, 0) };
     if p == libc::MAP_FAILED {
         return Err(CUresult::ERROR_OUT_OF_MEMORY);
     }

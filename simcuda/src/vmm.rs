@@ -172,12 +172,7 @@ export! {
         }
         let align = alignment.max(PAGE as usize);
         let len = size + align;
-        // SAFETY: a fresh inaccessible anonymous reservation.
-        let raw = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0) };
-        if raw == libc::MAP_FAILED {
-            return Err(CUresult::ERROR_OUT_OF_MEMORY);
-        }
-        let raw = raw as u64;
+        let raw = memory::reserve(len)?;
         let base = raw.div_ceil(align as u64) * align as u64;
         memory::unmap(raw, (base - raw) as usize);
         memory::unmap(base + size as u64, (raw + len as u64 - base - size as u64) as usize);
@@ -239,9 +234,8 @@ export! {
         let p = process::initialized()?;
         let mut st = p.vmm.lock();
         let bases = st.tiling(ptr, size as u64).ok_or(INVALID_VALUE)?;
-        // SAFETY: turns our own mapped range back into an inaccessible reservation.
-        let r = unsafe { libc::mmap(ptr as *mut c_void, size, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED, -1, 0) };
-        if r == libc::MAP_FAILED {
+        // SAFETY: our own mapped range, inside our own reservation.
+        if unsafe { memory::to_reservation(ptr, size) }.is_err() {
             return Err(CUresult(206)); // CUDA_ERROR_UNMAP_FAILED
         }
         for b in bases {

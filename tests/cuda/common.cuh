@@ -23,3 +23,13 @@ static size_t used_bytes() {
   CK(cudaMemGetInfo(&f, &t));
   return t - f;
 }
+
+// Parameters of a graph memory-allocation node: `bytes` of device memory on device 0.
+static cudaMemAllocNodeParams alloc_node_params(size_t bytes) {
+  cudaMemAllocNodeParams p = {};
+  p.poolProps.allocType = cudaMemAllocationTypePinned;
+  p.poolProps.location.type = cudaMemLocationTypeDevice;
+  p.poolProps.location.id = 0;
+  p.bytesize = bytes;
+  return p;
+}

@@ -59,10 +59,7 @@ int main() {
   // on an address that is no device memory) keeps nothing: the graph's
   // memory is neither held by the driver nor charged.
   cudaGraph_t gf; CK(cudaGraphCreate(&gf, 0));
-  cudaMemAllocNodeParams ap = {};
-  ap.poolProps.allocType = cudaMemAllocationTypePinned;
-  ap.poolProps.location.type = cudaMemLocationTypeDevice; ap.poolProps.location.id = 0;
-  ap.bytesize = 64 * MB;
+  cudaMemAllocNodeParams ap = alloc_node_params(64 * MB);
   cudaGraphNode_t an, cn, fn;
   CK(cudaGraphAddMemAllocNode(&an, gf, nullptr, 0, &ap));
   cudaMemsetParams bad = {}; bad.dst = (void*)0x10000; bad.value = 1; bad.elementSize = 4; bad.width = 16; bad.height = 1;

@@ -62,10 +62,7 @@ int main() {
 
   // 2. an explicit allocation node, a memset on its memory, a free node.
   cudaGraph_t gm; CK(cudaGraphCreate(&gm, 0));
-  cudaMemAllocNodeParams ap = {};
-  ap.poolProps.allocType = cudaMemAllocationTypePinned;
-  ap.poolProps.location.type = cudaMemLocationTypeDevice; ap.poolProps.location.id = 0;
-  ap.bytesize = 64 * MB;
+  cudaMemAllocNodeParams ap = alloc_node_params(64 * MB);
   cudaGraphNode_t an, mn, fn;
   CK(cudaGraphAddMemAllocNode(&an, gm, nullptr, 0, &ap));
   EXPECT(ap.dptr != nullptr);
@@ -104,10 +101,7 @@ int main() {
 
   // 2b. an allocation the graph does not free: no relaunch until it is freed.
   cudaGraph_t gk; CK(cudaGraphCreate(&gk, 0));
-  cudaMemAllocNodeParams kp2 = {};
-  kp2.poolProps.allocType = cudaMemAllocationTypePinned;
-  kp2.poolProps.location.type = cudaMemLocationTypeDevice; kp2.poolProps.location.id = 0;
-  kp2.bytesize = 8 * MB;
+  cudaMemAllocNodeParams kp2 = alloc_node_params(8 * MB);
   cudaGraphNode_t kn; CK(cudaGraphAddMemAllocNode(&kn, gk, nullptr, 0, &kp2));
   cudaGraphExec_t gke; CK(cudaGraphInstantiate(&gke, gk, 0));
   CK(cudaGraphLaunch(gke, s)); CK(cudaStreamSynchronize(s));

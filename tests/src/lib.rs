@@ -55,25 +55,23 @@ pub fn simnvml_lib() -> PathBuf {
     p
 }
 
+/// The path `KEY=` names in an env file a setup script wrote (`file`
+/// relative to the repository root); panics naming the `script` to run when
+/// the file or the key is missing.
+pub fn setup_path(file: &str, key: &str, script: &str) -> PathBuf {
+    let env = repo_root().join(file);
+    let text = std::fs::read_to_string(&env)
+        .unwrap_or_else(|e| panic!("{}: {e}: run scripts/{script}", env.display()));
+    let v = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|l| l.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("{} has no {key}=: run scripts/{script}", env.display()));
+    PathBuf::from(v.trim())
+}
+
 /// `CUDA_HOME` of the pinned toolkit, from `.cuda/env`.
 pub fn cuda_home() -> PathBuf {
-    let env = repo_root().join(".cuda/env");
-    let text = std::fs::read_to_string(&env).unwrap_or_else(|_| {
-        panic!(
-            "{} is missing: run scripts/setup-cuda-toolkit.sh",
-            env.display()
-        )
-    });
-    let home = text
-        .lines()
-        .find_map(|l| l.strip_prefix("CUDA_HOME="))
-        .unwrap_or_else(|| {
-            panic!(
-                "{} has no CUDA_HOME=: run scripts/setup-cuda-toolkit.sh",
-                env.display()
-            )
-        });
-    let home = PathBuf::from(home.trim());
+    let home = setup_path(".cuda/env", "CUDA_HOME", "setup-cuda-toolkit.sh");
     assert!(
         home.join("bin/nvcc").exists(),
         "{} lacks bin/nvcc: run scripts/setup-cuda-toolkit.sh",
@@ -314,13 +312,17 @@ pub fn cuda_src(name: &str) -> PathBuf {
 
 /// The value of `key=<number>` in a program's output.
 pub fn field(out: &str, key: &str) -> f64 {
-    let pat = format!("{key}=");
-    out.split_whitespace()
-        .find_map(|w| w.strip_prefix(&pat))
-        .unwrap_or_else(|| panic!("no {key}= in output:\n{out}"))
+    text_field(out, key)
         .trim_end_matches(',')
         .parse()
         .unwrap_or_else(|e| panic!("{key}= is not a number ({e}) in:\n{out}"))
+}
+
+/// The text of a `key=value` word in a program's output.
+pub fn text_field<'a>(out: &'a str, key: &str) -> &'a str {
+    out.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|w| w.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= in output:\n{out}"))
 }
 
 /// A `tslice-broker` process for one test: its own socket and config in a

@@ -10,24 +10,17 @@
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
-use tslice_tests::{repo_root, shim, SimGpu};
+use tslice_tests::{repo_root, setup_path, shim, SimGpu};
 
 const GIB: u64 = 1 << 30;
 
 /// The frameworks' Python (from .frameworks/env).
 fn python() -> PathBuf {
-    let env = repo_root().join(".frameworks/env");
-    let text = std::fs::read_to_string(&env).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run scripts/setup-frameworks.sh (the test command does)",
-            env.display()
-        )
-    });
-    let py = text
-        .lines()
-        .find_map(|l| l.strip_prefix("FRAMEWORKS_PYTHON="))
-        .expect("FRAMEWORKS_PYTHON in .frameworks/env");
-    PathBuf::from(py.trim())
+    setup_path(
+        ".frameworks/env",
+        "FRAMEWORKS_PYTHON",
+        "setup-frameworks.sh",
+    )
 }
 
 fn script(name: &str) -> String {

@@ -3,7 +3,7 @@
 //! preloaded. Ground truth comes from the simulated driver's ledger.
 
 use tslice_tests::shim;
-use tslice_tests::{build_cuda, cuda_src, field, profile_dir, SimGpu};
+use tslice_tests::{build_cuda, cuda_src, field, profile_dir, text_field, SimGpu};
 
 const MIB: u64 = 1 << 20;
 
@@ -321,13 +321,6 @@ fn nvml_shows_the_cap_and_only_the_tenants_own_process() {
     assert!(holder.finish().success());
 }
 
-/// `name=value` (a string) in a program's output.
-fn text<'a>(out: &'a str, name: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|l| l.strip_prefix('=')))
-        .unwrap_or_else(|| panic!("{name}= in {out}"))
-}
-
 #[test]
 fn graph_memory_counts_against_the_cap_while_the_driver_holds_it() {
     let prog = build_cuda(&cuda_src("graph_cap.cu"), &[]);
@@ -339,23 +332,29 @@ fn graph_memory_counts_against_the_cap_while_the_driver_holds_it() {
     // Capturing cudaMallocAsync makes a node: nothing is charged.
     assert_eq!(field(&out, "captured_used_mb"), 50.0, "{out}");
     // 50 MiB held + the graph's 64 MiB exceed the cap: the launch is refused.
-    assert_eq!(text(&out, "launch_over_cap"), "cudaErrorMemoryAllocation");
+    assert_eq!(
+        text_field(&out, "launch_over_cap"),
+        "cudaErrorMemoryAllocation"
+    );
     assert_eq!(field(&out, "launched_used_mb"), 64.0, "{out}");
     // The graph's memory is the tenant's: 50 MiB more do not fit beside it...
     assert_eq!(
-        text(&out, "malloc_beside_graph"),
+        text_field(&out, "malloc_beside_graph"),
         "cudaErrorMemoryAllocation"
     );
     // ...until the graph's pool is trimmed; then the graph cannot come back.
     assert_eq!(field(&out, "trimmed_used_mb"), 0.0, "{out}");
-    assert_eq!(text(&out, "relaunch_over_cap"), "cudaErrorMemoryAllocation");
+    assert_eq!(
+        text_field(&out, "relaunch_over_cap"),
+        "cudaErrorMemoryAllocation"
+    );
     // Destroyed, the executable's memory stays in the device's graph pool,
     // charged, until a trim.
     assert_eq!(field(&out, "destroyed_used_mb"), 64.0, "{out}");
     assert_eq!(field(&out, "reinstantiated_launches"), 3.0, "{out}");
     assert_eq!(field(&out, "reinstantiated_used_mb"), 64.0, "{out}");
     assert_eq!(field(&out, "destroyed_trimmed_mb"), 0.0, "{out}");
-    assert_eq!(text(&out, "failed_launch"), "cudaErrorInvalidValue");
+    assert_eq!(text_field(&out, "failed_launch"), "cudaErrorInvalidValue");
     assert_eq!(field(&out, "after_failed_launch_mb"), 0.0, "{out}");
     assert_eq!(
         gpu.monitor(0).snapshot().mem_used,
@@ -378,7 +377,7 @@ fn graph_memory_counts_against_the_cap_while_the_driver_holds_it() {
     let plain = SimGpu::new().env("SIMCUDA_MEM", "1GiB");
     let o = plain.run(&prog, &[]);
     assert_eq!(
-        text(&String::from_utf8_lossy(&o.stdout), "launch_over_cap"),
+        text_field(&String::from_utf8_lossy(&o.stdout), "launch_over_cap"),
         "cudaSuccess"
     );
 }
@@ -391,12 +390,7 @@ fn memory_imported_from_another_process_is_charged_to_its_owner_only() {
         &[&format!("-L{}", profile_dir().display()), "-lcuda"],
     );
     let gpu = SimGpu::new().preload(&shim());
-    let word = |l: &str, k: &str| -> String {
-        l.split_whitespace()
-            .find_map(|w| w.strip_prefix(k).and_then(|w| w.strip_prefix('=')))
-            .unwrap_or_else(|| panic!("{k}= in {l:?}"))
-            .to_string()
-    };
+    let word = |l: &str, k: &str| -> String { text_field(l, k).to_string() };
     // The owners are capped at 16 MiB, the importers at 2 MiB: 8 MiB of IPC
     // memory and 4 MiB of VMM memory can only be opened because an import
     // is not charged to the importer.

@@ -3,7 +3,7 @@
 //! ledger read from outside the process.
 
 use std::path::PathBuf;
-use tslice_tests::{build_cuda, cuda_src, field, profile_dir, Interactive, SimGpu};
+use tslice_tests::{build_cuda, cuda_src, field, profile_dir, text_field, Interactive, SimGpu};
 
 const MIB: f64 = (1u64 << 20) as f64;
 
@@ -230,12 +230,6 @@ fn share_prog() -> PathBuf {
     )
 }
 
-fn value<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key).and_then(|w| w.strip_prefix('=')))
-        .unwrap_or_else(|| panic!("{key}= in {line:?}"))
-}
-
 #[test]
 fn ipc_memory_and_events_are_shared_between_processes_and_memory_charged_once_to_its_owner() {
     let prog = share_prog();
@@ -243,9 +237,9 @@ fn ipc_memory_and_events_are_shared_between_processes_and_memory_charged_once_to
     let mut cmd = sim.command(&prog);
     cmd.arg("ipc-export");
     let mut exp = Interactive::spawn(cmd);
-    let handle = value(&exp.line(), "handle").to_string();
-    assert_eq!(value(&exp.line(), "word"), "0x5a5a5a5a");
-    let event = value(&exp.line(), "event").to_string();
+    let handle = text_field(&exp.line(), "handle").to_string();
+    assert_eq!(text_field(&exp.line(), "word"), "0x5a5a5a5a");
+    let event = text_field(&exp.line(), "event").to_string();
     let out = sim.run_ok(&prog, &["ipc-import", &handle, &event]);
     assert_ok(&out);
     // The exporter's event: not reached while its 1.5 s kernel runs, then
@@ -257,12 +251,12 @@ fn ipc_memory_and_events_are_shared_between_processes_and_memory_charged_once_to
     assert!(out.contains("word=0x5a5a5a5a"), "{out}");
     assert_eq!(field(&out, "used_mb"), 8.0);
     // The importer's write is the exporter's memory.
-    assert_eq!(value(&exp.ask("check"), "word"), "0x77777777");
+    assert_eq!(text_field(&exp.ask("check"), "word"), "0x77777777");
     let snap = sim.monitor(0).snapshot();
     let mine: Vec<_> = snap.processes.iter().filter(|p| p.mem_used > 0).collect();
     assert_eq!(mine.len(), 1, "{snap:?}");
     assert_eq!(mine[0].pid, exp.pid());
-    assert_eq!(value(&exp.ask("free"), "used_mb"), "0");
+    assert_eq!(text_field(&exp.ask("free"), "used_mb"), "0");
     assert!(exp.finish().success());
     // A stale handle (the exporter is gone) is refused, not a crash.
     let o = sim.run(&prog, &["ipc-import", &handle]);
@@ -280,8 +274,8 @@ fn vmm_posix_fd_handles_are_imported_by_another_process_and_charged_once() {
     let mut cmd = sim.command(&prog);
     cmd.arg("vmm-export");
     let mut exp = Interactive::spawn(cmd);
-    let fd = value(&exp.line(), "fd").to_string();
-    assert_eq!(value(&exp.line(), "used_mb"), "4");
+    let fd = text_field(&exp.line(), "fd").to_string();
+    assert_eq!(text_field(&exp.line(), "used_mb"), "4");
     let pid = exp.pid().to_string();
     let out = sim.run_ok(&prog, &["vmm-import", &pid, &fd]);
     assert_ok(&out);
@@ -289,8 +283,8 @@ fn vmm_posix_fd_handles_are_imported_by_another_process_and_charged_once() {
     // Imported, mapped: still 4 MiB on the device, none of it the importer's.
     assert_eq!(field(&out, "used_mb"), 4.0);
     assert!(out.contains("released used_mb=4"), "{out}");
-    assert_eq!(value(&exp.ask("check"), "word"), "0x44444444");
-    assert_eq!(value(&exp.ask("release"), "used_mb"), "0");
+    assert_eq!(text_field(&exp.ask("check"), "word"), "0x44444444");
+    assert_eq!(text_field(&exp.ask("release"), "used_mb"), "0");
     assert!(exp.finish().success());
     assert_ledger_empty(&sim, 0);
 }
@@ -302,16 +296,16 @@ fn pool_allocations_are_exported_to_another_process_and_charged_once() {
     let mut cmd = sim.command(&prog);
     cmd.arg("pool-export");
     let mut exp = Interactive::spawn(cmd);
-    let fd = value(&exp.line(), "fd").to_string();
-    let data = value(&exp.line(), "data").to_string();
-    assert_eq!(value(&exp.line(), "used_mb"), "6");
+    let fd = text_field(&exp.line(), "fd").to_string();
+    let data = text_field(&exp.line(), "data").to_string();
+    assert_eq!(text_field(&exp.line(), "used_mb"), "6");
     let pid = exp.pid().to_string();
     let out = sim.run_ok(&prog, &["pool-import", &pid, &fd, &data]);
     assert_ok(&out);
     assert!(out.contains("word=0x2b2b2b2b"), "{out}");
     assert_eq!(field(&out, "used_mb"), 6.0, "{out}");
-    assert_eq!(value(&exp.ask("check"), "word"), "0x66666666");
-    assert_eq!(value(&exp.ask("free"), "used_mb"), "0");
+    assert_eq!(text_field(&exp.ask("check"), "word"), "0x66666666");
+    assert_eq!(text_field(&exp.ask("free"), "used_mb"), "0");
     assert!(exp.finish().success());
     assert_ledger_empty(&sim, 0);
 }
