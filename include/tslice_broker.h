@@ -3,15 +3,18 @@
  *
  * The broker (tslice-broker) listens on a Unix stream socket (default
  * /run/tslice/broker.sock). The shim in each tenant process connects at its
- * first successful cuInit; the `tslice` CLI connects to ask for the status.
+ * first successful cuInit; the `tslice` CLI connects to ask for the status;
+ * NVML in a process that is not connected asks for its tenant's view of a
+ * device on a short connection of its own (VIEW_REQUEST).
  * The Rust definition is the crate tslice-proto (proto/src), which this
  * header mirrors; a test keeps the page layouts equal.
  *
  * Identity: the broker identifies a peer from the kernel (SO_PEERCRED, a
  * pidfd, /proc/PID/cgroup), never from what it says. One connection is one
  * process, and a process has one connection (a second is refused while the
- * first is open); a process can read and change nothing but its own
- * reservations.
+ * first is open; a view or status request is not a process's connection); a
+ * process can change nothing but its own reservations, and read nothing but
+ * its own tenant's (a view: its limit, reservations and process pids).
  *
  * FRAMES
  *   uint32_t length;          little-endian, bytes of the body that follows,
@@ -39,6 +42,13 @@
  *   RESERVE (2)    uint32 req, uint32 dev (ordinal), uint64 bytes
  *   RELEASE (3)    uint32 dev, uint64 bytes   (unused reservation returned)
  *   STATUS_REQUEST (4)  (root or the broker's user only)
+ *   VIEW_REQUEST (5)    uint8 uuid[16], uint64 total, uint32 ordinal -- alone
+ *                  on its connection: the asking process's tenant's view of
+ *                  that device (what NVML shows a process that never
+ *                  initialised CUDA); total and CUDA ordinal (UINT32_MAX:
+ *                  unknown) as the client sees the device (a tenant with no
+ *                  process there has its limit resolved against them). Any
+ *                  process may ask; nothing is admitted or reserved.
  * MESSAGES (broker -> client)
  *   WELCOME (101)  string tenant, uint32 flags; a read-only descriptor of the
  *                  budget page travels with it (SCM_RIGHTS).
@@ -46,6 +56,10 @@
  *   RECLAIM (103)  uint32 dev                 (return what you hold unused)
  *   STATUS (104)   string json                (parts; an empty part ends it)
  *   REFUSED (105)  string reason              (then the broker closes)
+ *   VIEW (106)     string tenant (at most 4096 bytes), uint64 limit (UINT64_MAX: none),
+ *                  uint64 reserved (by the tenant's processes on the device),
+ *                  uint16 n, n x uint32 pid (host pids of the tenant's
+ *                  processes on the device, at most TSLICE_WIRE_MAX_VIEW_PIDS)
  *
  * PAGES (atomics only; 64 devices)
  */
@@ -57,16 +71,19 @@
 #define TSLICE_WIRE_VERSION 1
 #define TSLICE_WIRE_MAX_FRAME 65536
 #define TSLICE_WIRE_MAX_DEVICES 64
+#define TSLICE_WIRE_MAX_VIEW_PIDS 4096
 
 #define TSLICE_MSG_HELLO 1
 #define TSLICE_MSG_RESERVE 2
 #define TSLICE_MSG_RELEASE 3
 #define TSLICE_MSG_STATUS_REQUEST 4
+#define TSLICE_MSG_VIEW_REQUEST 5
 #define TSLICE_MSG_WELCOME 101
 #define TSLICE_MSG_GRANT 102
 #define TSLICE_MSG_RECLAIM 103
 #define TSLICE_MSG_STATUS 104
 #define TSLICE_MSG_REFUSED 105
+#define TSLICE_MSG_VIEW 106
 
 #define TSLICE_BUDGET_MAGIC 0x74514247u  /* "tQBG" */
 #define TSLICE_PROCESS_MAGIC 0x74515052u /* "tQPR" */

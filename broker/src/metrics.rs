@@ -52,6 +52,7 @@ pub struct Metrics {
     processes: Family<TenantLabels, Gauge>,
     pub up: Gauge,
     pub connections: Counter,
+    pub views: Counter,
     pub rejected: Family<ResultLabels, Counter>,
     pub reloads: Family<ResultLabels, Counter>,
     /// Denials already counted, per label set.
@@ -73,6 +74,7 @@ impl Metrics {
             processes: Family::default(),
             up: Gauge::default(),
             connections: Counter::default(),
+            views: Counter::default(),
             rejected: Family::default(),
             reloads: Family::default(),
             denials_seen: Mutex::new(HashMap::new()),
@@ -132,6 +134,11 @@ impl Metrics {
             "tslice_broker_connections",
             "Processes that connected",
             m.connections.clone(),
+        );
+        registry.register(
+            "tslice_broker_views",
+            "Device views answered (NVML in processes without CUDA)",
+            m.views.clone(),
         );
         registry.register(
             "tslice_broker_rejected",

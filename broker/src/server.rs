@@ -383,6 +383,11 @@ async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
     let hello = match first {
         Msg::Hello(h) => h,
         Msg::StatusRequest => return status_reply(&b, stream, uid).await,
+        Msg::ViewRequest {
+            uuid,
+            total,
+            ordinal,
+        } => return view_reply(&b, stream, (pid, uid, gid), (uuid, total, ordinal)).await,
         other => {
             b.reject("unexpected");
             warn!(pid, "closing the connection: expected Hello, got {other:?}");
@@ -647,6 +652,52 @@ async fn reserve(b: &Arc<Broker>, id: ConnId, dev: u32, bytes: u64) -> u64 {
             }
         }
     }
+}
+
+/// Answers a [`Msg::ViewRequest`]: the asking process's tenant (from the
+/// kernel, as for a Hello) and its view of the device. The process is not
+/// admitted: nothing is reserved or counted for it.
+async fn view_reply(
+    b: &Broker,
+    stream: UnixStream,
+    (pid, uid, gid): (u32, u32, u32),
+    (uuid, total, ordinal): ([u8; 16], u64, u32),
+) -> io::Result<()> {
+    let refuse = |stream: UnixStream, reason: String| async move {
+        let (_, mut wr) = stream.into_split();
+        wire::write_msg(&mut wr, &Msg::Refused { reason }).await
+    };
+    let pidfd = match identity::peer_pidfd(stream.as_raw_fd(), pid) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            b.reject("pid-reused");
+            return refuse(stream, e.to_string()).await;
+        }
+        Err(e) => return Err(e),
+    };
+    let cgroup = identity::cgroup_of(pid)?;
+    if identity::pidfd_exited(&pidfd) {
+        return Ok(());
+    }
+    let peer = Peer {
+        pid,
+        uid,
+        gid,
+        cgroup,
+    };
+    let v = b.state().view(&peer, &uuid, total, ordinal);
+    b.metrics.views.inc();
+    let (_, mut wr) = stream.into_split();
+    wire::write_msg(
+        &mut wr,
+        &Msg::View {
+            tenant: v.tenant,
+            limit: v.limit,
+            reserved: v.reserved,
+            pids: v.pids,
+        },
+    )
+    .await
 }
 
 async fn status_reply(b: &Broker, stream: UnixStream, uid: u32) -> io::Result<()> {

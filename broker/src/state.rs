@@ -119,6 +119,15 @@ impl Proc {
     }
 }
 
+/// A tenant's view of a device ([`State::view`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub tenant: String,
+    pub limit: u64,
+    pub reserved: u64,
+    pub pids: Vec<u32>,
+}
+
 /// What a reservation got.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reserve {
@@ -276,6 +285,48 @@ impl State {
             self.publish_memory_of(&name, id);
         }
         (id, name)
+    }
+
+    /// What the tenant of `peer` has on the device `uuid`, for a process
+    /// that asks without being connected (NVML in a process that never
+    /// initialised CUDA): the tenant's name, its limit there (resolved
+    /// against `total` and `ordinal` as the asker sees the device when no
+    /// process of the tenant is on it; `u32::MAX`, an unknown ordinal,
+    /// matches no per-ordinal limit), what its processes reserved, and
+    /// their host pids. Changes nothing.
+    pub fn view(&self, peer: &Peer, uuid: &Uuid, total: u64, ordinal: u32) -> View {
+        let (name, limits) = self.source.classify(peer);
+        let t = self.tenants.get(&name);
+        // A ledger speaks for the device while a process of the tenant is on
+        // it (its total is then known; a ledger its last process left keeps
+        // a total of 0, against which limits resolve to nothing).
+        let (limit, reserved) = match t.and_then(|t| t.ledgers.get(uuid)) {
+            Some(l) if l.total > 0 => (l.limit, l.reserved),
+            _ => {
+                let l = DevLedger {
+                    ordinal,
+                    total,
+                    ..DevLedger::default()
+                };
+                (resolve_limit(t.map_or(&limits, |t| &t.limits), uuid, &l), 0)
+            }
+        };
+        let pids = t
+            .map(|t| {
+                t.procs
+                    .iter()
+                    .filter_map(|id| self.procs.get(id))
+                    .filter(|p| p.devs.iter().any(|d| d.uuid == *uuid))
+                    .map(|p| p.peer.pid)
+                    .collect()
+            })
+            .unwrap_or_default();
+        View {
+            tenant: name,
+            limit,
+            reserved,
+            pids,
+        }
     }
 
     /// A process reserves `bytes` on its device `dev`.
@@ -843,6 +894,59 @@ weight = 3
         s.remove(p2);
         assert_eq!(s.tenants["a"].ledgers[&[1; 16]].reserved, 0);
         assert!(s.tenants.contains_key("a"), "configured tenants stay");
+    }
+
+    #[test]
+    fn a_view_is_the_tenants_limit_reservations_and_processes_on_that_device() {
+        let mut s = State::new(Box::new(config()));
+        // Nobody of the tenant on the device yet: its limit, nothing used.
+        let v = s.view(&peer("/a/smi"), &[1; 16], 80 * GIB, 0);
+        assert_eq!((v.tenant.as_str(), v.limit, v.reserved), ("a", GIB, 0));
+        assert!(v.pids.is_empty());
+        let p1 = admit(&mut s, "/a/x");
+        s.procs.get_mut(&p1).unwrap().peer.pid = 41;
+        let g = match s.reserve(p1, 0, 300 * MIB) {
+            Reserve::Granted(g) => g,
+            other => panic!("{other:?}"),
+        };
+        let other = admit(&mut s, "/b");
+        s.procs.get_mut(&other).unwrap().peer.pid = 42;
+        let v = s.view(&peer("/a/smi"), &[1; 16], 80 * GIB, 0);
+        assert_eq!((v.limit, v.reserved), (GIB, g));
+        assert_eq!(v.pids, vec![41], "another tenant's process is not shown");
+        // Another device: nothing of the tenant's there; the asker is not admitted.
+        let v = s.view(&peer("/a/smi"), &[2; 16], 80 * GIB, 1);
+        assert_eq!((v.limit, v.reserved, v.pids.len()), (GIB, 0, 0));
+        assert_eq!(s.tenants["a"].procs.len(), 1);
+        // A device the tenant's last process there left (its ledger stays,
+        // with no total), after a reload re-resolved every ledger: the
+        // tenant's limit, not nothing.
+        let on_two = s
+            .admit(
+                peer("/a/z"),
+                &Hello {
+                    pid: 43,
+                    flags: 0,
+                    devices: vec![HelloDevice {
+                        uuid: [2; 16],
+                        total: 40 * GIB,
+                        granted: 0,
+                        used: 0,
+                    }],
+                },
+                Budget::new().unwrap().0,
+                None,
+                1,
+            )
+            .0;
+        assert_eq!(s.view(&peer("/a/smi"), &[2; 16], 40 * GIB, 1).limit, GIB);
+        s.remove(on_two);
+        s.reapply(2);
+        let v = s.view(&peer("/a/smi"), &[2; 16], 40 * GIB, u32::MAX);
+        assert_eq!((v.limit, v.reserved, v.pids.len()), (GIB, 0, 0));
+        // A tenant without a limit of its own: the defaults'.
+        let v = s.view(&peer("/b"), &[1; 16], 80 * GIB, 0);
+        assert_eq!((v.limit, v.pids.clone()), (8 * GIB, vec![42]));
     }
 
     #[test]

@@ -71,6 +71,18 @@ pub enum Msg {
     /// Client → broker: the node's status as JSON (root or the broker's
     /// own user only), answered by [`Msg::Status`].
     StatusRequest,
+    /// Client → broker, alone on its connection: the asking process's
+    /// tenant's view of the device with this UUID (what NVML shows a
+    /// process that has not initialised CUDA, e.g. `nvidia-smi` in a
+    /// tenant's container), answered by [`Msg::View`]. `total` and
+    /// `ordinal` are the device's memory and CUDA ordinal as the client sees
+    /// them (`u32::MAX`: unknown); a tenant with no process on the device
+    /// has its limit resolved against them.
+    ViewRequest {
+        uuid: [u8; 16],
+        total: u64,
+        ordinal: u32,
+    },
     /// Broker → shim, first: the process's tenant (a budget page travels
     /// with it).
     Welcome { tenant: String, flags: u32 },
@@ -82,6 +94,16 @@ pub enum Msg {
     Reclaim { dev: u32 },
     /// Broker → client: the status.
     Status { json: String },
+    /// Broker → client: the answer to [`Msg::ViewRequest`]: the tenant's
+    /// limit on the device (`u64::MAX`: none), what its processes have
+    /// reserved there, and the host pids of its processes on it (at most
+    /// [`MAX_VIEW_PIDS`]).
+    View {
+        tenant: String,
+        limit: u64,
+        reserved: u64,
+        pids: Vec<u32>,
+    },
     /// Broker → client: the request was refused, and why (then it closes).
     Refused { reason: String },
 }
@@ -90,11 +112,16 @@ const K_HELLO: u16 = 1;
 const K_RESERVE: u16 = 2;
 const K_RELEASE: u16 = 3;
 const K_STATUS_REQUEST: u16 = 4;
+const K_VIEW_REQUEST: u16 = 5;
 const K_WELCOME: u16 = 101;
 const K_GRANT: u16 = 102;
 const K_RECLAIM: u16 = 103;
 const K_STATUS: u16 = 104;
 const K_REFUSED: u16 = 105;
+const K_VIEW: u16 = 106;
+
+/// Most pids a [`Msg::View`] carries (the rest are left out).
+pub const MAX_VIEW_PIDS: usize = 4096;
 
 /// Why a frame was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,7 +179,11 @@ impl Writer {
     }
     /// Strings are cut to what a frame can carry (at a character boundary).
     fn str(&mut self, s: &str) {
-        let mut n = s.len().min(MAX_FRAME - 64);
+        self.str_upto(s, MAX_FRAME - 64);
+    }
+    /// A string cut to at most `max` bytes (at a character boundary).
+    fn str_upto(&mut self, s: &str, max: usize) {
+        let mut n = s.len().min(max);
         while !s.is_char_boundary(n) {
             n -= 1;
         }
@@ -246,6 +277,16 @@ impl Msg {
                 w.u64(*bytes);
             }
             Msg::StatusRequest => w.u16(K_STATUS_REQUEST),
+            Msg::ViewRequest {
+                uuid,
+                total,
+                ordinal,
+            } => {
+                w.u16(K_VIEW_REQUEST);
+                w.bytes(uuid);
+                w.u64(*total);
+                w.u32(*ordinal);
+            }
             Msg::Welcome { tenant, flags } => {
                 w.u16(K_WELCOME);
                 w.str(tenant);
@@ -268,6 +309,23 @@ impl Msg {
             Msg::Refused { reason } => {
                 w.u16(K_REFUSED);
                 w.str(reason);
+            }
+            Msg::View {
+                tenant,
+                limit,
+                reserved,
+                pids,
+            } => {
+                w.u16(K_VIEW);
+                // Room for every pid: the name is cut to 4 KiB.
+                w.str_upto(tenant, 4096);
+                w.u64(*limit);
+                w.u64(*reserved);
+                let n = pids.len().min(MAX_VIEW_PIDS);
+                w.u16(n as u16);
+                for p in &pids[..n] {
+                    w.u32(*p);
+                }
             }
         }
         let len = (w.0.len() - 4) as u32;
@@ -324,6 +382,11 @@ impl Msg {
                 bytes: r.u64()?,
             },
             K_STATUS_REQUEST => Msg::StatusRequest,
+            K_VIEW_REQUEST => Msg::ViewRequest {
+                uuid: r.take(16)?.try_into().expect("16 bytes"),
+                total: r.u64()?,
+                ordinal: r.u32()?,
+            },
             K_WELCOME => Msg::Welcome {
                 tenant: r.str()?,
                 flags: r.u32()?,
@@ -335,6 +398,25 @@ impl Msg {
             K_RECLAIM => Msg::Reclaim { dev: r.dev()? },
             K_STATUS => Msg::Status { json: r.str()? },
             K_REFUSED => Msg::Refused { reason: r.str()? },
+            K_VIEW => {
+                let tenant = r.str()?;
+                let limit = r.u64()?;
+                let reserved = r.u64()?;
+                let n = r.u16()? as usize;
+                if n > MAX_VIEW_PIDS {
+                    return Err(DecodeError::Invalid("more than 4096 pids"));
+                }
+                let mut pids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    pids.push(r.u32()?);
+                }
+                Msg::View {
+                    tenant,
+                    limit,
+                    reserved,
+                    pids,
+                }
+            }
             k => return Err(DecodeError::Kind(k)),
         };
         r.end()?;
@@ -428,6 +510,17 @@ mod tests {
             Msg::Refused {
                 reason: "ünïcode".into(),
             },
+            Msg::ViewRequest {
+                uuid: [3; 16],
+                total: 80 << 30,
+                ordinal: 2,
+            },
+            Msg::View {
+                tenant: "pod/ns/x".into(),
+                limit: u64::MAX,
+                reserved: 1 << 30,
+                pids: vec![1, 4_000_000, 77],
+            },
         ]
     }
 
@@ -508,6 +601,24 @@ mod tests {
                     let _ = Msg::decode(&b);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_view_with_a_long_name_and_every_pid_fits_a_frame() {
+        let m = Msg::View {
+            tenant: "x".repeat(MAX_FRAME),
+            limit: 1,
+            reserved: 2,
+            pids: (0..MAX_VIEW_PIDS as u32 + 10).collect(),
+        };
+        let f = m.encode();
+        assert!(f.len() - 4 <= MAX_FRAME);
+        match Msg::decode(&f[4..]) {
+            Ok(Msg::View { tenant, pids, .. }) => {
+                assert_eq!((tenant.len(), pids.len()), (4096, MAX_VIEW_PIDS));
+            }
+            other => panic!("{other:?}"),
         }
     }
 

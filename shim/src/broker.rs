@@ -11,8 +11,9 @@
 //! broker, and refusal when it cannot be reached.
 //!
 //! When: at the process's first successful `cuInit`, never before (a
-//! process that never initialises CUDA starts no thread and opens no
-//! socket). Then one thread reads the broker's messages: answers to
+//! process that never initialises CUDA starts no thread and holds no
+//! connection; NVML in such a process asks the broker for its tenant's view
+//! of a device on a short connection of its own: [`view`]). Then one thread reads the broker's messages: answers to
 //! reservations, and reclaims (return unused reservation). If the broker
 //! goes away, the process keeps working with its last budgets and what it
 //! has reserved, and the thread reconnects, reporting what the process holds
@@ -34,7 +35,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tslice_proto::page::{
@@ -146,6 +147,160 @@ pub fn target() -> Result<Option<(PathBuf, NoBroker)>, String> {
     Ok(default.exists().then_some((default, policy)))
 }
 
+/// How long a view request may take, all told, before NVML is shown
+/// unchanged.
+const VIEW_WAIT: Duration = Duration::from_secs(1);
+/// After a view request failed, how long the process shows NVML unchanged
+/// before it asks again (a broker that is away or stuck costs one wait, not
+/// one per NVML call).
+const VIEW_BACKOFF_NS: u64 = 5_000_000_000;
+/// `real::now_ns` before which no view is asked for (0: ask).
+static VIEW_AFTER_NS: AtomicU64 = AtomicU64::new(0);
+
+/// A tenant's view of a device, from the broker ([`view`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub limit: u64,
+    pub reserved: u64,
+    /// Host pids of the tenant's processes on the device.
+    pub pids: Vec<u32>,
+}
+
+/// Asks the broker at `path`, on a connection of its own that it closes
+/// again, what this process's tenant has on the device `uuid` (NVML in a
+/// process that is not connected, or for the tenant's process list);
+/// `ordinal` is the device's CUDA ordinal, `u32::MAX` if unknown. No thread
+/// and no CUDA: a blocking exchange of at most [`VIEW_WAIT`] in all. None
+/// when the broker cannot be reached in time, refuses, or is too old to
+/// know the request (it closes the connection); then none is asked for
+/// [`VIEW_BACKOFF_NS`].
+pub fn view(path: &std::path::Path, uuid: [u8; 16], total: u64, ordinal: u32) -> Option<View> {
+    if crate::real::now_ns() < VIEW_AFTER_NS.load(Ordering::Relaxed) {
+        return None;
+    }
+    let v = ask_view(path, uuid, total, ordinal);
+    if v.is_none() {
+        VIEW_AFTER_NS.store(
+            crate::real::now_ns().saturating_add(VIEW_BACKOFF_NS),
+            Ordering::Relaxed,
+        );
+    }
+    v
+}
+
+fn ask_view(path: &std::path::Path, uuid: [u8; 16], total: u64, ordinal: u32) -> Option<View> {
+    let deadline = Instant::now() + VIEW_WAIT;
+    let sock = connect_within(path, VIEW_WAIT).ok()?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return None;
+    }
+    sock.set_write_timeout(Some(left)).ok()?;
+    let req = Msg::ViewRequest {
+        uuid,
+        total,
+        ordinal,
+    };
+    send_all(&sock, &req.encode()).ok()?;
+    let mut fb = FrameBuf::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match fb.next_msg() {
+            Ok(Some(Msg::View {
+                limit,
+                reserved,
+                pids,
+                ..
+            })) => {
+                return Some(View {
+                    limit,
+                    reserved,
+                    pids,
+                })
+            }
+            Ok(Some(Msg::Refused { reason })) => {
+                log::debug!("the broker refused a device view: {reason}");
+                return None;
+            }
+            Ok(Some(_)) | Err(_) => return None,
+            Ok(None) => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        sock.set_read_timeout(Some(left)).ok()?;
+        match (&sock).read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => fb.push(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A Unix stream socket connected to `path` within `wait`: its send timeout
+/// (`SO_SNDTIMEO`, set before `connect`) also bounds a connect that waits
+/// for room in a listener's backlog, which a stuck broker never makes.
+fn connect_within(path: &std::path::Path, wait: Duration) -> io::Result<UnixStream> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain integers and bytes; all zeroes is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just created, owned by nothing else.
+    let sock = unsafe { UnixStream::from_raw_fd(fd) };
+    sock.set_write_timeout(Some(wait))?;
+    // SAFETY: a valid address of the stated length.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sock)
+}
+
+/// Writes all of `b` without ever raising SIGPIPE (a broker that went away
+/// must not kill the process: `MSG_NOSIGNAL`).
+fn send_all(sock: &UnixStream, mut b: &[u8]) -> io::Result<()> {
+    while !b.is_empty() {
+        // SAFETY: a live buffer of its stated length.
+        let n = unsafe {
+            libc::send(
+                sock.as_raw_fd(),
+                b.as_ptr().cast(),
+                b.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        b = &b[n as usize..];
+    }
+    Ok(())
+}
+
 /// One device as the broker is told about it.
 #[derive(Clone, Copy, Debug)]
 pub struct Device {
@@ -231,8 +386,7 @@ fn send_with_fd(sock: &UnixStream, frame: &[u8], fd: RawFd) -> io::Result<()> {
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut s = sock;
-    s.write_all(&frame[n as usize..])
+    send_all(sock, &frame[n as usize..])
 }
 
 /// Reads until a frame is buffered, keeping a descriptor if one arrives.

@@ -15,6 +15,7 @@ pub unsafe fn cu_init(flags: c_uint) -> CUresult {
     // SAFETY: the caller's argument, passed on.
     let r = unsafe { f(flags) };
     if r.is_success() {
+        s.set_cuda_initialised();
         // The broker, if the node has one (a refused connection fails the
         // process closed, as an invalid configuration does).
         if let Err(e) = s.connect_broker() {

@@ -1,9 +1,11 @@
 //! NVML as a tenant sees it, consistent with the driver API: on a device
 //! whose memory is capped, `nvmlDeviceGetMemoryInfo(_v2)` reports the cap as
 //! the total and what the tenant has left as free (as `cuMemGetInfo`
-//! does), and the running-process lists show this process only (the others
-//! on the GPU are other tenants'). A process that has not initialised CUDA
-//! (no caps known yet), or whose memory is not capped, sees NVML unchanged.
+//! does), and the running-process lists show this process only, or under a
+//! broker its tenant's processes (the others on the GPU are other
+//! tenants'). A process that has not initialised CUDA asks the node's
+//! broker for its tenant's view ([`tenant_view`]); without a broker, or on
+//! a device without a cap and without a broker, NVML is shown unchanged.
 //!
 //! NVML's own functions come from `libnvidia-ml.so.1`: the ones the program
 //! looked up (through the `dlsym` routing), else the next definition after
@@ -13,7 +15,7 @@
 use crate::hooks::{self, nvml_orig, NvmlDevice, NVML_LIST, NVML_ORIGINALS};
 use crate::real;
 use std::ffi::{c_char, c_uint, c_void, CStr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 pub const SUCCESS: c_uint = 0;
 pub const ERROR_INSUFFICIENT_SIZE: c_uint = 7;
@@ -168,8 +170,20 @@ pub fn route(id: usize, found: *mut c_void) -> *mut c_void {
 }
 
 /// `nvmlDeviceGetUUID`, once found.
-static UUID_FN: std::sync::atomic::AtomicPtr<c_void> =
-    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+static UUID_FN: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+
+/// An NVML function the hooks need for themselves, kept once it is NVML's.
+fn own_use(slot: &AtomicPtr<c_void>, name: &CStr) -> *mut c_void {
+    let f = slot.load(Ordering::Acquire);
+    if !f.is_null() {
+        return f;
+    }
+    let f = lookup(name);
+    if in_nvml(f) {
+        slot.store(f, Ordering::Release);
+    }
+    f
+}
 
 /// The 16 bytes of an NVML UUID string (`GPU-…` or `MIG-…`, dashes anywhere).
 fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
@@ -179,7 +193,7 @@ fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
         .bytes()
         .filter(|b| *b != b'-')
         .collect();
-    if hex.len() != 32 {
+    if hex.len() != 32 || !hex.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
     let mut out = [0u8; 16];
@@ -189,17 +203,11 @@ fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// The CUDA ordinal of an NVML device (by UUID).
-fn cuda_ordinal(device: NvmlDevice) -> Option<i32> {
-    let mut f = UUID_FN.load(Ordering::Acquire);
+/// An NVML device's UUID, as bytes.
+fn nvml_uuid(device: NvmlDevice) -> Option<[u8; 16]> {
+    let f = own_use(&UUID_FN, c"nvmlDeviceGetUUID");
     if f.is_null() {
-        f = lookup(c"nvmlDeviceGetUUID");
-        if f.is_null() {
-            return None;
-        }
-        if in_nvml(f) {
-            UUID_FN.store(f, Ordering::Release);
-        }
+        return None;
     }
     // SAFETY: NVML's nvmlDeviceGetUUID(device, char*, unsigned).
     let uuid_fn: unsafe extern "C" fn(NvmlDevice, *mut c_char, c_uint) -> c_uint =
@@ -210,31 +218,79 @@ fn cuda_ordinal(device: NvmlDevice) -> Option<i32> {
         return None;
     }
     // SAFETY: NVML wrote a NUL-terminated string into the buffer.
-    let want = uuid_bytes(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().ok()?)?;
+    uuid_bytes(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().ok()?)
+}
+
+/// The CUDA ordinal of an NVML device (by UUID), when CUDA is initialised
+/// in this process and sees the device.
+fn cuda_ordinal(uuid: [u8; 16]) -> Option<i32> {
     let n = real::device_count().ok()?;
-    (0..n).find(|&i| real::device_uuid_bytes(i).is_ok_and(|u| u == want))
+    (0..n).find(|&i| real::device_uuid_bytes(i).is_ok_and(|u| u == uuid))
 }
 
-/// The cap and what is left of it, for the CUDA device that is this NVML
-/// device: None when it is not capped, or CUDA is not initialised.
-fn capped(device: NvmlDevice) -> Option<(u64, u64)> {
-    let s = crate::state::try_shim()?;
-    if !s.mem_on() {
-        return None;
+/// A device as the calling process's tenant sees it.
+struct TenantView {
+    /// The cap (`u64::MAX`: none).
+    cap: u64,
+    /// What is left of it.
+    left: u64,
+    /// The host pids of the tenant's processes on the device, when the
+    /// broker told them; None: this process only.
+    pids: Option<Vec<u32>>,
+}
+
+/// How the calling process's tenant sees an NVML device; None: as NVML
+/// shows it (no cap and no broker applies, or nobody can say).
+///
+/// A process that has initialised CUDA and sees the device gets the driver
+/// API's numbers (`cuMemGetInfo`'s). Any other process (one that never
+/// initialised CUDA, such as `nvidia-smi` in a tenant's container; or a
+/// device outside its `CUDA_VISIBLE_DEVICES`) asks the node's broker, if
+/// there is one, on a connection of its own: no CUDA (initialising the
+/// driver here would break programs that read NVML, then fork CUDA
+/// workers), no thread, and nothing admitted or reserved; its state is
+/// built from the environment as a CUDA call would. Under a broker the
+/// process list is the tenant's processes (also on a device without a cap:
+/// the others are other tenants'). `total` is NVML's.
+fn tenant_view(device: NvmlDevice, total: u64, want_pids: bool) -> Option<TenantView> {
+    let uuid = nvml_uuid(device)?;
+    let s = crate::state::shim();
+    let known = s.cuda_initialised() && s.mem_on();
+    if let Some(dev) = known.then(|| cuda_ordinal(uuid)).flatten() {
+        let pids = s
+            .connected_broker()
+            .filter(|_| want_pids)
+            .and_then(|path| crate::broker::view(path, uuid, total, dev as u32))
+            .map(|v| v.pids);
+        let capped = s
+            .mem_device(dev)
+            .ok()
+            .flatten()
+            .map(|d| (s.mem_limit_shown(d), s.mem_available(d)))
+            .filter(|(cap, _)| *cap != u64::MAX);
+        if capped.is_none() && pids.is_none() {
+            return None;
+        }
+        let (cap, left) = capped.unwrap_or((u64::MAX, u64::MAX));
+        return Some(TenantView { cap, left, pids });
     }
-    let dev = cuda_ordinal(device)?;
-    let d = s.mem_device(dev).ok()??;
-    let cap = s.mem_limit_shown(d);
-    (cap != u64::MAX).then(|| (cap, s.mem_available(d)))
+    // Not known to CUDA here: the broker's view (the CUDA ordinal is unknown,
+    // so per-ordinal limits of a tenant with no process there do not apply).
+    let v = crate::broker::view(s.broker_socket()?, uuid, total, u32::MAX)?;
+    Some(TenantView {
+        cap: v.limit,
+        left: v.limit.saturating_sub(v.reserved),
+        pids: Some(v.pids),
+    })
 }
 
-/// A capped device's memory as the tenant sees it: the cap as the total,
-/// what is left of it as free (never more than NVML says is free).
-/// Returns the new (total, free), or None when the device is not capped.
+/// A device's memory as the tenant sees it: the cap as the total, what is
+/// left of it as free (never more than NVML says is free). Returns the new
+/// (total, free), or None when NVML's numbers stand.
 fn clamp(device: NvmlDevice, total: u64, free: u64) -> Option<(u64, u64)> {
-    let (cap, left) = capped(device)?;
-    let total = total.min(cap);
-    Some((total, free.min(left).min(total)))
+    let v = tenant_view(device, total, false)?;
+    let total = total.min(v.cap);
+    Some((total, free.min(v.left).min(total)))
 }
 
 /// # Safety
@@ -276,8 +332,10 @@ pub unsafe fn memory_info_v2(device: NvmlDevice, memory: *mut MemoryV2) -> c_uin
     r
 }
 
-/// This process's entries of a device's process list, in NVML's protocol
-/// (`count` in: the caller's capacity; out: how many there are).
+/// The tenant's entries of a device's process list, in NVML's protocol
+/// (`count` in: the caller's capacity; out: how many there are): this
+/// process's, or under a broker the tenant's processes' (the others on the
+/// GPU are other tenants').
 ///
 /// # Safety
 /// NVML's contract: `count` valid, `infos` holding `*count` elements.
@@ -290,14 +348,15 @@ unsafe fn own_processes<T: Process>(
     let Some(f) = f else {
         return ERROR_FUNCTION_NOT_FOUND;
     };
-    let Some(s) = crate::state::try_shim() else {
+    let view = if count.is_null() {
+        None
+    } else {
+        tenant_view(device, device_total(device), true)
+    };
+    let Some(view) = view else {
         // SAFETY: the caller's arguments, passed on.
         return unsafe { f(device, count, infos) };
     };
-    if count.is_null() || capped(device).is_none() {
-        // SAFETY: the caller's arguments, passed on.
-        return unsafe { f(device, count, infos) };
-    }
     let mut all: Vec<T> = Vec::new();
     let mut n: c_uint = 64;
     loop {
@@ -315,8 +374,13 @@ unsafe fn own_processes<T: Process>(
         all.truncate(got as usize);
         break;
     }
-    let me = s.host_pid();
-    let mine: Vec<T> = all.into_iter().filter(|p| p.pid() == me).collect();
+    let tenant = view
+        .pids
+        .unwrap_or_else(|| vec![crate::state::shim().host_pid()]);
+    let mine: Vec<T> = all
+        .into_iter()
+        .filter(|p| tenant.contains(&p.pid()))
+        .collect();
     // SAFETY: `count` is valid (checked non-NULL).
     let cap = unsafe { *count } as usize;
     // SAFETY: as above.
@@ -332,6 +396,23 @@ unsafe fn own_processes<T: Process>(
         unsafe { infos.add(i).write(*p) };
     }
     SUCCESS
+}
+
+/// A device's memory as NVML reports it (0 if it cannot say).
+fn device_total(device: NvmlDevice) -> u64 {
+    let Some(f) = nvml_orig::nvmlDeviceGetMemoryInfo() else {
+        return 0;
+    };
+    let mut m = Memory {
+        total: 0,
+        free: 0,
+        used: 0,
+    };
+    // SAFETY: a valid out-structure.
+    if unsafe { f(device, &mut m) } != SUCCESS {
+        return 0;
+    }
+    m.total
 }
 
 /// An entry of a process list (v1 or v2 layout).

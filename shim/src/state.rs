@@ -94,6 +94,9 @@ pub struct Shim {
     /// The broker could not be reached and `TSLICE_NO_BROKER=refuse`: every
     /// hooked call fails, as with an invalid configuration.
     refused: AtomicBool,
+    /// `cuInit` succeeded in this process (this state is rebuilt after a
+    /// fork, where the child must initialise CUDA again).
+    cuda_initialised: AtomicBool,
     mem_limits: Option<PerDevice<MemLimit>>,
     compute_limits: Option<PerDevice<Ppm>>,
     /// Burst and in-flight bound of the gates (TSLICE_COMPUTE_BURST, _INFLIGHT).
@@ -135,13 +138,6 @@ extern "C" fn after_fork_in_child() {
     // CUDA call, and must not speak for its parent to the broker.
     SHIM.store(std::ptr::null_mut(), Ordering::Release);
     crate::broker::after_fork_in_child();
-}
-
-/// The process's state if it was built (CUDA was used), without building it.
-pub fn try_shim() -> Option<&'static Shim> {
-    let p = SHIM.load(Ordering::Acquire);
-    // SAFETY: published once fully built and never freed.
-    (!p.is_null()).then(|| unsafe { &*p })
 }
 
 /// The process's state, built on first use.
@@ -249,6 +245,7 @@ impl Shim {
             broker_target,
             broker: OnceLock::new(),
             refused: AtomicBool::new(false),
+            cuda_initialised: AtomicBool::new(false),
             mem_limits,
             compute_limits,
             compute_burst_ns,
@@ -299,6 +296,29 @@ impl Shim {
         }
         // SAFETY: getpid has no preconditions.
         unsafe { libc::getpid() as u32 }
+    }
+
+    /// Records that `cuInit` succeeded in this process.
+    pub fn set_cuda_initialised(&self) {
+        self.cuda_initialised.store(true, Ordering::Release);
+    }
+
+    /// Whether `cuInit` succeeded in this process (the driver may be asked
+    /// about devices; before it, the shim never touches the driver for
+    /// NVML's sake).
+    pub fn cuda_initialised(&self) -> bool {
+        self.cuda_initialised.load(Ordering::Acquire)
+    }
+
+    /// The node broker's socket, if there is one (connected or not).
+    pub fn broker_socket(&self) -> Option<&std::path::Path> {
+        self.broker_target.as_ref().map(|(p, _)| p.as_path())
+    }
+
+    /// The broker's socket, when this process is connected to it.
+    pub fn connected_broker(&self) -> Option<&std::path::Path> {
+        self.broker.get().copied().flatten()?;
+        self.broker_socket()
     }
 
     /// The broker connection, made on first need (after `cuInit`: the

@@ -6,10 +6,11 @@
  *            as PyTorch and nvidia-ml-py do; twice, with nvmlShutdown and
  *            dlclose between (a program may unload NVML and load it again);
  *   default  dlopen as above, then dlsym(RTLD_DEFAULT, ...) for the
- *            queries (another interposer may be preloaded before the shim).
+ *            queries (another interposer may be preloaded before the shim);
+ *   nocuda   dlopen as above, once, and no CUDA call at all (nvidia-smi).
  * With a memory cap, nvmlDeviceGetMemoryInfo(_v2) report the cap as the
  * total and agree with cuMemGetInfo; the process lists (v1, v2, v3) show
- * this process only. Prints key=value lines; OK FAILS=0 at the end. */
+ * this process only, or under a broker its tenant's (pids= prints them). Prints key=value lines; OK FAILS=0 at the end. */
 #include <cuda.h>
 #include <dlfcn.h>
 #include <nvml.h>
@@ -58,7 +59,12 @@ static void query(struct api* a, unsigned index, size_t cfree, size_t ctotal, in
   EXPECT((r0 == NVML_SUCCESS && n0 == 0) || (r0 == NVML_ERROR_INSUFFICIENT_SIZE && n0 == n));
   EXPECT(n1 == n && n2 == n);
   int mine = 0;
-  for (unsigned i = 0; i < n; i++) mine += list[i].pid == (unsigned)getpid();
+  printf("pids=");
+  for (unsigned i = 0; i < n; i++) {
+    mine += list[i].pid == (unsigned)getpid();
+    printf("%s%u", i ? "," : "", list[i].pid);
+  }
+  printf("\n");
   if (round == 0)
     printf("nvml_total=%llu nvml_free=%llu nvml_used=%llu cuda_total=%zu cuda_free=%zu listed=%u mine=%d\n", m.total,
            m.free, m.used, ctotal, cfree, n, mine);
@@ -74,13 +80,16 @@ int main(int argc, char** argv) {
   CUdevice dev;
   CUcontext ctx;
   CUdeviceptr p = 0;
-  CU(cuInit(0));
-  CU(cuDeviceGet(&dev, (int)index));
-  CU(cuDevicePrimaryCtxRetain(&ctx, dev));
-  CU(cuCtxSetCurrent(ctx));
-  if (mib) CU(cuMemAlloc(&p, mib << 20));
+  int nocuda = strcmp(mode, "nocuda") == 0;
   size_t cfree = 0, ctotal = 0;
-  CU(cuMemGetInfo(&cfree, &ctotal));
+  if (!nocuda) {
+    CU(cuInit(0));
+    CU(cuDeviceGet(&dev, (int)index));
+    CU(cuDevicePrimaryCtxRetain(&ctx, dev));
+    CU(cuCtxSetCurrent(ctx));
+    if (mib) CU(cuMemAlloc(&p, mib << 20));
+    CU(cuMemGetInfo(&cfree, &ctotal));
+  }
   struct api a;
 #ifdef LINKED
   a.init = nvmlInit_v2; a.shutdown = nvmlShutdown; a.handle = nvmlDeviceGetHandleByIndex_v2;

@@ -644,3 +644,104 @@ fn sighup_reloads_the_configuration() {
         broker.log()
     );
 }
+
+/// NVML under a broker shows the tenant's device: its limit as the total,
+/// what its processes reserved as used, and its processes (not another
+/// tenant's), in a process that never initialises CUDA (`nvidia-smi` in a
+/// pod: it asks the broker, without being admitted) as in one that does
+/// (which lists its tenant's other processes too).
+#[test]
+fn nvml_shows_the_tenants_device_with_or_without_cuda() {
+    let cg = Cgroups::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let broker = Broker::start(&format!(
+        "metrics = \"127.0.0.1:{port}\"\n{}",
+        config_two_tenants(&cg, "1GiB")
+    ));
+    let counter = |name: &str| -> u64 {
+        let body = http_get(port, "/metrics");
+        let line = body
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{body}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let gpu = SimGpu::new();
+    let mut p1 = tenant(&gpu, &broker, &cg, "a/x", &["grab", "256", "64"]);
+    assert_eq!(field(&p1.line(), "held") as u64, 256 * MIB);
+    let mut other = tenant(&gpu, &broker, &cg, "b", &["grab", "512", "64"]);
+    assert_eq!(field(&other.line(), "held") as u64, 512 * MIB);
+    let libdir = format!("-L{}", tslice_tests::profile_dir().display());
+    let prog = build_cuda(&cuda_src("nvml_cap.c"), &[&libdir, "-lcuda", "-ldl"]);
+    let run = |cgroup: &str, args: &[&str]| {
+        let mut c = gpu.command(&prog);
+        c.args(args)
+            .env("LD_PRELOAD", shim())
+            .env("TSLICE_BROKER", &broker.socket);
+        let out = cg.wrap(cgroup, c).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && text.contains("OK FAILS=0"),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let reserved = || {
+        broker.tenant("a")["devices"][0]["memory_reserved"]
+            .as_u64()
+            .unwrap()
+    };
+    let pids = |text: &str| -> Vec<u32> {
+        let list = tslice_tests::text_field(text, "pids");
+        list.split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().unwrap())
+            .collect()
+    };
+    // Without CUDA.
+    let (connections, views) = (
+        counter("tslice_broker_connections_total"),
+        counter("tslice_broker_views_total"),
+    );
+    let text = run("a/smi", &["0", "nocuda"]);
+    assert_eq!(field(&text, "nvml_total") as u64, GIB, "{text}");
+    assert_eq!(field(&text, "nvml_used") as u64, reserved(), "{text}");
+    assert_eq!(
+        pids(&text),
+        vec![p1.pid()],
+        "the tenant's process only: {text}"
+    );
+    assert_eq!(
+        counter("tslice_broker_connections_total"),
+        connections,
+        "asking is not being admitted"
+    );
+    assert!(counter("tslice_broker_views_total") > views);
+    // The other tenant sees its own.
+    let text = run("b", &["0", "nocuda"]);
+    assert_eq!(pids(&text), vec![other.pid()], "{text}");
+    // With CUDA: the driver API's numbers, and the tenant's processes.
+    let text = run("a/y", &["300", "dlopen"]);
+    assert_eq!(field(&text, "nvml_total") as u64, GIB, "{text}");
+    assert_eq!(field(&text, "mine"), 1.0, "{text}");
+    let listed = pids(&text);
+    assert_eq!(listed.len(), 2, "itself and its sibling: {text}");
+    assert!(listed.contains(&p1.pid()), "{text}");
+    assert!(!listed.contains(&other.pid()), "{text}");
+    // Without a broker to ask, NVML in a process without CUDA is unchanged.
+    let mut c = gpu.command(&prog);
+    c.args(["0", "nocuda"]).env("LD_PRELOAD", shim());
+    let out = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("OK FAILS=0"), "{text}");
+    assert_eq!(pids(&text).len(), 2, "{text}");
+    assert!(field(&text, "nvml_total") as u64 > GIB, "{text}");
+    for p in [p1, other] {
+        assert!(p.finish().success());
+    }
+}
