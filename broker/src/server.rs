@@ -340,7 +340,7 @@ fn is_admin(uid: u32) -> bool {
     uid == 0 || uid == nix::unistd::geteuid().as_raw()
 }
 
-async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
+async fn connection(b: Arc<Broker>, mut stream: UnixStream) -> io::Result<()> {
     let cred = stream.peer_cred()?;
     let (Some(pid), uid, gid) = (cred.pid(), cred.uid(), cred.gid()) else {
         b.reject("no-pid");
@@ -394,33 +394,8 @@ async fn connection(b: Arc<Broker>, stream: UnixStream) -> io::Result<()> {
             return Ok(());
         }
     };
-    // The identity, from the kernel; the pidfd pins the process (if it died
-    // and its pid was reused, the pidfd says so and nothing is admitted).
-    let pidfd = match identity::peer_pidfd(stream.as_raw_fd(), pid) {
-        Ok(fd) => fd,
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            b.reject("pid-reused");
-            warn!(pid, uid, "{e}");
-            let (_, mut wr) = stream.into_split();
-            return wire::write_msg(
-                &mut wr,
-                &Msg::Refused {
-                    reason: e.to_string(),
-                },
-            )
-            .await;
-        }
-        Err(e) => return Err(e),
-    };
-    let cgroup = identity::cgroup_of(pid)?;
-    if identity::pidfd_exited(&pidfd) || identity::hung_up(stream.as_raw_fd()) {
+    let Some((peer, pidfd)) = identify(&b, &mut stream, (pid, uid, gid)).await? else {
         return Ok(());
-    }
-    let peer = Peer {
-        pid,
-        uid,
-        gid,
-        cgroup,
     };
     // A pod the watch has not delivered yet (the process started right
     // after it was scheduled): wait a little for it, then take the defaults.
@@ -654,30 +629,29 @@ async fn reserve(b: &Arc<Broker>, id: ConnId, dev: u32, bytes: u64) -> u64 {
     }
 }
 
-/// Answers a [`Msg::ViewRequest`]: the asking process's tenant (from the
-/// kernel, as for a Hello) and its view of the device. The process is not
-/// admitted: nothing is reserved or counted for it.
-async fn view_reply(
+/// Who is on the other end, from the kernel: the peer's identity, and a
+/// pidfd that pins the process (if it died and its pid was reused, the
+/// pidfd says so and nothing is answered). None: refused (and told why),
+/// or already gone.
+async fn identify(
     b: &Broker,
-    stream: UnixStream,
+    stream: &mut UnixStream,
     (pid, uid, gid): (u32, u32, u32),
-    (uuid, total, ordinal): ([u8; 16], u64, u32),
-) -> io::Result<()> {
-    let refuse = |stream: UnixStream, reason: String| async move {
-        let (_, mut wr) = stream.into_split();
-        wire::write_msg(&mut wr, &Msg::Refused { reason }).await
-    };
+) -> io::Result<Option<(Peer, OwnedFd)>> {
     let pidfd = match identity::peer_pidfd(stream.as_raw_fd(), pid) {
         Ok(fd) => fd,
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             b.reject("pid-reused");
-            return refuse(stream, e.to_string()).await;
+            warn!(pid, uid, "{e}");
+            let reason = e.to_string();
+            wire::write_msg(stream, &Msg::Refused { reason }).await?;
+            return Ok(None);
         }
         Err(e) => return Err(e),
     };
     let cgroup = identity::cgroup_of(pid)?;
-    if identity::pidfd_exited(&pidfd) {
-        return Ok(());
+    if identity::pidfd_exited(&pidfd) || identity::hung_up(stream.as_raw_fd()) {
+        return Ok(None);
     }
     let peer = Peer {
         pid,
@@ -685,11 +659,25 @@ async fn view_reply(
         gid,
         cgroup,
     };
+    Ok(Some((peer, pidfd)))
+}
+
+/// Answers a [`Msg::ViewRequest`]: the asking process's tenant (from the
+/// kernel, as for a Hello) and its view of the device. The process is not
+/// admitted: nothing is reserved or counted for it.
+async fn view_reply(
+    b: &Broker,
+    mut stream: UnixStream,
+    who: (u32, u32, u32),
+    (uuid, total, ordinal): ([u8; 16], u64, u32),
+) -> io::Result<()> {
+    let Some((peer, _pidfd)) = identify(b, &mut stream, who).await? else {
+        return Ok(());
+    };
     let v = b.state().view(&peer, &uuid, total, ordinal);
     b.metrics.views.inc();
-    let (_, mut wr) = stream.into_split();
     wire::write_msg(
-        &mut wr,
+        &mut stream,
         &Msg::View {
             tenant: v.tenant,
             limit: v.limit,

@@ -498,10 +498,9 @@ fn tslice_run_preloads_the_shim_with_the_given_limits() {
     );
 }
 
-#[test]
-fn metrics_are_exported_for_prometheus() {
-    let cg = Cgroups::new();
-    // A free port: bind, read it, release it for the broker.
+/// A broker for the two tenants of [`config_two_tenants`] (a: 1 GiB) that
+/// serves its metrics on a free port (bound, read, released for it).
+fn broker_with_metrics(cg: &Cgroups) -> (Broker, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -509,8 +508,15 @@ fn metrics_are_exported_for_prometheus() {
         .port();
     let broker = Broker::start(&format!(
         "metrics = \"127.0.0.1:{port}\"\n{}",
-        config_two_tenants(&cg, "1GiB")
+        config_two_tenants(cg, "1GiB")
     ));
+    (broker, port)
+}
+
+#[test]
+fn metrics_are_exported_for_prometheus() {
+    let cg = Cgroups::new();
+    let (broker, port) = broker_with_metrics(&cg);
     let gpu = SimGpu::new();
     let mut p = tenant(&gpu, &broker, &cg, "a", &["grab", "128", "64"]);
     assert_eq!(field(&p.line(), "held") as u64, 128 * MIB);
@@ -653,15 +659,7 @@ fn sighup_reloads_the_configuration() {
 #[test]
 fn nvml_shows_the_tenants_device_with_or_without_cuda() {
     let cg = Cgroups::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let broker = Broker::start(&format!(
-        "metrics = \"127.0.0.1:{port}\"\n{}",
-        config_two_tenants(&cg, "1GiB")
-    ));
+    let (broker, port) = broker_with_metrics(&cg);
     let counter = |name: &str| -> u64 {
         let body = http_get(port, "/metrics");
         let line = body
