@@ -676,16 +676,7 @@ async fn view_reply(
     };
     let v = b.state().view(&peer, &uuid, total, ordinal);
     b.metrics.views.inc();
-    wire::write_msg(
-        &mut stream,
-        &Msg::View {
-            tenant: v.tenant,
-            limit: v.limit,
-            reserved: v.reserved,
-            pids: v.pids,
-        },
-    )
-    .await
+    wire::write_msg(&mut stream, &Msg::View(v)).await
 }
 
 async fn status_reply(b: &Broker, stream: UnixStream, uid: u32) -> io::Result<()> {

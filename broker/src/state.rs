@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use tslice_policy::fairshare::{self, Claim};
 use tslice_policy::ledger::GRANULARITY;
-use tslice_proto::{Hello, HELLO_RECONNECT};
+use tslice_proto::{Hello, View, HELLO_RECONNECT};
 
 pub type ConnId = u64;
 pub type Uuid = [u8; 16];
@@ -117,15 +117,6 @@ impl Proc {
     fn active(&self, i: usize, now: u64) -> bool {
         self.devs.get(i).is_some_and(|d| d.active_until_ns > now)
     }
-}
-
-/// A tenant's view of a device ([`State::view`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct View {
-    pub tenant: String,
-    pub limit: u64,
-    pub reserved: u64,
-    pub pids: Vec<u32>,
 }
 
 /// What a reservation got.

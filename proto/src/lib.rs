@@ -58,6 +58,20 @@ pub struct Hello {
 /// `Hello::flags`: this process was connected to a broker before.
 pub const HELLO_RECONNECT: u32 = 1;
 
+/// A tenant's view of one device ([`Msg::View`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    /// The tenant's name (at most 4 KiB travel).
+    pub tenant: String,
+    /// Its limit on the device (`u64::MAX`: none).
+    pub limit: u64,
+    /// What its processes have reserved there.
+    pub reserved: u64,
+    /// The host pids of its processes on the device (at most
+    /// [`MAX_VIEW_PIDS`] travel).
+    pub pids: Vec<u32>,
+}
+
 /// Every message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Msg {
@@ -94,16 +108,8 @@ pub enum Msg {
     Reclaim { dev: u32 },
     /// Broker → client: the status.
     Status { json: String },
-    /// Broker → client: the answer to [`Msg::ViewRequest`]: the tenant's
-    /// limit on the device (`u64::MAX`: none), what its processes have
-    /// reserved there, and the host pids of its processes on it (at most
-    /// [`MAX_VIEW_PIDS`]).
-    View {
-        tenant: String,
-        limit: u64,
-        reserved: u64,
-        pids: Vec<u32>,
-    },
+    /// Broker → client: the answer to [`Msg::ViewRequest`].
+    View(View),
     /// Broker → client: the request was refused, and why (then it closes).
     Refused { reason: String },
 }
@@ -310,20 +316,15 @@ impl Msg {
                 w.u16(K_REFUSED);
                 w.str(reason);
             }
-            Msg::View {
-                tenant,
-                limit,
-                reserved,
-                pids,
-            } => {
+            Msg::View(v) => {
                 w.u16(K_VIEW);
                 // Room for every pid: the name is cut to 4 KiB.
-                w.str_upto(tenant, 4096);
-                w.u64(*limit);
-                w.u64(*reserved);
-                let n = pids.len().min(MAX_VIEW_PIDS);
+                w.str_upto(&v.tenant, 4096);
+                w.u64(v.limit);
+                w.u64(v.reserved);
+                let n = v.pids.len().min(MAX_VIEW_PIDS);
                 w.u16(n as u16);
-                for p in &pids[..n] {
+                for p in &v.pids[..n] {
                     w.u32(*p);
                 }
             }
@@ -410,12 +411,12 @@ impl Msg {
                 for _ in 0..n {
                     pids.push(r.u32()?);
                 }
-                Msg::View {
+                Msg::View(View {
                     tenant,
                     limit,
                     reserved,
                     pids,
-                }
+                })
             }
             k => return Err(DecodeError::Kind(k)),
         };
@@ -515,12 +516,12 @@ mod tests {
                 total: 80 << 30,
                 ordinal: 2,
             },
-            Msg::View {
+            Msg::View(View {
                 tenant: "pod/ns/x".into(),
                 limit: u64::MAX,
                 reserved: 1 << 30,
                 pids: vec![1, 4_000_000, 77],
-            },
+            }),
         ]
     }
 
@@ -606,17 +607,17 @@ mod tests {
 
     #[test]
     fn a_view_with_a_long_name_and_every_pid_fits_a_frame() {
-        let m = Msg::View {
+        let m = Msg::View(View {
             tenant: "x".repeat(MAX_FRAME),
             limit: 1,
             reserved: 2,
             pids: (0..MAX_VIEW_PIDS as u32 + 10).collect(),
-        };
+        });
         let f = m.encode();
         assert!(f.len() - 4 <= MAX_FRAME);
         match Msg::decode(&f[4..]) {
-            Ok(Msg::View { tenant, pids, .. }) => {
-                assert_eq!((tenant.len(), pids.len()), (4096, MAX_VIEW_PIDS));
+            Ok(Msg::View(v)) => {
+                assert_eq!((v.tenant.len(), v.pids.len()), (4096, MAX_VIEW_PIDS));
             }
             other => panic!("{other:?}"),
         }

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use tslice_proto::page::{
     BudgetPage, ProcessPage, BUDGET_LEN, BUDGET_MAGIC, PAGE_VERSION, PROCESS_LEN, PROCESS_MAGIC,
 };
-use tslice_proto::{FrameBuf, Hello, HelloDevice, Msg, HELLO_RECONNECT};
+use tslice_proto::{FrameBuf, Hello, HelloDevice, Msg, View, HELLO_RECONNECT};
 
 /// The default socket of a node broker.
 pub const DEFAULT_SOCKET: &str = "/run/tslice/broker.sock";
@@ -157,15 +157,6 @@ const VIEW_BACKOFF_NS: u64 = 5_000_000_000;
 /// `real::now_ns` before which no view is asked for (0: ask).
 static VIEW_AFTER_NS: AtomicU64 = AtomicU64::new(0);
 
-/// A tenant's view of a device, from the broker ([`view`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct View {
-    pub limit: u64,
-    pub reserved: u64,
-    /// Host pids of the tenant's processes on the device.
-    pub pids: Vec<u32>,
-}
-
 /// Asks the broker at `path`, on a connection of its own that it closes
 /// again, what this process's tenant has on the device `uuid` (NVML in a
 /// process that is not connected, or for the tenant's process list);
@@ -206,18 +197,7 @@ fn ask_view(path: &std::path::Path, uuid: [u8; 16], total: u64, ordinal: u32) ->
     let mut buf = [0u8; 4096];
     loop {
         match fb.next_msg() {
-            Ok(Some(Msg::View {
-                limit,
-                reserved,
-                pids,
-                ..
-            })) => {
-                return Some(View {
-                    limit,
-                    reserved,
-                    pids,
-                })
-            }
+            Ok(Some(Msg::View(v))) => return Some(v),
             Ok(Some(Msg::Refused { reason })) => {
                 log::debug!("the broker refused a device view: {reason}");
                 return None;

@@ -251,7 +251,8 @@ struct TenantView {
 /// workers), no thread, and nothing admitted or reserved; its state is
 /// built from the environment as a CUDA call would. Under a broker the
 /// process list is the tenant's processes (also on a device without a cap:
-/// the others are other tenants'). `total` is NVML's.
+/// the others are other tenants'). `total` is NVML's (0 when only the
+/// process list is wanted).
 fn tenant_view(device: NvmlDevice, total: u64, want_pids: bool) -> Option<TenantView> {
     let uuid = nvml_uuid(device)?;
     let s = crate::state::shim();
@@ -348,10 +349,11 @@ unsafe fn own_processes<T: Process>(
     let Some(f) = f else {
         return ERROR_FUNCTION_NOT_FOUND;
     };
+    // (A list needs no limit: no total to resolve one against.)
     let view = if count.is_null() {
         None
     } else {
-        tenant_view(device, device_total(device), true)
+        tenant_view(device, 0, true)
     };
     let Some(view) = view else {
         // SAFETY: the caller's arguments, passed on.
@@ -396,23 +398,6 @@ unsafe fn own_processes<T: Process>(
         unsafe { infos.add(i).write(*p) };
     }
     SUCCESS
-}
-
-/// A device's memory as NVML reports it (0 if it cannot say).
-fn device_total(device: NvmlDevice) -> u64 {
-    let Some(f) = nvml_orig::nvmlDeviceGetMemoryInfo() else {
-        return 0;
-    };
-    let mut m = Memory {
-        total: 0,
-        free: 0,
-        used: 0,
-    };
-    // SAFETY: a valid out-structure.
-    if unsafe { f(device, &mut m) } != SUCCESS {
-        return 0;
-    }
-    m.total
 }
 
 /// An entry of a process list (v1 or v2 layout).

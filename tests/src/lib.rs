@@ -310,6 +310,22 @@ pub fn cuda_src(name: &str) -> PathBuf {
     repo_root().join("tests/cuda").join(name)
 }
 
+/// Runs a test program and asserts that it succeeded and reported no
+/// failures (`OK FAILS=0`, the last line of the programs in `tests/cuda`);
+/// returns its stdout. Panics with its stdout and stderr otherwise.
+pub fn run_checked(mut cmd: Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("OK FAILS=0"),
+        "{cmd:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// The value of `key=<number>` in a program's output.
 pub fn field(out: &str, key: &str) -> f64 {
     text_field(out, key)

@@ -680,14 +680,7 @@ fn nvml_shows_the_tenants_device_with_or_without_cuda() {
         c.args(args)
             .env("LD_PRELOAD", shim())
             .env("TSLICE_BROKER", &broker.socket);
-        let out = cg.wrap(cgroup, c).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success() && text.contains("OK FAILS=0"),
-            "{args:?}: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
+        tslice_tests::run_checked(cg.wrap(cgroup, c))
     };
     let reserved = || {
         broker.tenant("a")["devices"][0]["memory_reserved"]

@@ -273,14 +273,7 @@ fn nvml_shows_the_cap_and_only_the_tenants_own_process() {
         c.args(args)
             .env("LD_PRELOAD", preload)
             .env("TSLICE_HBM_LIMIT", limit);
-        let out = c.output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success() && text.contains("OK FAILS=0"),
-            "{args:?}: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
+        tslice_tests::run_checked(c)
     };
     let shim = tslice_tests::shim().display().to_string();
     let both = format!("{}:{shim}", other.display());
