@@ -37,7 +37,7 @@ struct Config {
     alloc_target: Option<(f64, &'static str)>,
 }
 
-const CONFIGS: [Config; 4] = [
+const CONFIGS: [Config; 5] = [
     Config {
         name: "no shim",
         shim: false,
@@ -60,14 +60,23 @@ const CONFIGS: [Config; 4] = [
         alloc_target: Some((300.0, "issue 2")),
     },
     Config {
-        name: "shim + TSLICE_COMPUTE_LIMIT=100% (gate on)",
+        name: "shim + TSLICE_COMPUTE_LIMIT=99.9% (gate on)",
         shim: true,
-        // A burst of 10 s: the bucket never runs dry, so the gate decides
-        // and accounts every launch but never makes one wait.
+        // Paced (a share below the whole device), with a burst of 10 s: the
+        // bucket never runs dry, so the gate decides and accounts every
+        // launch but never makes one wait.
         env: &[
-            ("TSLICE_COMPUTE_LIMIT", "100%"),
+            ("TSLICE_COMPUTE_LIMIT", "99.9%"),
             ("TSLICE_COMPUTE_BURST", "10s"),
         ],
+        launch_target: Some((100.0, "issue 3")),
+        alloc_target: Some((300.0, "issue 2")),
+    },
+    Config {
+        name: "shim + TSLICE_COMPUTE_LIMIT=100% (whole GPU)",
+        shim: true,
+        // The whole device: charged and measured, not paced.
+        env: &[("TSLICE_COMPUTE_LIMIT", "100%")],
         launch_target: Some((100.0, "issue 3")),
         alloc_target: Some((300.0, "issue 2")),
     },

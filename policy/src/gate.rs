@@ -7,10 +7,19 @@
 //! 2. its key is on probation (never measured, one measurement in flight);
 //! 3. the estimated work in flight would exceed `max_inflight_ns` (so a
 //!    throttled tenant cannot park a deep queue in front of others; one
-//!    launch is always allowed when nothing is in flight);
+//!    launch is always allowed when nothing is in flight; in a broker's
+//!    slot the slot bounds the queue instead: what ends by its end);
 //! 4. the token bucket is in debt, or (for a tenant that takes turns, see
 //!    below) until its previous turn has completed and the bucket holds a
 //!    *quantum* again.
+//!
+//! A process whose share is the whole device (no one else has work on it,
+//! nothing caps it) and that has no slot is not paced: the bucket is only
+//! charged (what it queues ahead is its debt, paid first if its share
+//! drops) and its queue may hold `whole_inflight_ns` of work. A short queue
+//! would gain nobody anything then, and it would turn every delay of the
+//! launching thread (a CPU-limited pod, a loaded node) into idle GPU time
+//! that the same program without tslice, queuing ahead, does not have.
 //!
 //! A throttled tenant whose share is below half of the device thus runs in
 //! turns: it waits until its previous turn has completed and its bucket
@@ -57,6 +66,11 @@ pub struct GateConfig {
     pub burst_ns: u64,
     /// Most estimated work in flight.
     pub max_inflight_ns: u64,
+    /// Most estimated work in flight for a process that has the whole
+    /// device (share 100%, no slot): enough to ride out its thread's delays,
+    /// short enough that it drains within a few broker ticks once another
+    /// tenant arrives.
+    pub whole_inflight_ns: u64,
     /// Estimated work a throttled tenant launches per turn. Longer turns mean
     /// fewer context switches (two per turn); up to a timeslice they do not
     /// lengthen anyone's worst-case wait, which the GPU bounds at one
@@ -77,6 +91,7 @@ impl GateConfig {
             share,
             burst_ns: 2_000_000,
             max_inflight_ns: 2_000_000,
+            whole_inflight_ns: 20_000_000,
             quantum_ns: 1_000_000,
             poll_ns: 50_000,
             timeslice_ns: 1_024_000,
@@ -247,6 +262,11 @@ impl Gate {
         self.cfg.share.0 < 500_000
     }
 
+    /// The whole device and no slot: not paced (see the module's doc).
+    fn has_whole_device(&self) -> bool {
+        self.cfg.share.0 >= Ppm::ONE.0 && self.slot.is_none()
+    }
+
     fn fence_interval_ns(&self) -> u64 {
         (self.cfg.max_inflight_ns / 4).max(1)
     }
@@ -287,9 +307,28 @@ impl Gate {
             return Decision::Wait(self.cfg.poll_ns);
         }
         let inflight = self.observable_inflight_ns();
-        if inflight > 0 && inflight.saturating_add(cost) > self.cfg.max_inflight_ns {
+        let whole = self.has_whole_device();
+        let bound = if whole {
+            self.cfg.whole_inflight_ns.max(self.cfg.max_inflight_ns)
+        } else {
+            self.cfg.max_inflight_ns
+        };
+        // In a slot, the slot bounds the queue (what ends by its end).
+        if self.slot.is_none() && inflight > 0 && inflight.saturating_add(cost) > bound {
             self.stats.waits_inflight += 1;
             return Decision::Wait(self.cfg.poll_ns.min(inflight));
+        }
+        if whole {
+            self.waiting_on_completions = false;
+            self.throttled = false;
+            self.turn_ns = 0;
+            // Charged as it goes: without the clock while the balance at
+            // the last refill pays, else with it (exact however far ahead
+            // it queues).
+            if !self.bucket.try_admit_stale(cost) {
+                self.bucket.charge(cost.min(i64::MAX as u64) as i64, now());
+            }
+            return self.go(key, kind, cost, false);
         }
         if let Some(slot) = self.slot {
             self.waiting_on_completions = false;
@@ -495,6 +534,31 @@ mod slot_tests {
         assert_eq!(s.until_next(99 * MS), 5 * MS);
     }
 
+    /// In its slot a process queues what ends by the slot's end, past the
+    /// in-flight bound (2 ms): a delay of its thread within the slot does
+    /// not leave the device idle while the others hold.
+    #[test]
+    fn a_slot_bounds_the_queue_instead_of_the_inflight_bound() {
+        let mut g = Gate::new(GateConfig::new(Ppm(500_000)), 0);
+        g.set_slot(Some(Slot {
+            anchor_ns: 0,
+            cycle_ns: 10 * MS,
+            offset_ns: 0,
+            len_ns: 6 * MS,
+        }));
+        for _ in 0..3 {
+            match g.admit(1, Kind::Kernel, 0) {
+                Decision::Go(t) => g.measured(&t, Some(MS), 0),
+                d => panic!("{d:?}"),
+            }
+        }
+        let mut went = 0;
+        while let Decision::Go(_) = g.admit(1, Kind::Kernel, 10 * MS) {
+            went += 1;
+        }
+        assert_eq!(went, 6, "six 1 ms kernels queued for a 6 ms slot");
+    }
+
     #[test]
     fn a_process_launches_only_in_its_slot_and_only_what_fits() {
         let mut g = Gate::new(GateConfig::new(Ppm(100_000)), 0);
@@ -557,19 +621,39 @@ mod tests {
 
     const US: u64 = 1_000;
     const MS: u64 = 1_000_000;
+    /// A share just below the whole device: paced by the bucket and the
+    /// in-flight bound (the whole device is not paced).
+    const PACED: Ppm = Ppm(999_000);
 
     /// A deterministic single-tenant device: FIFO, exact durations. The host
     /// loop launches as fast as the gate allows, measures completions at the
     /// poll times, and we compare device time used with the share.
     fn run(share: u32, durations: &[(u64, u64)], horizon: u64) -> f64 {
+        run_stalling(share, durations, horizon, None)
+    }
+
+    /// [`run`] with a launching thread that, every `period`, is kept off
+    /// the CPU for `len` (a CPU-limited pod, a loaded node).
+    fn run_stalling(
+        share: u32,
+        durations: &[(u64, u64)],
+        horizon: u64,
+        stalls: Option<(u64, u64)>,
+    ) -> f64 {
         let mut g = Gate::new(GateConfig::new(Ppm(share)), 0);
         let mut now = 0u64;
+        let mut next_stall = stalls.map_or(u64::MAX, |(period, _)| period);
         let mut device_free_at = 0u64;
         let mut inflight: Vec<(Ticket, u64)> = Vec::new(); // (ticket, completion time)
         let mut busy = 0u64;
         let warmup = 200 * MS;
         let mut i = 0usize;
         while now < horizon {
+            if now >= next_stall {
+                let (period, len) = stalls.unwrap();
+                now += len;
+                next_stall += period;
+            }
             // Completions up to now, seen only through measurements and fences.
             inflight.retain(|(t, done)| {
                 if *done > now {
@@ -601,6 +685,61 @@ mod tests {
         busy as f64 / (horizon - warmup) as f64
     }
 
+    /// The whole device is not paced: its queue rides out its thread's
+    /// delays as the program's own queue would without tslice, where a
+    /// share just below it (a short queue, the bucket's burst) leaves the
+    /// device idle for most of each delay.
+    #[test]
+    fn a_process_with_the_whole_device_keeps_it_busy_through_host_stalls() {
+        let stalls = Some((25 * MS, 8 * MS));
+        let kernels = [(1, 200 * US)];
+        let whole = run_stalling(1_000_000, &kernels, 3_000 * MS, stalls);
+        let paced = run_stalling(999_000, &kernels, 3_000 * MS, stalls);
+        assert!(whole > 0.995, "whole device: {whole}");
+        assert!(paced < 0.85, "paced just below it: {paced}");
+        assert!(run(1_000_000, &kernels, 3_000 * MS) > 0.995);
+    }
+
+    /// Not paced, yet charged: the whole device queues up to its bound with
+    /// no wait for the bucket; what it queued ahead is its debt when its
+    /// share drops (another tenant arrived), and a slot paces it again.
+    #[test]
+    fn the_whole_device_queues_ahead_and_pays_when_its_share_drops() {
+        let mut g = Gate::new(GateConfig::new(Ppm::ONE), 0);
+        let Decision::Go(first) = g.admit(1, Kind::Kernel, 0) else {
+            panic!()
+        };
+        g.measured(&first, Some(MS), 0);
+        let mut n = 0;
+        while let Decision::Go(_) = g.admit(1, Kind::Kernel, 0) {
+            n += 1;
+        }
+        assert_eq!(n, 20, "20 ms of 1 ms launches, past the 2 ms burst");
+        assert_eq!(g.stats().waits_budget, 0);
+        assert_eq!(g.stats().waits_inflight, 1);
+        // Half of it has run when the share drops to 25%: the rest drains
+        // (now past the 2 ms bound), then 6.5 ms of debt are paid at 25%
+        // and a quantum (1 ms) earned for its first turn.
+        g.set_share(Ppm(250_000), 10 * MS);
+        g.completed(10 * MS);
+        assert_eq!(g.admit(1, Kind::Kernel, 10 * MS), Decision::Wait(50 * US));
+        g.completed(g.submitted_ns());
+        match g.admit(1, Kind::Kernel, 20 * MS) {
+            Decision::Wait(w) => assert_eq!(w, 30 * MS),
+            d => panic!("{d:?}"),
+        }
+        // Back to the whole device, but with a slot: paced by the slot.
+        g.set_share(Ppm::ONE, 10 * MS);
+        g.completed(g.submitted_ns());
+        g.set_slot(Some(Slot {
+            anchor_ns: 0,
+            cycle_ns: 10 * MS,
+            offset_ns: 5 * MS,
+            len_ns: 2 * MS,
+        }));
+        assert_eq!(g.admit(1, Kind::Kernel, 100 * MS), Decision::Wait(5 * MS));
+    }
+
     thread_local! {
         static TRUE: std::cell::RefCell<std::collections::HashMap<u64, u64>> = Default::default();
     }
@@ -628,7 +767,7 @@ mod tests {
 
     #[test]
     fn unknown_kernels_are_not_queued_blindly() {
-        let mut g = Gate::new(GateConfig::new(Ppm::ONE), 0);
+        let mut g = Gate::new(GateConfig::new(PACED), 0);
         let Decision::Go(t) = g.admit(9, Kind::Kernel, 0) else {
             panic!()
         };
@@ -652,7 +791,7 @@ mod tests {
 
     #[test]
     fn inflight_is_bounded() {
-        let mut cfg = GateConfig::new(Ppm::ONE);
+        let mut cfg = GateConfig::new(PACED);
         cfg.burst_ns = 100 * MS;
         let mut g = Gate::new(cfg, 0);
         let Decision::Go(first) = g.admit(1, Kind::Kernel, 0) else {
@@ -674,7 +813,7 @@ mod tests {
         let mut g = Gate::new(
             GateConfig {
                 burst_ns: 100 * MS,
-                ..GateConfig::new(Ppm::ONE)
+                ..GateConfig::new(PACED)
             },
             0,
         );
@@ -700,7 +839,7 @@ mod tests {
         }
         assert!(matches!(g.admit(3, Kind::Kernel, 0), Decision::Go(_)));
         // One launch larger than the bound is let through when nothing is in flight.
-        let mut g = Gate::new(GateConfig::new(Ppm::ONE), 0);
+        let mut g = Gate::new(GateConfig::new(PACED), 0);
         let Decision::Go(t) = g.admit(2, Kind::Graph, 0) else {
             panic!()
         };
@@ -720,7 +859,7 @@ mod tests {
         let mut g = Gate::new(
             GateConfig {
                 burst_ns: 1_000 * MS,
-                ..GateConfig::new(Ppm::ONE)
+                ..GateConfig::new(PACED)
             },
             0,
         );
@@ -750,7 +889,7 @@ mod tests {
         let mut g = Gate::new(
             GateConfig {
                 burst_ns: 1_000 * MS,
-                ..GateConfig::new(Ppm::ONE)
+                ..GateConfig::new(PACED)
             },
             0,
         );

@@ -291,6 +291,31 @@ impl SimGpu {
             )
         })
     }
+
+    /// Handshake on ground truth: returns once device 0 has run `busy_ns` of
+    /// `pid`'s work (a minute at most, then the test fails).
+    pub fn wait_until_busy(&self, pid: u32, busy_ns: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(m) = simgpu::Monitor::open(&self.dir(), 0) {
+                let busy: u64 = m
+                    .snapshot()
+                    .processes
+                    .iter()
+                    .filter(|p| p.pid == pid)
+                    .map(|p| p.busy_ns)
+                    .sum();
+                if busy >= busy_ns {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pid {pid} never got {busy_ns} ns of device time"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
 }
 
 impl Default for SimGpu {
@@ -360,6 +385,21 @@ pub fn measured(mut attempt: impl FnMut(u32) -> Result<(), String>) {
         }
     }
     panic!("every attempt failed:\n{}", failures.join("\n"));
+}
+
+/// What a [`measured`] attempt returns: `Ok` when every check holds, else
+/// the messages of those that do not, joined.
+pub fn checks(checks: impl IntoIterator<Item = (bool, String)>) -> Result<(), String> {
+    let broken: Vec<String> = checks
+        .into_iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, why)| why)
+        .collect();
+    if broken.is_empty() {
+        Ok(())
+    } else {
+        Err(broken.join("; "))
+    }
 }
 
 /// A `tslice-broker` process for one test: its own socket and config in a

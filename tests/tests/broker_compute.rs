@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use tslice_tests::shim;
-use tslice_tests::{build_cuda, cuda_src, field, Broker, Cgroups, SimGpu};
+use tslice_tests::{build_cuda, checks, cuda_src, field, Broker, Cgroups, SimGpu};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -82,80 +82,69 @@ fn tenants(cg: &Cgroups, a: &str, b: &str) -> String {
     format!("[[tenant]]\nname = \"a\"\ncgroup = \"{}\"\n{a}\n[[tenant]]\nname = \"b\"\ncgroup = \"{}\"\n{b}\n", cg.path("a"), cg.path("b"))
 }
 
+/// Every share here is device time over a window of the host's clock:
+/// measured up to three times ([`tslice_tests::measured`]).
 #[test]
 fn four_processes_do_not_get_more_than_one_at_equal_weight() {
     let _s = serial();
-    let cg = Cgroups::new();
-    let broker = Broker::start(&tenants(&cg, "", ""));
-    let gpu = SimGpu::new();
     let prog = spin_loop();
-    let four: Vec<Child> = (0..4)
-        .map(|i| start(&gpu, &broker, &cg, &format!("a/p{i}"), &prog, "3"))
-        .collect();
-    let one = start(&gpu, &broker, &cg, "b", &prog, "3");
-    let four: Vec<Run> = four.into_iter().map(finish).collect();
-    let one = finish(one);
-    let mut all: Vec<&Run> = four.iter().collect();
-    all.push(&one);
-    let (from, to) = window(&all);
-    let a = share(
-        &gpu,
-        &four.iter().map(|r| r.pid).collect::<Vec<_>>(),
-        from,
-        to,
-    );
-    let b = share(&gpu, &[one.pid], from, to);
-    eprintln!("four processes of a: {a:.1}%, one of b: {b:.1}%");
-    assert!(
-        (a - b).abs() <= 3.0,
-        "equal weights: a {a:.1}% vs b {b:.1}%"
-    );
-    // Plain time-slicing would give a four fifths.
-    assert!(a < 60.0);
+    tslice_tests::measured(|_| {
+        let cg = Cgroups::new();
+        let broker = Broker::start(&tenants(&cg, "", ""));
+        let gpu = SimGpu::new();
+        let four: Vec<Child> = (0..4)
+            .map(|i| start(&gpu, &broker, &cg, &format!("a/p{i}"), &prog, "3"))
+            .collect();
+        let one = start(&gpu, &broker, &cg, "b", &prog, "3");
+        let four: Vec<Run> = four.into_iter().map(finish).collect();
+        let one = finish(one);
+        let mut all: Vec<&Run> = four.iter().collect();
+        all.push(&one);
+        let (from, to) = window(&all);
+        let a = share(
+            &gpu,
+            &four.iter().map(|r| r.pid).collect::<Vec<_>>(),
+            from,
+            to,
+        );
+        let b = share(&gpu, &[one.pid], from, to);
+        eprintln!("four processes of a: {a:.1}%, one of b: {b:.1}%");
+        checks([
+            (
+                (a - b).abs() <= 3.0,
+                format!("equal weights: a {a:.1}% vs b {b:.1}%"),
+            ),
+            // Plain time-slicing would give a four fifths.
+            (a < 60.0, format!("four processes of a got {a:.1}%")),
+        ])
+    });
 }
 
 #[test]
 fn spare_time_follows_weights() {
     let _s = serial();
-    let cg = Cgroups::new();
-    let broker = Broker::start(&tenants(&cg, "weight = 1", "weight = 3"));
-    let gpu = SimGpu::new();
     let prog = spin_loop();
-    let (a, b) = (
-        start(&gpu, &broker, &cg, "a", &prog, "3"),
-        start(&gpu, &broker, &cg, "b", &prog, "3"),
-    );
-    let (a, b) = (finish(a), finish(b));
-    let (from, to) = window(&[&a, &b]);
-    let (sa, sb) = (
-        share(&gpu, &[a.pid], from, to),
-        share(&gpu, &[b.pid], from, to),
-    );
-    eprintln!("weight 1: {sa:.1}%, weight 3: {sb:.1}%");
-    let fa = sa / (sa + sb);
-    assert!((fa - 0.25).abs() <= 0.03, "1:3 split {sa:.1}% / {sb:.1}%");
-}
-
-/// Handshake on ground truth: returns once the simulated GPU has run
-/// `busy_ns` of `pid`'s work.
-fn wait_until_busy(gpu: &SimGpu, pid: u32, busy_ns: u64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let busy = || {
-        simgpu::Monitor::open(&gpu.dir(), 0)
-            .map(|m| {
-                m.snapshot()
-                    .processes
-                    .iter()
-                    .filter(|p| p.pid == pid)
-                    .map(|p| p.busy_ns)
-                    .sum::<u64>()
-            })
-            .unwrap_or(0)
-    };
-    while busy() < busy_ns {
-        assert!(std::time::Instant::now() < deadline, "pid {pid} never ran");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    tslice_tests::measured(|_| {
+        let cg = Cgroups::new();
+        let broker = Broker::start(&tenants(&cg, "weight = 1", "weight = 3"));
+        let gpu = SimGpu::new();
+        let (a, b) = (
+            start(&gpu, &broker, &cg, "a", &prog, "3"),
+            start(&gpu, &broker, &cg, "b", &prog, "3"),
+        );
+        let (a, b) = (finish(a), finish(b));
+        let (from, to) = window(&[&a, &b]);
+        let (sa, sb) = (
+            share(&gpu, &[a.pid], from, to),
+            share(&gpu, &[b.pid], from, to),
+        );
+        eprintln!("weight 1: {sa:.1}%, weight 3: {sb:.1}%");
+        let fa = sa / (sa + sb);
+        checks([(
+            (fa - 0.25).abs() <= 0.03,
+            format!("1:3 split {sa:.1}% / {sb:.1}%"),
+        )])
+    });
 }
 
 /// Shares over a few seconds of the host's clock: measured up to three
@@ -173,23 +162,7 @@ fn idle_share_comes_back() -> Result<(), String> {
     let prog = spin_loop();
     let b = start(&gpu, &broker, &cg, "b", &prog, "4.5");
     // a arrives once b has run a second, and leaves before b does.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let busy = |pid: u32| {
-        simgpu::Monitor::open(&gpu.dir(), 0)
-            .map(|m| {
-                m.snapshot()
-                    .processes
-                    .iter()
-                    .filter(|p| p.pid == pid)
-                    .map(|p| p.busy_ns)
-                    .sum::<u64>()
-            })
-            .unwrap_or(0)
-    };
-    while busy(b.id()) < 1_000_000_000 {
-        assert!(std::time::Instant::now() < deadline, "b never ran");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    gpu.wait_until_busy(b.id(), 1_000_000_000);
     let a = finish(start(&gpu, &broker, &cg, "a", &prog, "1.6"));
     let b = finish(b);
     let alone_before = share(
@@ -212,23 +185,20 @@ fn idle_share_comes_back() -> Result<(), String> {
     );
     let alone_after = share(&gpu, &[b.pid], a.t_end + 300_000_000, b.t_end - 100_000_000);
     eprintln!("b alone {alone_before:.1}%, with a {together_b:.1}% (a {together_a:.1}%), alone again {alone_after:.1}%");
-    let mut broken = Vec::new();
-    if alone_before <= 90.0 {
-        broken.push(format!(
-            "an idle tenant's share goes to the busy one: {alone_before:.1}%"
-        ));
-    }
-    if together_a < 47.0 {
-        broken.push(format!("a's 50% request is met: {together_a:.1}%"));
-    }
-    if alone_after <= 90.0 {
-        broken.push(format!("and comes back when it leaves: {alone_after:.1}%"));
-    }
-    if broken.is_empty() {
-        Ok(())
-    } else {
-        Err(broken.join("; "))
-    }
+    checks([
+        (
+            alone_before > 90.0,
+            format!("an idle tenant's share goes to the busy one: {alone_before:.1}%"),
+        ),
+        (
+            together_a >= 47.0,
+            format!("a's 50% request is met: {together_a:.1}%"),
+        ),
+        (
+            alone_after > 90.0,
+            format!("and comes back when it leaves: {alone_after:.1}%"),
+        ),
+    ])
 }
 
 #[test]
@@ -254,7 +224,7 @@ fn a_latency_critical_tenant_keeps_its_solo_latency_beside_a_best_effort_one() {
     let (solo50, solo99) = run_victim(&SimGpu::new());
     let gpu = SimGpu::new();
     let batch = start(&gpu, &broker, &cg, "batch", &spin_loop(), "3.5");
-    wait_until_busy(&gpu, batch.id(), 200_000_000);
+    gpu.wait_until_busy(batch.id(), 200_000_000);
     let (with50, with99) = run_victim(&gpu);
     let batch = finish(batch);
     eprintln!(
