@@ -6,6 +6,9 @@
 //! - a latency-critical tenant's p99 beside a saturating best-effort one;
 //! - 64 processes starting at once (p99 added < 5 ms);
 //! - reaction to a change in demand (< 100 ms);
+//! - a tenant alone on a host whose CPUs are oversubscribed: its share of the
+//!   device with the broker vs the same program without tslice (within 2
+//!   points: the gate must not turn its thread's delays into idle GPU time);
 //! - the policy computation for 1000 tenants (< 1 ms).
 //!
 //! Tenants are cgroups created under this process's own (root needed), as
@@ -193,6 +196,28 @@ fn shares(
     Ok((s, sw))
 }
 
+/// [`shares`] of one tenant with the whole device (request and limit 100%)
+/// while `hogs` threads of this process spin on the CPUs.
+fn busy_host(setup: &Setup, broker: bool, hogs: usize, p: &Params) -> Result<f64, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinning: Vec<_> = (0..hogs)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let r = shares(setup, &[100], broker, p);
+    stop.store(true, Ordering::Relaxed);
+    for h in spinning {
+        let _ = h.join();
+    }
+    Ok(r?.0[0])
+}
+
 /// A latency-critical victim's p50/p99 (us): solo, beside a saturating
 /// best-effort tenant under the broker, and beside it without tslice.
 fn victim(setup: &Setup) -> Result<[(f64, f64); 3], String> {
@@ -371,6 +396,19 @@ pub fn run(setup: &Setup, p: &Params, rep: &mut Report) -> Result<(), String> {
         "-".into(),
         "< 100 ms".into(),
         verdict(r < 100.0),
+    ]);
+
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs = 4 * cpus;
+    progress(format!("broker: a tenant alone beside {hogs} CPU hogs"));
+    let with = busy_host(setup, true, hogs, p)?;
+    let without = busy_host(setup, false, hogs, p)?;
+    t.row(vec![
+        format!("a tenant alone, {hogs} threads spinning on {cpus} CPUs: its share of the GPU"),
+        format!("{with:.1}%"),
+        format!("{without:.1}%"),
+        "within 2 points".into(),
+        verdict(with >= without - 2.0),
     ]);
     rep.table(&t);
 

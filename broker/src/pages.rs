@@ -92,7 +92,8 @@ impl Budget {
         let p = b.page();
         p.version.store(PAGE_VERSION, Ordering::Relaxed);
         for d in &p.dev {
-            d.share_ppm.store(1_000_000, Ordering::Relaxed);
+            d.share_ppm
+                .store(crate::state::SHORT_OF_WHOLE_PPM, Ordering::Relaxed);
             d.mem_limit.store(u64::MAX, Ordering::Relaxed);
         }
         p.magic.store(BUDGET_MAGIC, Ordering::Release);

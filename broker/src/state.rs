@@ -49,6 +49,16 @@ pub const SLOT_MIN_CYCLE_NS: u64 = 10_000_000;
 /// first kernel is ready when the previous process's last one ends (the
 /// device then switches once, about 90 us, at the slot's start).
 pub const SLOT_LEAD_NS: u64 = 100_000;
+/// A share one ppm short of the whole device. The shim's gate paces any
+/// share below the whole device with a short queue (2 ms), but lets a
+/// process with the whole device queue 20 ms ahead (so its thread's delays
+/// do not idle the GPU), and queued work cannot be called back. So a process
+/// gets this instead of the whole device until the first tick has shared the
+/// device out, and, while a latency-critical tenant has processes on the
+/// device (even idle ones), every process of another tenant does: when the
+/// latency-critical tenant wakes, the others hold within a tick and what
+/// they queued drains within about 2 ms.
+pub const SHORT_OF_WHOLE_PPM: u32 = 999_999;
 /// How long best-effort tenants hold their launches after a
 /// latency-critical tenant was last seen with work (renewed every tick).
 pub const HOLD_NS: u64 = 25_000_000;
@@ -231,7 +241,7 @@ impl State {
                 granted: if reconnect { d.granted.max(d.used) } else { 0 },
                 launches_seen: 0,
                 active_until_ns: 0,
-                share_ppm: 1_000_000,
+                share_ppm: SHORT_OF_WHOLE_PPM,
                 charged_seen: 0,
                 achieved_ppm: 0,
                 wait_seen: 0,
@@ -647,6 +657,7 @@ impl State {
             let lc_active = names
                 .iter()
                 .any(|n| lc(n) && tenants[*n].iter().any(active));
+            let lc_present = names.iter().any(|n| lc(n));
             // Best-effort tenants hold while a latency-critical one has work:
             // they take no share then.
             let held = |n: &String| lc_active && self.tenants[n].limits.class == Class::BestEffort;
@@ -689,8 +700,13 @@ impl State {
                 } else {
                     idle_share(&claims[k], busy)
                 };
-                let parts = fairshare::split(share, &flags);
                 let class = self.tenants[*n].limits.class;
+                let mut parts = fairshare::split(share, &flags);
+                if lc_present && class != Class::LatencyCritical {
+                    for p in &mut parts {
+                        *p = (*p).min(SHORT_OF_WHOLE_PPM);
+                    }
+                }
                 let hold = if class == Class::BestEffort && lc_active {
                     now + HOLD_NS
                 } else {
@@ -1175,11 +1191,53 @@ weight = 3
         );
     }
 
+    /// No process is given the whole device (and its deeper queue) while a
+    /// latency-critical tenant has a process on the device, idle or not;
+    /// the latency-critical one may have it.
+    #[test]
+    fn nobody_else_gets_the_whole_device_beside_a_latency_critical_tenant() {
+        let cfg = Config::parse(
+            "[[tenant]]\nname = \"serving\"\ncgroup = \"/s\"\nclass = \"latency-critical\"\n[[tenant]]\nname = \"batch\"\ncgroup = \"/b\"\n",
+            "t",
+        )
+        .unwrap();
+        let mut s = State::new(Box::new(cfg));
+        let batch = admit(&mut s, "/b");
+        s.procs.get_mut(&batch).unwrap().devs[0].active_until_ns = u64::MAX;
+        s.tick(10);
+        assert_eq!(s.procs[&batch].devs[0].share_ppm, 1_000_000, "alone");
+        let serving = admit(&mut s, "/s");
+        s.tick(20);
+        assert_eq!(s.procs[&batch].devs[0].share_ppm, SHORT_OF_WHOLE_PPM);
+        assert_eq!(
+            s.procs[&batch].budget.page().dev[0]
+                .share_ppm
+                .load(Ordering::Relaxed),
+            SHORT_OF_WHOLE_PPM
+        );
+        s.procs.get_mut(&batch).unwrap().devs[0].active_until_ns = 0;
+        s.tick(30);
+        assert_eq!(s.procs[&serving].devs[0].share_ppm, 1_000_000);
+        s.remove(serving);
+        s.procs.get_mut(&batch).unwrap().devs[0].active_until_ns = u64::MAX;
+        s.tick(40);
+        assert_eq!(s.procs[&batch].devs[0].share_ppm, 1_000_000, "alone again");
+    }
+
     #[test]
     fn shares_follow_demand_and_weights() {
         let mut s = State::new(Box::new(config()));
         let a = admit(&mut s, "/a");
         let b = admit(&mut s, "/b");
+        // Admitted: the device but for a ppm (paced with a short queue)
+        // until the first tick.
+        assert_eq!(s.procs[&a].devs[0].share_ppm, SHORT_OF_WHOLE_PPM);
+        assert_eq!(
+            s.procs[&a].budget.page().dev[0]
+                .share_ppm
+                .load(Ordering::Relaxed),
+            SHORT_OF_WHOLE_PPM
+        );
         // Nobody has launched yet: each may start at what it would get alone.
         s.tick(10);
         assert_eq!(s.procs[&a].devs[0].share_ppm, 1_000_000);

@@ -143,6 +143,13 @@ impl TokenBucket {
         self.tokens_ns = self.tokens_ns.saturating_sub(delta_ns).min(self.burst_ns);
     }
 
+    /// Forgives debt beyond `max_debt_ns` at `now`.
+    pub fn limit_debt(&mut self, max_debt_ns: u64, now_ns: u64) {
+        self.refill(now_ns);
+        let floor = -(max_debt_ns.min(i64::MAX as u64) as i64);
+        self.tokens_ns = self.tokens_ns.max(floor);
+    }
+
     /// Changes the rate from `now` on (tokens earned so far are kept).
     pub fn set_rate(&mut self, rate: Ppm, now_ns: u64) {
         self.refill(now_ns);

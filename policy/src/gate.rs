@@ -8,7 +8,7 @@
 //! 3. the estimated work in flight would exceed `max_inflight_ns` (so a
 //!    throttled tenant cannot park a deep queue in front of others; one
 //!    launch is always allowed when nothing is in flight; in a broker's
-//!    slot the slot bounds the queue instead: what ends by its end);
+//!    slot what ends by the slot's end, up to four times as much);
 //! 4. the token bucket is in debt, or (for a tenant that takes turns, see
 //!    below) until its previous turn has completed and the bucket holds a
 //!    *quantum* again.
@@ -58,13 +58,19 @@ use crate::bucket::TokenBucket;
 use crate::estimate::{Estimator, EstimatorConfig, Kind, Observed};
 use crate::quota::Ppm;
 
+/// In a broker's slot a process queues what ends by the slot's end, up to
+/// this many times `max_inflight_ns` (8 ms by default: about a slot).
+pub const SLOT_INFLIGHT_FACTOR: u64 = 4;
+
 #[derive(Clone, Debug)]
 pub struct GateConfig {
     /// Share of the device's time.
     pub share: Ppm,
     /// Most device time that can be spent at once after being idle.
     pub burst_ns: u64,
-    /// Most estimated work in flight.
+    /// Most estimated work in flight (in a broker's slot, up to
+    /// [`SLOT_INFLIGHT_FACTOR`] times this, as the slot allows; with the
+    /// whole device, `whole_inflight_ns`).
     pub max_inflight_ns: u64,
     /// Most estimated work in flight for a process that has the whole
     /// device (share 100%, no slot): enough to ride out its thread's delays,
@@ -267,8 +273,26 @@ impl Gate {
         self.cfg.share.0 >= Ppm::ONE.0 && self.slot.is_none()
     }
 
+    /// Most estimated work in flight now: the whole device's deeper queue,
+    /// else `max_inflight_ns`; in a slot, what fits before the slot ends,
+    /// up to [`SLOT_INFLIGHT_FACTOR`] times `max_inflight_ns` (estimates can
+    /// be wrong; the slot check bounds it further).
+    fn inflight_bound_ns(&self) -> u64 {
+        if self.slot.is_some() {
+            self.cfg
+                .max_inflight_ns
+                .saturating_mul(SLOT_INFLIGHT_FACTOR)
+        } else if self.has_whole_device() {
+            self.cfg.whole_inflight_ns.max(self.cfg.max_inflight_ns)
+        } else {
+            self.cfg.max_inflight_ns
+        }
+    }
+
+    /// A fence every quarter of the bound in force, so that completions are
+    /// seen a few times per queue however deep it may be.
     fn fence_interval_ns(&self) -> u64 {
-        (self.cfg.max_inflight_ns / 4).max(1)
+        (self.inflight_bound_ns() / 4).max(1)
     }
 
     /// Holds every launch until `until_ns` (a later call replaces it).
@@ -297,6 +321,7 @@ impl Gate {
             let t = now();
             if t < self.hold_until_ns {
                 self.stats.waits_hold += 1;
+                self.waiting_on_completions = false;
                 return Decision::Wait(self.hold_until_ns - t);
             }
         }
@@ -307,26 +332,24 @@ impl Gate {
             return Decision::Wait(self.cfg.poll_ns);
         }
         let inflight = self.observable_inflight_ns();
-        let whole = self.has_whole_device();
-        let bound = if whole {
-            self.cfg.whole_inflight_ns.max(self.cfg.max_inflight_ns)
-        } else {
-            self.cfg.max_inflight_ns
-        };
-        // In a slot, the slot bounds the queue (what ends by its end).
-        if self.slot.is_none() && inflight > 0 && inflight.saturating_add(cost) > bound {
+        if inflight > 0 && inflight.saturating_add(cost) > self.inflight_bound_ns() {
             self.stats.waits_inflight += 1;
             return Decision::Wait(self.cfg.poll_ns.min(inflight));
         }
-        if whole {
+        if self.has_whole_device() {
             self.waiting_on_completions = false;
             self.throttled = false;
             self.turn_ns = 0;
             // Charged as it goes: without the clock while the balance at
             // the last refill pays, else with it (exact however far ahead
-            // it queues).
+            // it queues). Its debt is at most what it has queued ahead
+            // (measurements of overlapping streams can charge more than
+            // the device's time; a paced process would have waited).
             if !self.bucket.try_admit_stale(cost) {
-                self.bucket.charge(cost.min(i64::MAX as u64) as i64, now());
+                let t = now();
+                self.bucket.charge(cost.min(i64::MAX as u64) as i64, t);
+                let ahead = self.inflight_ns().saturating_add(cost);
+                self.bucket.limit_debt(ahead, t);
             }
             return self.go(key, kind, cost, false);
         }
@@ -728,8 +751,12 @@ mod tests {
             Decision::Wait(w) => assert_eq!(w, 30 * MS),
             d => panic!("{d:?}"),
         }
-        // Back to the whole device, but with a slot: paced by the slot.
-        g.set_share(Ppm::ONE, 10 * MS);
+        // Back to the whole device while waiting for its turn: it goes at
+        // once (nothing paces it; its debt is kept).
+        g.set_share(Ppm::ONE, 20 * MS);
+        assert!(matches!(g.admit(1, Kind::Kernel, 20 * MS), Decision::Go(_)));
+        // With a slot it is paced again: not before the slot opens, and in
+        // it only what ends by the slot's end.
         g.completed(g.submitted_ns());
         g.set_slot(Some(Slot {
             anchor_ns: 0,
@@ -738,6 +765,73 @@ mod tests {
             len_ns: 2 * MS,
         }));
         assert_eq!(g.admit(1, Kind::Kernel, 100 * MS), Decision::Wait(5 * MS));
+        let mut went = 0;
+        while let Decision::Go(_) = g.admit(1, Kind::Kernel, 105 * MS) {
+            went += 1;
+        }
+        assert_eq!(went, 2, "two 1 ms kernels in a 2 ms slot");
+    }
+
+    /// Measurements of overlapping streams can charge more than the device's
+    /// time: the whole device's debt stays at most what it has queued ahead,
+    /// so a drop of its share later does not starve it for what it was
+    /// overcharged.
+    #[test]
+    fn the_whole_devices_debt_is_at_most_what_it_queued_ahead() {
+        let mut g = Gate::new(GateConfig::new(Ppm::ONE), 0);
+        let mut now = 0;
+        for _ in 0..1000 {
+            match g.admit(1, Kind::Kernel, now) {
+                // Every launch completes within the millisecond, and every
+                // measured one spans 3 ms (two other streams' kernels).
+                Decision::Go(t) if t.sample => g.measured(&t, Some(3 * MS), now),
+                Decision::Go(t) => g.completed(t.cum_ns),
+                Decision::Wait(w) => panic!("the whole device waited {w}"),
+            }
+            now += MS;
+        }
+        g.completed(g.submitted_ns());
+        g.set_share(Ppm(500_000), now);
+        match g.admit(1, Kind::Kernel, now) {
+            Decision::Wait(w) => assert!(w <= 8 * MS, "{w}"),
+            Decision::Go(_) => {}
+        }
+    }
+
+    /// A held process does not count as waiting for completions (a long
+    /// hold is not a stall of its GPU work).
+    #[test]
+    fn a_hold_is_not_a_wait_for_completions() {
+        let mut g = Gate::new(GateConfig::new(Ppm(200_000)), 0);
+        assert!(matches!(g.admit(1, Kind::Kernel, 0), Decision::Go(_)));
+        assert_eq!(g.admit(1, Kind::Kernel, 0), Decision::Wait(50 * US));
+        assert!(g.waiting_on_completions(), "probation");
+        g.hold_until(30 * MS);
+        assert_eq!(g.admit(1, Kind::Kernel, 0), Decision::Wait(30 * MS));
+        assert!(!g.waiting_on_completions());
+    }
+
+    /// With the whole device, completions are fenced every quarter of its
+    /// deeper bound (a few fences per queue, not one per 500 us).
+    #[test]
+    fn the_whole_device_fences_every_quarter_of_its_bound() {
+        let mut g = Gate::new(GateConfig::new(Ppm::ONE), 0);
+        for _ in 0..3 {
+            let Decision::Go(t) = g.admit(1, Kind::Kernel, 0) else {
+                panic!()
+            };
+            g.measured(&t, Some(100 * US), 0);
+        }
+        let (mut fences, mut samples) = (0, 0);
+        while let Decision::Go(t) = g.admit(1, Kind::Kernel, 0) {
+            fences += t.fence as u32;
+            samples += t.sample as u32;
+        }
+        // 200 launches of 100 us: a sample in 32 (3.2 ms apart), each of
+        // which marks completions as a fence does, so no fence is due
+        // (every 5 ms); a fence every 500 us would make 40.
+        assert_eq!(samples, 6);
+        assert!(fences <= 1, "{fences} fences in 20 ms");
     }
 
     thread_local! {

@@ -123,8 +123,9 @@ impl DeviceGate {
     /// The launch path under a broker: counts the launch (the broker's
     /// demand signal). Launches still pass the gate when the process has the
     /// device to itself: its in-flight bound is what lets a hold or another
-    /// tenant's slot take effect within a couple of milliseconds, instead of
-    /// after a deep queue drains.
+    /// tenant's slot take effect once at most that much has drained (20 ms
+    /// with the whole device; 2 ms while a latency-critical tenant is on
+    /// the device, where the broker never gives anyone else all of it).
     #[inline]
     pub fn count_launch(&self) {
         if let Some(p) = self.link.and_then(|(b, i)| b.process().dev.get(i)) {

@@ -684,7 +684,7 @@ impl Shim {
             cfg.timeslice_ns = self.gpu_timeslice_ns;
             cfg.quantum_ns = self.compute_quantum_ns;
             log::info!(
-                "device {dev} ({}): compute share {}{cap}, burst {} us, in flight at most {} us",
+                "device {dev} ({}): compute share {}{cap}, burst {} us, in flight at most {} us ({} us with the whole device)",
                 uuid.as_deref().unwrap_or("uuid unknown"),
                 if link.is_some() {
                     "from the broker, at most "
@@ -692,7 +692,8 @@ impl Shim {
                     ""
                 },
                 cfg.burst_ns / 1000,
-                cfg.max_inflight_ns / 1000
+                cfg.max_inflight_ns / 1000,
+                cfg.whole_inflight_ns.max(cfg.max_inflight_ns) / 1000
             );
             Some(Box::new(DeviceGate::new(cfg, link, cap)))
         })
