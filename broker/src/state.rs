@@ -54,10 +54,11 @@ pub const SLOT_LEAD_NS: u64 = 100_000;
 /// process with the whole device queue 20 ms ahead (so its thread's delays
 /// do not idle the GPU), and queued work cannot be called back. So a process
 /// gets this instead of the whole device until the first tick has shared the
-/// device out, and, while a latency-critical tenant has processes on the
-/// device (even idle ones), every process of another tenant does: when the
-/// latency-critical tenant wakes, the others hold within a tick and what
-/// they queued drains within about 2 ms.
+/// device out, while it has no work (so that processes waking together do
+/// not each queue 20 ms before the next tick), and, while a latency-critical
+/// tenant has processes on the device (even idle ones), every process of
+/// another tenant does: when the latency-critical tenant wakes, the others
+/// hold within a tick and what they queued drains within about 2 ms.
 pub const SHORT_OF_WHOLE_PPM: u32 = 999_999;
 /// How long best-effort tenants hold their launches after a
 /// latency-critical tenant was last seen with work (renewed every tick).
@@ -277,9 +278,10 @@ impl State {
         );
         // Its siblings' pages change only if it brought holdings along
         // (a reconnection); its shares come with the next tick (within
-        // TICK; until then its page gives it the device, so its first
-        // launches are not held back), which keeps admitting a process
-        // independent of how many others there are.
+        // TICK; until then its page gives it the device but for a ppm, so
+        // its first launches are not held back and its queue stays short),
+        // which keeps admitting a process independent of how many others
+        // there are.
         if reconnect {
             self.publish_memory(&name);
         } else {
@@ -657,7 +659,8 @@ impl State {
             let lc_active = names
                 .iter()
                 .any(|n| lc(n) && tenants[*n].iter().any(active));
-            let lc_present = names.iter().any(|n| lc(n));
+            // Latency-critical tenants with a process here, idle or not.
+            let lc_here = names.iter().filter(|n| lc(n)).count();
             // Best-effort tenants hold while a latency-critical one has work:
             // they take no share then.
             let held = |n: &String| lc_active && self.tenants[n].limits.class == Class::BestEffort;
@@ -702,8 +705,12 @@ impl State {
                 };
                 let class = self.tenants[*n].limits.class;
                 let mut parts = fairshare::split(share, &flags);
-                if lc_present && class != Class::LatencyCritical {
-                    for p in &mut parts {
+                // The whole device (unpaced, a deeper queue) only to a
+                // process with work, and never beside another tenant's
+                // latency-critical processes.
+                let lc_beside = lc_here > usize::from(class == Class::LatencyCritical);
+                for (p, on) in parts.iter_mut().zip(&flags) {
+                    if lc_beside || !on {
                         *p = (*p).min(SHORT_OF_WHOLE_PPM);
                     }
                 }
@@ -1191,13 +1198,13 @@ weight = 3
         );
     }
 
-    /// No process is given the whole device (and its deeper queue) while a
-    /// latency-critical tenant has a process on the device, idle or not;
-    /// the latency-critical one may have it.
+    /// No process is given the whole device (and its deeper queue) while
+    /// another tenant's latency-critical process is on the device, idle or
+    /// not; a latency-critical tenant alone with work may have it.
     #[test]
     fn nobody_else_gets_the_whole_device_beside_a_latency_critical_tenant() {
         let cfg = Config::parse(
-            "[[tenant]]\nname = \"serving\"\ncgroup = \"/s\"\nclass = \"latency-critical\"\n[[tenant]]\nname = \"batch\"\ncgroup = \"/b\"\n",
+            "[[tenant]]\nname = \"serving\"\ncgroup = \"/s\"\nclass = \"latency-critical\"\n[[tenant]]\nname = \"other\"\ncgroup = \"/o\"\nclass = \"latency-critical\"\n[[tenant]]\nname = \"batch\"\ncgroup = \"/b\"\n",
             "t",
         )
         .unwrap();
@@ -1215,9 +1222,16 @@ weight = 3
                 .load(Ordering::Relaxed),
             SHORT_OF_WHOLE_PPM
         );
+        // The latency-critical tenant alone with work has it all; beside
+        // another latency-critical tenant it would not.
         s.procs.get_mut(&batch).unwrap().devs[0].active_until_ns = 0;
+        s.procs.get_mut(&serving).unwrap().devs[0].active_until_ns = u64::MAX;
         s.tick(30);
         assert_eq!(s.procs[&serving].devs[0].share_ppm, 1_000_000);
+        let other = admit(&mut s, "/o");
+        s.tick(35);
+        assert_eq!(s.procs[&serving].devs[0].share_ppm, SHORT_OF_WHOLE_PPM);
+        s.remove(other);
         s.remove(serving);
         s.procs.get_mut(&batch).unwrap().devs[0].active_until_ns = u64::MAX;
         s.tick(40);
@@ -1238,9 +1252,15 @@ weight = 3
                 .load(Ordering::Relaxed),
             SHORT_OF_WHOLE_PPM
         );
-        // Nobody has launched yet: each may start at what it would get alone.
+        // Nobody has launched yet: each may start at what it would get
+        // alone, paced.
         s.tick(10);
+        assert_eq!(s.procs[&a].devs[0].share_ppm, SHORT_OF_WHOLE_PPM);
+        // One has work: the whole device.
+        s.procs.get_mut(&a).unwrap().devs[0].active_until_ns = u64::MAX;
+        s.tick(15);
         assert_eq!(s.procs[&a].devs[0].share_ppm, 1_000_000);
+        assert_eq!(s.procs[&b].devs[0].share_ppm, 0, "what a leaves");
         // Both launch: weights 1:3.
         let launch = |s: &State, id: ConnId| s.procs[&id].devs[0].launches_seen;
         let _ = launch;

@@ -7,8 +7,7 @@
 //! 2. its key is on probation (never measured, one measurement in flight);
 //! 3. the estimated work in flight would exceed `max_inflight_ns` (so a
 //!    throttled tenant cannot park a deep queue in front of others; one
-//!    launch is always allowed when nothing is in flight; in a broker's
-//!    slot what ends by the slot's end, up to four times as much);
+//!    launch is always allowed when nothing is in flight);
 //! 4. the token bucket is in debt, or (for a tenant that takes turns, see
 //!    below) until its previous turn has completed and the bucket holds a
 //!    *quantum* again.
@@ -58,19 +57,14 @@ use crate::bucket::TokenBucket;
 use crate::estimate::{Estimator, EstimatorConfig, Kind, Observed};
 use crate::quota::Ppm;
 
-/// In a broker's slot a process queues what ends by the slot's end, up to
-/// this many times `max_inflight_ns` (8 ms by default: about a slot).
-pub const SLOT_INFLIGHT_FACTOR: u64 = 4;
-
 #[derive(Clone, Debug)]
 pub struct GateConfig {
     /// Share of the device's time.
     pub share: Ppm,
     /// Most device time that can be spent at once after being idle.
     pub burst_ns: u64,
-    /// Most estimated work in flight (in a broker's slot, up to
-    /// [`SLOT_INFLIGHT_FACTOR`] times this, as the slot allows; with the
-    /// whole device, `whole_inflight_ns`).
+    /// Most estimated work in flight (with the whole device,
+    /// `whole_inflight_ns`).
     pub max_inflight_ns: u64,
     /// Most estimated work in flight for a process that has the whole
     /// device (share 100%, no slot): enough to ride out its thread's delays,
@@ -274,15 +268,9 @@ impl Gate {
     }
 
     /// Most estimated work in flight now: the whole device's deeper queue,
-    /// else `max_inflight_ns`; in a slot, what fits before the slot ends,
-    /// up to [`SLOT_INFLIGHT_FACTOR`] times `max_inflight_ns` (estimates can
-    /// be wrong; the slot check bounds it further).
+    /// else `max_inflight_ns`.
     fn inflight_bound_ns(&self) -> u64 {
-        if self.slot.is_some() {
-            self.cfg
-                .max_inflight_ns
-                .saturating_mul(SLOT_INFLIGHT_FACTOR)
-        } else if self.has_whole_device() {
+        if self.has_whole_device() {
             self.cfg.whole_inflight_ns.max(self.cfg.max_inflight_ns)
         } else {
             self.cfg.max_inflight_ns
@@ -526,8 +514,13 @@ impl Gate {
         charge
     }
 
-    /// Changes the share from now on.
+    /// Changes the share from now on. Leaving the whole device, its debt is
+    /// at most what it has queued ahead (measurements since its last
+    /// launch included).
     pub fn set_share(&mut self, share: Ppm, now_ns: u64) {
+        if self.has_whole_device() && share.0 < Ppm::ONE.0 {
+            self.bucket.limit_debt(self.inflight_ns(), now_ns);
+        }
         self.cfg.share = share;
         self.bucket.set_rate(share, now_ns);
     }
@@ -555,31 +548,6 @@ mod slot_tests {
         // Before the anchor, the cycle runs backwards the same way.
         assert_eq!(s.remaining(95 * MS), Some(2 * MS));
         assert_eq!(s.until_next(99 * MS), 5 * MS);
-    }
-
-    /// In its slot a process queues what ends by the slot's end, past the
-    /// in-flight bound (2 ms): a delay of its thread within the slot does
-    /// not leave the device idle while the others hold.
-    #[test]
-    fn a_slot_bounds_the_queue_instead_of_the_inflight_bound() {
-        let mut g = Gate::new(GateConfig::new(Ppm(500_000)), 0);
-        g.set_slot(Some(Slot {
-            anchor_ns: 0,
-            cycle_ns: 10 * MS,
-            offset_ns: 0,
-            len_ns: 6 * MS,
-        }));
-        for _ in 0..3 {
-            match g.admit(1, Kind::Kernel, 0) {
-                Decision::Go(t) => g.measured(&t, Some(MS), 0),
-                d => panic!("{d:?}"),
-            }
-        }
-        let mut went = 0;
-        while let Decision::Go(_) = g.admit(1, Kind::Kernel, 10 * MS) {
-            went += 1;
-        }
-        assert_eq!(went, 6, "six 1 ms kernels queued for a 6 ms slot");
     }
 
     #[test]

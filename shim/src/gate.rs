@@ -124,8 +124,8 @@ impl DeviceGate {
     /// demand signal). Launches still pass the gate when the process has the
     /// device to itself: its in-flight bound is what lets a hold or another
     /// tenant's slot take effect once at most that much has drained (20 ms
-    /// with the whole device; 2 ms while a latency-critical tenant is on
-    /// the device, where the broker never gives anyone else all of it).
+    /// with the whole device, 2 ms otherwise; the broker never gives the
+    /// whole device beside another tenant's latency-critical process).
     #[inline]
     pub fn count_launch(&self) {
         if let Some(p) = self.link.and_then(|(b, i)| b.process().dev.get(i)) {
