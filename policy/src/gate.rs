@@ -14,8 +14,9 @@
 //!
 //! A process whose share is the whole device (no one else has work on it,
 //! nothing caps it) and that has no slot is not paced: the bucket is only
-//! charged (what it queues ahead is its debt, paid first if its share
-//! drops) and its queue may hold `whole_inflight_ns` of work. A short queue
+//! charged (what it queues ahead is its debt, at most that much, paid first
+//! if its share drops and no slot replaces pacing) and its queue may hold
+//! `whole_inflight_ns` of work. A short queue
 //! would gain nobody anything then, and it would turn every delay of the
 //! launching thread (a CPU-limited pod, a loaded node) into idle GPU time
 //! that the same program without tslice, queuing ahead, does not have.
