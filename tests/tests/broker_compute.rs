@@ -204,35 +204,37 @@ fn idle_share_comes_back() -> Result<(), String> {
 #[test]
 fn a_latency_critical_tenant_keeps_its_solo_latency_beside_a_best_effort_one() {
     let _s = serial();
-    let cg = Cgroups::new();
-    let broker = Broker::start(&format!(
-        "[[tenant]]\nname = \"serving\"\ncgroup = \"{}\"\nclass = \"latency-critical\"\n\n[[tenant]]\nname = \"batch\"\ncgroup = \"{}\"\nclass = \"best-effort\"\n",
-        cg.path("serving"),
-        cg.path("batch")
-    ));
     let victim = build_cuda(&cuda_src("victim.cu"), &[]);
-    let run_victim = |gpu: &SimGpu| {
-        let mut c = gpu.command(&victim);
-        c.args(["200", "2"])
-            .env("LD_PRELOAD", shim())
-            .env("TSLICE_BROKER", &broker.socket);
-        let o = cg.wrap("serving", c).output().expect("victim");
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert!(o.status.success() && out.contains("OK FAILS=0"), "{out}");
-        (field(&out, "p50_us"), field(&out, "p99_us"))
-    };
-    let (solo50, solo99) = run_victim(&SimGpu::new());
-    let gpu = SimGpu::new();
-    let batch = start(&gpu, &broker, &cg, "batch", &spin_loop(), "3.5");
-    gpu.wait_until_busy(batch.id(), 200_000_000);
-    let (with50, with99) = run_victim(&gpu);
-    let batch = finish(batch);
-    eprintln!(
-        "latency-critical p50/p99 us: solo {solo50}/{solo99}, beside best-effort {with50}/{with99}"
-    );
-    assert!(
-        with99 <= 1.5 * solo99 + 200.0,
-        "p99 {with99} us vs solo {solo99} us"
-    );
-    let _ = batch;
+    let prog = spin_loop();
+    tslice_tests::measured(|_| {
+        let cg = Cgroups::new();
+        let broker = Broker::start(&format!(
+            "[[tenant]]\nname = \"serving\"\ncgroup = \"{}\"\nclass = \"latency-critical\"\n\n[[tenant]]\nname = \"batch\"\ncgroup = \"{}\"\nclass = \"best-effort\"\n",
+            cg.path("serving"),
+            cg.path("batch")
+        ));
+        let run_victim = |gpu: &SimGpu| {
+            let mut c = gpu.command(&victim);
+            c.args(["200", "2"])
+                .env("LD_PRELOAD", shim())
+                .env("TSLICE_BROKER", &broker.socket);
+            let o = cg.wrap("serving", c).output().expect("victim");
+            let out = String::from_utf8_lossy(&o.stdout).into_owned();
+            assert!(o.status.success() && out.contains("OK FAILS=0"), "{out}");
+            (field(&out, "p50_us"), field(&out, "p99_us"))
+        };
+        let (solo50, solo99) = run_victim(&SimGpu::new());
+        let gpu = SimGpu::new();
+        let batch = start(&gpu, &broker, &cg, "batch", &prog, "3.5");
+        gpu.wait_until_busy(batch.id(), 200_000_000);
+        let (with50, with99) = run_victim(&gpu);
+        finish(batch);
+        eprintln!(
+            "latency-critical p50/p99 us: solo {solo50}/{solo99}, beside best-effort {with50}/{with99}"
+        );
+        checks([(
+            with99 <= 1.5 * solo99 + 200.0,
+            format!("p99 {with99} us vs solo {solo99} us"),
+        )])
+    });
 }
