@@ -49,17 +49,15 @@ pub const SLOT_MIN_CYCLE_NS: u64 = 10_000_000;
 /// first kernel is ready when the previous process's last one ends (the
 /// device then switches once, about 90 us, at the slot's start).
 pub const SLOT_LEAD_NS: u64 = 100_000;
-/// A share one ppm short of the whole device. The shim's gate paces any
-/// share below the whole device with a short queue (2 ms), but lets a
-/// process with the whole device queue 20 ms ahead (so its thread's delays
-/// do not idle the GPU), and queued work cannot be called back. So a process
-/// gets this instead of the whole device until the first tick has shared the
-/// device out, while it has no work (so that processes waking together do
-/// not each queue 20 ms before the next tick), and, while a latency-critical
-/// tenant has processes on the device (even idle ones), every process of
-/// another tenant does: when the latency-critical tenant wakes, the others
-/// hold within a tick and what they queued drains within about 2 ms.
-pub const SHORT_OF_WHOLE_PPM: u32 = 999_999;
+/// What a process gets instead of the whole device
+/// ([`tslice_policy::gate::SHORT_OF_WHOLE`]: paced, a short queue): until
+/// the first tick has shared the device out, while it has no work (so that
+/// processes waking together do not each queue 20 ms before the next
+/// tick), and, while a latency-critical tenant has processes on the device
+/// (even idle ones), every process of another tenant: when the
+/// latency-critical tenant wakes, the others hold within a tick and what
+/// they queued drains within about 2 ms.
+pub const SHORT_OF_WHOLE_PPM: u32 = tslice_policy::gate::SHORT_OF_WHOLE.0;
 /// How long best-effort tenants hold their launches after a
 /// latency-critical tenant was last seen with work (renewed every tick).
 pub const HOLD_NS: u64 = 25_000_000;
@@ -1201,6 +1199,13 @@ weight = 3
     /// No process is given the whole device (and its deeper queue) while
     /// another tenant's latency-critical process is on the device, idle or
     /// not; a latency-critical tenant alone with work may have it.
+    /// The share in a process's budget page (device 0), as its shim reads it.
+    fn page_share(s: &State, id: ConnId) -> u32 {
+        s.procs[&id].budget.page().dev[0]
+            .share_ppm
+            .load(Ordering::Relaxed)
+    }
+
     #[test]
     fn nobody_else_gets_the_whole_device_beside_a_latency_critical_tenant() {
         let cfg = Config::parse(
@@ -1216,12 +1221,7 @@ weight = 3
         let serving = admit(&mut s, "/s");
         s.tick(20);
         assert_eq!(s.procs[&batch].devs[0].share_ppm, SHORT_OF_WHOLE_PPM);
-        assert_eq!(
-            s.procs[&batch].budget.page().dev[0]
-                .share_ppm
-                .load(Ordering::Relaxed),
-            SHORT_OF_WHOLE_PPM
-        );
+        assert_eq!(page_share(&s, batch), SHORT_OF_WHOLE_PPM);
         // The latency-critical tenant alone with work has it all; beside
         // another latency-critical tenant it would not.
         s.procs.get_mut(&batch).unwrap().devs[0].active_until_ns = 0;
@@ -1246,12 +1246,7 @@ weight = 3
         // Admitted: the device but for a ppm (paced with a short queue)
         // until the first tick.
         assert_eq!(s.procs[&a].devs[0].share_ppm, SHORT_OF_WHOLE_PPM);
-        assert_eq!(
-            s.procs[&a].budget.page().dev[0]
-                .share_ppm
-                .load(Ordering::Relaxed),
-            SHORT_OF_WHOLE_PPM
-        );
+        assert_eq!(page_share(&s, a), SHORT_OF_WHOLE_PPM);
         // Nobody has launched yet: each may start at what it would get
         // alone, paced.
         s.tick(10);
@@ -1270,11 +1265,6 @@ weight = 3
         s.tick(20);
         assert_eq!(s.procs[&a].devs[0].share_ppm, 250_000);
         assert_eq!(s.procs[&b].devs[0].share_ppm, 750_000);
-        assert_eq!(
-            s.procs[&a].budget.page().dev[0]
-                .share_ppm
-                .load(Ordering::Relaxed),
-            250_000
-        );
+        assert_eq!(page_share(&s, a), 250_000);
     }
 }

@@ -58,6 +58,12 @@ use crate::bucket::TokenBucket;
 use crate::estimate::{Estimator, EstimatorConfig, Kind, Observed};
 use crate::quota::Ppm;
 
+/// A share one ppm short of the whole device: paced (a 2 ms queue), where
+/// the whole device is not (a 20 ms queue that cannot be called back). A
+/// broker gives it instead of the whole device where a deep queue could be
+/// in someone's way.
+pub const SHORT_OF_WHOLE: Ppm = Ppm(999_999);
+
 #[derive(Clone, Debug)]
 pub struct GateConfig {
     /// Share of the device's time.

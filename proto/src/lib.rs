@@ -232,6 +232,23 @@ impl<'a> Reader<'a> {
         let b = self.take(n)?;
         String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Invalid("a string is not UTF-8"))
     }
+    fn uuid(&mut self) -> Result<[u8; 16], DecodeError> {
+        Ok(self.take(16)?.try_into().expect("16 bytes"))
+    }
+    /// A count (u16) and that many items, refused past `max` (`too_many`
+    /// says so).
+    fn list<T>(
+        &mut self,
+        max: usize,
+        too_many: &'static str,
+        mut item: impl FnMut(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        let n = self.u16()? as usize;
+        if n > max {
+            return Err(DecodeError::Invalid(too_many));
+        }
+        (0..n).map(|_| item(self)).collect()
+    }
     fn dev(&mut self) -> Result<u32, DecodeError> {
         let d = self.u32()?;
         if d as usize >= MAX_DEVICES {
@@ -347,32 +364,18 @@ impl Msg {
         let kind = r.u16()?;
         r.kind = kind;
         let m = match kind {
-            K_HELLO => {
-                let pid = r.u32()?;
-                let flags = r.u32()?;
-                let n = r.u16()? as usize;
-                if n > MAX_DEVICES {
-                    return Err(DecodeError::Invalid("more than 64 devices"));
-                }
-                let mut devices = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let uuid: [u8; 16] = r.take(16)?.try_into().expect("16 bytes");
-                    let total = r.u64()?;
-                    let granted = r.u64()?;
-                    let used = r.u64()?;
-                    devices.push(HelloDevice {
-                        uuid,
-                        total,
-                        granted,
-                        used,
-                    });
-                }
-                Msg::Hello(Hello {
-                    pid,
-                    flags,
-                    devices,
-                })
-            }
+            K_HELLO => Msg::Hello(Hello {
+                pid: r.u32()?,
+                flags: r.u32()?,
+                devices: r.list(MAX_DEVICES, "more than 64 devices", |r| {
+                    Ok(HelloDevice {
+                        uuid: r.uuid()?,
+                        total: r.u64()?,
+                        granted: r.u64()?,
+                        used: r.u64()?,
+                    })
+                })?,
+            }),
             K_RESERVE => Msg::Reserve {
                 req: r.u32()?,
                 dev: r.dev()?,
@@ -384,7 +387,7 @@ impl Msg {
             },
             K_STATUS_REQUEST => Msg::StatusRequest,
             K_VIEW_REQUEST => Msg::ViewRequest {
-                uuid: r.take(16)?.try_into().expect("16 bytes"),
+                uuid: r.uuid()?,
                 total: r.u64()?,
                 ordinal: r.u32()?,
             },
@@ -399,25 +402,12 @@ impl Msg {
             K_RECLAIM => Msg::Reclaim { dev: r.dev()? },
             K_STATUS => Msg::Status { json: r.str()? },
             K_REFUSED => Msg::Refused { reason: r.str()? },
-            K_VIEW => {
-                let tenant = r.str()?;
-                let limit = r.u64()?;
-                let reserved = r.u64()?;
-                let n = r.u16()? as usize;
-                if n > MAX_VIEW_PIDS {
-                    return Err(DecodeError::Invalid("more than 4096 pids"));
-                }
-                let mut pids = Vec::with_capacity(n);
-                for _ in 0..n {
-                    pids.push(r.u32()?);
-                }
-                Msg::View(View {
-                    tenant,
-                    limit,
-                    reserved,
-                    pids,
-                })
-            }
+            K_VIEW => Msg::View(View {
+                tenant: r.str()?,
+                limit: r.u64()?,
+                reserved: r.u64()?,
+                pids: r.list(MAX_VIEW_PIDS, "more than 4096 pids", |r| r.u32())?,
+            }),
             k => return Err(DecodeError::Kind(k)),
         };
         r.end()?;

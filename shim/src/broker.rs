@@ -12,9 +12,10 @@
 //!
 //! When: at the process's first successful `cuInit`, never before (a
 //! process that never initialises CUDA starts no thread and holds no
-//! connection; NVML in such a process asks the broker for its tenant's view
-//! of a device on a short connection of its own: [`view`]). Then one thread reads the broker's messages: answers to
-//! reservations, and reclaims (return unused reservation). If the broker
+//! connection; NVML in such a process asks the broker for its tenant's
+//! view of a device on a short connection of its own: [`view`]). Then one
+//! thread reads the broker's messages: answers to reservations, and
+//! reclaims (return unused reservation). If the broker
 //! goes away, the process keeps working with its last budgets and what it
 //! has reserved, and the thread reconnects, reporting what the process holds
 //! so the broker rebuilds its ledger exactly.

@@ -727,9 +727,7 @@ fn nvml_shows_the_tenants_device_with_or_without_cuda() {
     // Without a broker to ask, NVML in a process without CUDA is unchanged.
     let mut c = gpu.command(&prog);
     c.args(["0", "nocuda"]).env("LD_PRELOAD", shim());
-    let out = c.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(text.contains("OK FAILS=0"), "{text}");
+    let text = tslice_tests::run_checked(c);
     assert_eq!(pids(&text).len(), 2, "{text}");
     assert!(field(&text, "nvml_total") as u64 > GIB, "{text}");
     for p in [p1, other] {

@@ -218,9 +218,7 @@ fn a_latency_critical_tenant_keeps_its_solo_latency_beside_a_best_effort_one() {
             c.args(["200", "2"])
                 .env("LD_PRELOAD", shim())
                 .env("TSLICE_BROKER", &broker.socket);
-            let o = cg.wrap("serving", c).output().expect("victim");
-            let out = String::from_utf8_lossy(&o.stdout).into_owned();
-            assert!(o.status.success() && out.contains("OK FAILS=0"), "{out}");
+            let out = tslice_tests::run_checked(cg.wrap("serving", c));
             (field(&out, "p50_us"), field(&out, "p99_us"))
         };
         let (solo50, solo99) = run_victim(&SimGpu::new());
