@@ -94,7 +94,9 @@
 //! ring of the last 262144 run segments `[start, end)` (pid, context;
 //! contiguous runs of one context merged). [`Monitor::busy_between`]
 //! integrates a pid's segments over a window; [`Monitor::busy_report`] also
-//! says whether the window is older than what the ring retains. A segment is
+//! says whether the window is older than what the ring retains;
+//! [`Monitor::runs_between`] lists the runs themselves (when each piece of
+//! work started and finished on the device, for latencies). A segment is
 //! one uninterrupted run, so retention is 262144 times the spacing of runs:
 //! unbounded for a tenant whose queue never drains (one growing segment),
 //! about 5 minutes for two saturating tenants alternating every 1.1 ms,
@@ -124,7 +126,7 @@ mod sys;
 use model::{Candidates, Core, CtxFault, Plan, SimCfg, NO_EVENT};
 use shm::Shm;
 
-pub use model::BusyReport;
+pub use model::{BusyReport, RunsReport};
 /// The device files' layout version (files of another version are refused).
 pub use shm::LAYOUT_VERSION;
 
@@ -787,6 +789,11 @@ impl Monitor {
     /// [`Monitor::busy_between`] with retention information.
     pub fn busy_report(&self, pid: u32, from_ns: u64, to_ns: u64) -> io::Result<BusyReport> {
         with_core(&self.shm, |core, _| core.busy_between(pid, from_ns, to_ns))
+    }
+    /// When the process's work ran within `[from_ns, to_ns)` (runs clipped
+    /// to the window, in time order), with retention information.
+    pub fn runs_between(&self, pid: u32, from_ns: u64, to_ns: u64) -> io::Result<RunsReport> {
+        with_core(&self.shm, |core, _| core.runs_between(pid, from_ns, to_ns))
     }
     /// Snapshot plus device-wide time totals, configuration and contexts.
     pub fn details(&self) -> io::Result<DeviceDetails> {

@@ -264,6 +264,18 @@ pub struct BusyReport {
     pub retained_from_ns: u64,
 }
 
+/// Result of [`Core::runs_between`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunsReport {
+    /// `[start, end)` of each run of the process's work within the window.
+    pub runs: Vec<(u64, u64)>,
+    /// False when the window starts before `retained_from_ns` (older runs
+    /// were overwritten).
+    pub complete: bool,
+    /// The ring holds every segment that ended after this time.
+    pub retained_from_ns: u64,
+}
+
 /// A process to check for liveness, collected under the lock and checked
 /// outside it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -1012,6 +1024,32 @@ impl<'a> Core<'a> {
     /// Device time the work of `pid` ran within `[from, to)`, from the
     /// device-wide segment ring (binary search, then a scan of the window).
     pub fn busy_between(&self, pid: u32, from: u64, to: u64) -> BusyReport {
+        let mut busy = 0u64;
+        self.each_run(pid, from, to, |a, b| busy = busy.saturating_add(b - a));
+        let retained = self.st.segm.lost_before_ns;
+        BusyReport {
+            busy_ns: busy,
+            complete: from >= retained,
+            retained_from_ns: retained,
+        }
+    }
+
+    /// When the work of `pid` ran within `[from, to)`: its runs, clipped to
+    /// the window, in time order (contiguous runs of one context merged).
+    pub fn runs_between(&self, pid: u32, from: u64, to: u64) -> RunsReport {
+        let mut runs = Vec::new();
+        self.each_run(pid, from, to, |a, b| runs.push((a, b)));
+        let retained = self.st.segm.lost_before_ns;
+        RunsReport {
+            runs,
+            complete: from >= retained,
+            retained_from_ns: retained,
+        }
+    }
+
+    /// Calls `f(start, end)` for each non-empty run of `pid` within
+    /// `[from, to)`, clipped to it, in time order.
+    fn each_run(&self, pid: u32, from: u64, to: u64, mut f: impl FnMut(u64, u64)) {
         let n = SEGMENTS;
         let len = (self.st.segm.len as usize).min(n);
         let next = self.st.segm.next as usize % n;
@@ -1033,7 +1071,6 @@ impl<'a> Core<'a> {
                 hi = mid;
             }
         }
-        let mut busy = 0u64;
         for i in lo..len {
             let s = at(i);
             if s.start >= to {
@@ -1042,14 +1079,10 @@ impl<'a> Core<'a> {
             if s.pid == pid {
                 let a = s.start.max(from);
                 let b = s.end.min(to);
-                busy = busy.saturating_add(b.saturating_sub(a));
+                if b > a {
+                    f(a, b);
+                }
             }
-        }
-        let retained = self.st.segm.lost_before_ns;
-        BusyReport {
-            busy_ns: busy,
-            complete: from >= retained,
-            retained_from_ns: retained,
         }
     }
 
@@ -1863,6 +1896,18 @@ mod tests {
         assert!(r.complete);
         assert_eq!(r.busy_ns, 100 * 5 * US + 2 * US);
         assert_eq!(core.busy_between(99, 0, n * 10 * US).busy_ns, 0);
+        let r = core.runs_between(10, 100 * 10 * US + 2 * US, 102 * 10 * US + 2 * US);
+        assert!(r.complete);
+        assert_eq!(
+            r.runs,
+            [
+                (100 * 10 * US + 2 * US, 100 * 10 * US + 5 * US),
+                (101 * 10 * US, 101 * 10 * US + 5 * US),
+                (102 * 10 * US, 102 * 10 * US + 2 * US),
+            ]
+        );
+        assert!(!core.runs_between(10, 0, 10 * US).complete);
+        assert!(core.runs_between(99, 0, n * 10 * US).runs.is_empty());
     }
 
     #[test]

@@ -292,6 +292,42 @@ impl SimGpu {
         })
     }
 
+    /// The p50 and p99 (us) of a latency-sensitive program's launches (it
+    /// printed `pid=`, `t_start=` and `launch_offsets_ns=`, as
+    /// `tests/cuda/victim.cu` does, each launch of `work_ns` waited for
+    /// before the next) measured on device 0's record of when its work
+    /// ran: from the launch until its work had run there. What the GPU's
+    /// scheduling and tslice do to the program is in it; the host's delay
+    /// in waking the program once its work is done is not (on a loaded
+    /// 2-core CI machine that delay alone can pass a millisecond at p99).
+    pub fn latencies_on_device(&self, out: &str, work_ns: u64) -> (f64, f64) {
+        let pid = field(out, "pid") as u32;
+        let t_start = field(out, "t_start") as u64;
+        let launches: Vec<u64> = text_field(out, "launch_offsets_ns")
+            .split(',')
+            .map(|v| {
+                t_start
+                    + v.parse::<u64>()
+                        .unwrap_or_else(|e| panic!("launch_offsets_ns: {v:?}: {e}"))
+            })
+            .collect();
+        let from = *launches.first().expect("no launches");
+        let report = self
+            .monitor(0)
+            .runs_between(pid, from, u64::MAX)
+            .expect("read the device's record");
+        assert!(
+            report.complete,
+            "the device's record no longer holds {from} (retained from {})",
+            report.retained_from_ns
+        );
+        let mut lat = latencies(&launches, &report.runs, work_ns)
+            .unwrap_or_else(|e| panic!("pid {pid}: {e}"));
+        lat.sort_unstable();
+        let q = |p: f64| lat[((p * lat.len() as f64) as usize).min(lat.len() - 1)] as f64 / 1e3;
+        (q(0.50), q(0.99))
+    }
+
     /// Handshake on ground truth: returns once device 0 has run `busy_ns` of
     /// `pid`'s work (a minute at most, then the test fails).
     pub fn wait_until_busy(&self, pid: u32, busy_ns: u64) {
@@ -357,6 +393,49 @@ pub fn field(out: &str, key: &str) -> f64 {
         .trim_end_matches(',')
         .parse()
         .unwrap_or_else(|e| panic!("{key}= is not a number ({e}) in:\n{out}"))
+}
+
+/// For launches made at `launches` (ns, ascending), each of `work_ns` and
+/// each waited for before the next, and the `runs` of the process's work on
+/// the device (`[start, end)`, in time order): the time from each launch
+/// until `work_ns` of work had run after it. An error if a launch's work
+/// did not finish before the next launch (or at all).
+pub fn latencies(launches: &[u64], runs: &[(u64, u64)], work_ns: u64) -> Result<Vec<u64>, String> {
+    let mut out = Vec::with_capacity(launches.len());
+    let mut r = runs.iter().copied().peekable();
+    for (i, &at) in launches.iter().enumerate() {
+        let next = launches.get(i + 1).copied().unwrap_or(u64::MAX);
+        let mut left = work_ns;
+        let mut done = None;
+        while let Some(&(a, b)) = r.peek() {
+            if b <= at {
+                r.next();
+                continue;
+            }
+            let a = a.max(at);
+            if a >= next {
+                break;
+            }
+            if b - a >= left {
+                done = Some(a + left);
+                if b - a == left {
+                    r.next();
+                }
+                break;
+            }
+            left -= b - a;
+            r.next();
+        }
+        match done {
+            Some(t) if t <= next => out.push(t - at),
+            _ => {
+                return Err(format!(
+                    "the work of launch {i} (at {at}) did not run to its end before the next launch ({next})"
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The text of a `key=value` word in a program's output.
@@ -834,4 +913,22 @@ pub fn wait_for(
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     t0.elapsed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::latencies;
+
+    #[test]
+    fn latencies_follow_each_launch_through_its_runs() {
+        // Launch at 0: waits until 100, runs 100-150 and 300-350 (preempted
+        // between). Launch at 400: runs at once, 400-500.
+        let runs = [(100, 150), (300, 350), (400, 500)];
+        assert_eq!(latencies(&[0, 400], &runs, 100), Ok(vec![350, 100]));
+        // A run that starts before the launch counts from the launch.
+        assert_eq!(latencies(&[120], &[(100, 300)], 100), Ok(vec![100]));
+        // Work that never finished, or finished only after the next launch.
+        assert!(latencies(&[0], &[(0, 50)], 100).is_err());
+        assert!(latencies(&[0, 60], &[(0, 50), (70, 120)], 100).is_err());
+    }
 }
