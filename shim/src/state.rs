@@ -103,6 +103,7 @@ pub struct Shim {
     compute_burst_ns: u64,
     compute_inflight_ns: u64,
     compute_quantum_ns: u64,
+    compute_run_ns: u64,
     /// The GPU's timeslice (TSLICE_GPU_TIMESLICE).
     gpu_timeslice_ns: u64,
     pub devices: [DeviceState; MAX_DEVICES],
@@ -235,6 +236,7 @@ impl Shim {
         let compute_burst_ns = duration("TSLICE_COMPUTE_BURST", defaults.burst_ns);
         let compute_inflight_ns = duration("TSLICE_COMPUTE_INFLIGHT", defaults.max_inflight_ns);
         let compute_quantum_ns = duration("TSLICE_COMPUTE_QUANTUM", defaults.quantum_ns);
+        let compute_run_ns = duration("TSLICE_COMPUTE_RUN", defaults.run_ns);
         let gpu_timeslice_ns = duration("TSLICE_GPU_TIMESLICE", defaults.timeslice_ns);
         let broker_target = crate::broker::target()
             .map_err(|e| problems.push(e))
@@ -251,6 +253,7 @@ impl Shim {
             compute_burst_ns,
             compute_inflight_ns,
             compute_quantum_ns,
+            compute_run_ns,
             gpu_timeslice_ns,
             devices: std::array::from_fn(DeviceState::new),
             gates: [const { OnceLock::new() }; MAX_DEVICES],
@@ -683,8 +686,9 @@ impl Shim {
             cfg.max_inflight_ns = self.compute_inflight_ns;
             cfg.timeslice_ns = self.gpu_timeslice_ns;
             cfg.quantum_ns = self.compute_quantum_ns;
+            cfg.run_ns = self.compute_run_ns;
             log::info!(
-                "device {dev} ({}): compute share {}{cap}, burst {} us, in flight at most {} us ({} us with the whole device)",
+                "device {dev} ({}): compute share {}{cap}, burst {} us, in flight at most {} us ({} us with the whole device), runs of {} us at half of it",
                 uuid.as_deref().unwrap_or("uuid unknown"),
                 if link.is_some() {
                     "from the broker, at most "
@@ -693,7 +697,8 @@ impl Shim {
                 },
                 cfg.burst_ns / 1000,
                 cfg.max_inflight_ns / 1000,
-                cfg.whole_inflight_ns.max(cfg.max_inflight_ns) / 1000
+                cfg.whole_inflight_ns.max(cfg.max_inflight_ns) / 1000,
+                cfg.run_ns / 1000
             );
             Some(Box::new(DeviceGate::new(cfg, link, cap)))
         })
