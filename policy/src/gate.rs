@@ -214,6 +214,30 @@ pub struct GateStats {
     pub forgiven_ns: u64,
 }
 
+/// Longest run of a paced process that does not take turns:
+/// `run_ns x share / (1 - share)` (at least `run_ns`), so that the gap
+/// in which its queue is seen to drain (up to `run_ns`) costs it none
+/// of its share; by default 500 us at 50%, 750 us at 60%. A run that
+/// would reach a timeslice (from about 67% by default) is not capped:
+/// the GPU itself ends it at the timeslice for a neighbour that waits,
+/// so a cap would gain that neighbour nothing, and every drained queue
+/// costs the process GPU time whenever its launching thread is held up
+/// just then (measured: about 3 points at 70% on a loaded 2-core host).
+/// `run_ns` 0 turns runs off.
+fn run_cap_ns(cfg: &GateConfig) -> u64 {
+    let share = u128::from(cfg.share.0);
+    let one = u128::from(Ppm::ONE.0);
+    if share >= one || cfg.run_ns == 0 {
+        return u64::MAX;
+    }
+    let run = u128::from(cfg.run_ns);
+    let scaled = (run.saturating_mul(share) / (one - share)).max(run);
+    if scaled >= u128::from(cfg.timeslice_ns) {
+        return u64::MAX;
+    }
+    u64::try_from(scaled).unwrap_or(u64::MAX)
+}
+
 #[derive(Debug)]
 pub struct Gate {
     cfg: GateConfig,
@@ -229,10 +253,12 @@ pub struct Gate {
     throttled: bool,
     /// Estimated work launched in the current turn.
     turn_ns: u64,
-    /// Estimated work launched since the queue was last seen empty (a
-    /// process that does not take turns).
+    /// Estimated work launched since all of it was last known complete.
     run_launched_ns: u64,
-    /// The last wait was for completions (probation, in flight, turn).
+    /// [`Gate::run_cap_ns`] for the share in force.
+    run_cap_ns: u64,
+    /// The last wait was for completions (probation, in flight, turn, the
+    /// end of a run).
     waiting_on_completions: bool,
     hold_until_ns: u64,
     /// The broker's slot for this process, when it coordinates turns.
@@ -242,6 +268,7 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(cfg: GateConfig, now_ns: u64) -> Gate {
+        let run_cap = run_cap_ns(&cfg);
         Gate {
             bucket: TokenBucket::new(cfg.share, cfg.burst_ns, now_ns),
             est: Estimator::new(cfg.estimator.clone()),
@@ -253,6 +280,7 @@ impl Gate {
             throttled: false,
             turn_ns: 0,
             run_launched_ns: 0,
+            run_cap_ns: run_cap,
             waiting_on_completions: false,
             hold_until_ns: 0,
             slot: None,
@@ -297,27 +325,10 @@ impl Gate {
         self.cfg.share.0 < 500_000
     }
 
-    /// Longest run of a paced process that does not take turns:
-    /// `run_ns x share / (1 - share)` (at least `run_ns`), so that the gap
-    /// in which its queue is seen to drain (up to `run_ns`) costs it none
-    /// of its share; by default 500 us at 50%, 750 us at 60%. A run that
-    /// would reach a timeslice (from about 67% by default) is not capped:
-    /// the GPU itself ends it at the timeslice for a neighbour that waits,
-    /// so a cap would gain that neighbour nothing, and every drained queue
-    /// costs the process GPU time whenever its launching thread is held up
-    /// just then (measured: about 3 points at 70% on a loaded 2-core host).
+    /// Longest run of a paced process that does not take turns (see
+    /// [`run_cap_ns`]).
     pub fn run_cap_ns(&self) -> u64 {
-        let share = u128::from(self.cfg.share.0);
-        let one = u128::from(Ppm::ONE.0);
-        if share >= one {
-            return u64::MAX;
-        }
-        let run = u128::from(self.cfg.run_ns);
-        let scaled = (run.saturating_mul(share) / (one - share)).max(run);
-        if scaled >= u128::from(self.cfg.timeslice_ns) {
-            return u64::MAX;
-        }
-        u64::try_from(scaled).unwrap_or(u64::MAX)
+        self.run_cap_ns
     }
 
     /// The whole device and no slot: not paced (see the module's doc).
@@ -378,6 +389,10 @@ impl Gate {
             return Decision::Wait(self.cfg.poll_ns);
         }
         let inflight = self.observable_inflight_ns();
+        if self.inflight_ns() == 0 {
+            // Every launch is known complete: the next one starts a run.
+            self.run_launched_ns = 0;
+        }
         if inflight > 0 && inflight.saturating_add(cost) > self.inflight_bound_ns() {
             self.stats.waits_inflight += 1;
             return Decision::Wait(self.cfg.poll_ns.min(inflight));
@@ -421,13 +436,7 @@ impl Gate {
             return self.go(key, kind, cost, false);
         }
         let runs = !self.takes_turns();
-        if runs && self.inflight_ns() == 0 {
-            // Every launch is known complete: the next one starts a run.
-            self.run_launched_ns = 0;
-        } else if runs
-            && inflight > 0
-            && self.run_launched_ns.saturating_add(cost) > self.run_cap_ns()
-        {
+        if runs && inflight > 0 && self.run_launched_ns.saturating_add(cost) > self.run_cap_ns {
             // The end of a run (its last launch was fenced): the queue
             // drains, and a waiting neighbour gets the device, first. (With
             // nothing observable in flight the launch goes, fenced.)
@@ -470,10 +479,12 @@ impl Gate {
             && self.bucket.balance(now()) < self.cfg.quantum_ns as i64;
         // The last launch of a run (another like it would pass the cap) is
         // fenced, so that its queue can be seen to drain.
-        let run_over = runs && {
-            self.run_launched_ns = self.run_launched_ns.saturating_add(cost);
-            self.run_launched_ns.saturating_add(cost) > self.run_cap_ns()
-        };
+        let run_over = runs
+            && self
+                .run_launched_ns
+                .saturating_add(cost)
+                .saturating_add(cost)
+                > self.run_cap_ns;
         if turn_over {
             // The turn has had its quantum and the bucket cannot pay another
             // one: the next launch waits for the next turn, which starts once
@@ -489,6 +500,7 @@ impl Gate {
         let plan = self.est.plan(key, kind);
         debug_assert_eq!(plan.cost_ns, cost);
         self.submitted_ns = self.submitted_ns.saturating_add(cost);
+        self.run_launched_ns = self.run_launched_ns.saturating_add(cost);
         let fence = !plan.sample
             && (fence_now || self.submitted_ns - self.marked_ns >= self.fence_interval_ns());
         if plan.sample || fence {
@@ -600,6 +612,7 @@ impl Gate {
             self.bucket.limit_debt(self.inflight_ns(), now_ns);
         }
         self.cfg.share = share;
+        self.run_cap_ns = run_cap_ns(&self.cfg);
         self.bucket.set_rate(share, now_ns);
     }
 }
@@ -836,6 +849,33 @@ mod tests {
         for uncapped in [672_000, 700_000, 999_999, 1_000_000] {
             assert_eq!(g(uncapped), u64::MAX, "{uncapped}");
         }
+    }
+
+    /// Work queued while the process had the whole device counts toward
+    /// the run it is in when its share drops to a capped one: it does not
+    /// add a whole run on top. `run_ns` 0 turns runs off.
+    #[test]
+    fn a_run_counts_what_was_queued_before_the_share_dropped() {
+        let mut g = Gate::new(GateConfig::new(Ppm::ONE), 0);
+        let Decision::Go(first) = g.admit(1, Kind::Kernel, 0) else {
+            panic!()
+        };
+        g.measured(&first, Some(400 * US), 0);
+        for _ in 0..3 {
+            assert!(matches!(g.admit(1, Kind::Kernel, 0), Decision::Go(_)));
+        }
+        g.set_share(Ppm(550_000), 0);
+        assert_eq!(g.run_cap_ns(), 611_111);
+        assert!(matches!(g.admit(1, Kind::Kernel, 0), Decision::Wait(_)));
+        assert_eq!(g.stats().waits_run, 1);
+        // Once all of it is known complete, a new run starts.
+        g.completed(g.submitted_ns());
+        assert!(matches!(g.admit(1, Kind::Kernel, 0), Decision::Go(_)));
+        let off = GateConfig {
+            run_ns: 0,
+            ..GateConfig::new(Ppm(550_000))
+        };
+        assert_eq!(Gate::new(off, 0).run_cap_ns(), u64::MAX);
     }
 
     /// Not paced, yet charged: the whole device queues up to its bound with

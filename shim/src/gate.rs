@@ -176,14 +176,20 @@ impl DeviceGate {
         let mut wait_start: Option<u64> = None;
         // (since, progress) while waiting for completions that do not come.
         let mut stall: Option<(u64, u64)> = None;
+        // Completions are polled every few launches; before a launch first
+        // sleeps they are polled at once, and it is decided again (what it
+        // waits for may have completed since the last poll).
+        let mut poll_now = false;
         loop {
             let mut read: Option<u64> = None;
             let mut now = || *read.get_or_insert_with(real::now_ns);
-            let (decision, on_completions, progress, patience) = {
+            let polling = poll_now || wait_start.is_some();
+            let (decision, on_completions, progress, patience, polled) = {
                 let mut inner = self.lock();
                 self.sync(&mut inner, &mut now);
                 inner.since_poll += 1;
-                if wait_start.is_some() || inner.since_poll >= POLL_EVERY_LAUNCHES {
+                let polled = polling || inner.since_poll >= POLL_EVERY_LAUNCHES;
+                if polled {
                     inner.since_poll = 0;
                     let t = now();
                     inner.poll(t);
@@ -199,6 +205,7 @@ impl DeviceGate {
                     inner.gate.waiting_on_completions(),
                     inner.gate.progress(),
                     patience,
+                    polled,
                 )
             };
             match decision {
@@ -213,6 +220,9 @@ impl DeviceGate {
                         }
                     }
                     return t;
+                }
+                Decision::Wait(_) if !polled && on_completions && !poll_now => {
+                    poll_now = true;
                 }
                 Decision::Wait(w) => {
                     let t = now();

@@ -39,22 +39,35 @@ struct Done {
 }
 
 /// Waits for a tenant (a minute at most: a hung tenant fails the test
-/// instead of hanging it).
+/// instead of hanging it), reading its output meanwhile (the victim prints
+/// more than a pipe holds).
 fn finish(mut c: Child) -> Done {
     let pid = c.id();
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = drain(c.stdout.take().map(|r| Box::new(r) as _));
+    let err = drain(c.stderr.take().map(|r| Box::new(r) as _));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while c.try_wait().expect("try_wait").is_none() {
+    let status = loop {
+        if let Some(status) = c.try_wait().expect("try_wait") {
+            break status;
+        }
         if std::time::Instant::now() > deadline {
             let _ = c.kill();
             panic!("pid {pid} did not finish within 60 s: hung");
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let o = c.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
     assert!(
-        o.status.success() && out.contains("OK FAILS=0"),
+        status.success() && out.contains("OK FAILS=0"),
         "pid {pid} failed:\n{out}\n{err}"
     );
     let t_start = field(&out, "t_start") as u64;
