@@ -1196,9 +1196,6 @@ weight = 3
         );
     }
 
-    /// No process is given the whole device (and its deeper queue) while
-    /// another tenant's latency-critical process is on the device, idle or
-    /// not; a latency-critical tenant alone with work may have it.
     /// The share in a process's budget page (device 0), as its shim reads it.
     fn page_share(s: &State, id: ConnId) -> u32 {
         s.procs[&id].budget.page().dev[0]
@@ -1206,6 +1203,9 @@ weight = 3
             .load(Ordering::Relaxed)
     }
 
+    /// No process is given the whole device (and its deeper queue) while
+    /// another tenant's latency-critical process is on the device, idle or
+    /// not; a latency-critical tenant alone with work may have it.
     #[test]
     fn nobody_else_gets_the_whole_device_beside_a_latency_critical_tenant() {
         let cfg = Config::parse(

@@ -711,7 +711,7 @@ mod tests {
     /// loop launches as fast as the gate allows, measures completions at the
     /// poll times, and we compare device time used with the share.
     fn run(share: u32, durations: &[(u64, u64)], horizon: u64) -> f64 {
-        run_stalling(share, durations, horizon, None)
+        run_with(GateConfig::new(Ppm(share)), durations, horizon, None).busy
     }
 
     /// What the device saw in [`run_with`].
@@ -722,19 +722,9 @@ mod tests {
         longest_run_ns: u64,
     }
 
-    /// [`run`] with a launching thread that, every `period`, is kept off
-    /// the CPU for `len` (a CPU-limited pod, a loaded node).
-    fn run_stalling(
-        share: u32,
-        durations: &[(u64, u64)],
-        horizon: u64,
-        stalls: Option<(u64, u64)>,
-    ) -> f64 {
-        run_with(GateConfig::new(Ppm(share)), durations, horizon, stalls).busy
-    }
-
-    /// [`run_stalling`] with any configuration, also reporting the longest
-    /// run of the device.
+    /// [`run`] with any configuration and a launching thread that, every
+    /// `period`, is kept off the CPU for `len` (`stalls`: a CPU-limited pod,
+    /// a loaded node), also reporting the longest run of the device.
     fn run_with(
         cfg: GateConfig,
         durations: &[(u64, u64)],
@@ -804,8 +794,14 @@ mod tests {
     fn a_process_with_the_whole_device_keeps_it_busy_through_host_stalls() {
         let stalls = Some((25 * MS, 8 * MS));
         let kernels = [(1, 200 * US)];
-        let whole = run_stalling(1_000_000, &kernels, 3_000 * MS, stalls);
-        let paced = run_stalling(999_000, &kernels, 3_000 * MS, stalls);
+        let whole = run_with(
+            GateConfig::new(Ppm(1_000_000)),
+            &kernels,
+            3_000 * MS,
+            stalls,
+        )
+        .busy;
+        let paced = run_with(GateConfig::new(Ppm(999_000)), &kernels, 3_000 * MS, stalls).busy;
         assert!(whole > 0.995, "whole device: {whole}");
         assert!(paced < 0.85, "paced just below it: {paced}");
         assert!(run(1_000_000, &kernels, 3_000 * MS) > 0.995);

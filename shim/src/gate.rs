@@ -183,12 +183,12 @@ impl DeviceGate {
         loop {
             let mut read: Option<u64> = None;
             let mut now = || *read.get_or_insert_with(real::now_ns);
-            let polling = poll_now || wait_start.is_some();
             let (decision, on_completions, progress, patience, polled) = {
                 let mut inner = self.lock();
                 self.sync(&mut inner, &mut now);
                 inner.since_poll += 1;
-                let polled = polling || inner.since_poll >= POLL_EVERY_LAUNCHES;
+                let polled =
+                    poll_now || wait_start.is_some() || inner.since_poll >= POLL_EVERY_LAUNCHES;
                 if polled {
                     inner.since_poll = 0;
                     let t = now();
@@ -221,7 +221,7 @@ impl DeviceGate {
                     }
                     return t;
                 }
-                Decision::Wait(_) if !polled && on_completions && !poll_now => {
+                Decision::Wait(_) if !polled && on_completions => {
                     poll_now = true;
                 }
                 Decision::Wait(w) => {

@@ -417,10 +417,8 @@ pub fn latencies(launches: &[u64], runs: &[(u64, u64)], work_ns: u64) -> Result<
                 break;
             }
             if b - a >= left {
+                // The rest of this run, if any, is before the next launch.
                 done = Some(a + left);
-                if b - a == left {
-                    r.next();
-                }
                 break;
             }
             left -= b - a;
